@@ -1,0 +1,55 @@
+# Two commands for a newcomer: `make run` and `make test`. Everything else is installed here.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# The newest Python 3.11+ this machine has. Django 6 needs 3.12+; with only 3.11 the Django 5.2 LTS
+# line is installed instead (docs/adr/001-python-and-django-versions.md).
+PYTHON ?= $(shell for p in python3.14 python3.13 python3.12 $$(ls -d $$HOME/.pyenv/versions/3.1[2-9]*/bin/python3 2>/dev/null | sort -rV) python3.11 python3; do \
+	$$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1 && { echo $$p; break; }; done)
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 8000
+export PORT
+
+.PHONY: help run test lint format bench-import setup
+
+help:
+	@echo "make run    start the portal with a seeded demo programme, a Celery worker and beat (http://127.0.0.1:$(PORT))"
+	@echo "make test   run the test suite (SQLite by default; DATABASE_URL / CELERY_BROKER_URL for PostgreSQL / Redis)"
+	@echo "make lint   ruff check and format check"
+
+$(BIN)/python:
+	@test -n "$(PYTHON)" || { echo "Python 3.11 or newer is needed"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+setup: $(VENV)/.installed node_modules/.installed
+	@mkdir -p var
+
+run: export DEBUG := 1
+run: setup
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py seed_demo
+	$(BIN)/honcho -f Procfile.dev start -p $(PORT)
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench-import: setup
+	$(BIN)/python -m bench.import_inventory --rows $${ROWS:-2100000}

@@ -1,0 +1,478 @@
+"""The tables of the migration programme and their state enums. No business workflows here: services write.
+
+Sized for 2.1 million mailboxes and 22,000 organisations: every list a page or the API shows is backed by
+an index named below, and nothing here walks a whole table.
+"""
+
+from django.contrib.auth.models import AbstractUser
+from django.db import models
+from django.db.models import F, Q
+from django.db.models.functions import Lower, Now, Upper
+
+from migrations_app.fields import EncryptedTextField
+
+ODS_CODE_PATTERN = r"^[A-Z0-9]{1,9}$"
+
+
+class User(AbstractUser):
+    """A person who signs in. Local accounts now; Entra ID accounts are keyed by `entra_oid` later."""
+
+    class Role(models.TextChoices):
+        PROGRAMME_OFFICE = "programme_office", "Programme office"
+        TRUST_ADMIN = "trust_admin", "Trust admin"
+        VIEWER = "viewer", "Read-only viewer"
+
+    role = models.CharField(max_length=20, choices=Role.choices, default=Role.VIEWER)
+    # The organisations a trust admin administers (a user may administer several).
+    organisations = models.ManyToManyField(
+        "Organisation",
+        blank=True,
+        related_name="admins",
+        help_text="Organisations this trust admin administers",
+    )
+    entra_oid = models.CharField(max_length=64, null=True, blank=True, unique=True, editable=False)
+
+    @property
+    def is_programme_office(self) -> bool:
+        return self.is_active and (self.role == self.Role.PROGRAMME_OFFICE or self.is_superuser)
+
+    @property
+    def is_trust_admin(self) -> bool:
+        return self.is_active and self.role == self.Role.TRUST_ADMIN
+
+    @property
+    def is_viewer(self) -> bool:
+        return self.is_active and self.role == self.Role.VIEWER
+
+
+class Organisation(models.Model):
+    """An NHS organisation whose mailboxes move: a trust, one of its sites, a GP practice, a pharmacy..."""
+
+    class Kind(models.TextChoices):
+        TRUST = "trust", "NHS trust"
+        TRUST_SITE = "trust_site", "Trust site"
+        GP_PRACTICE = "gp_practice", "GP practice"
+        PHARMACY = "pharmacy", "Pharmacy"
+        ICB = "icb", "Integrated care board"
+        DENTAL = "dental", "Dental practice"
+        OPTOMETRY = "optometry", "Optometry practice"
+        NATIONAL = "national", "National body"
+        OTHER = "other", "Other"
+
+    class Region(models.TextChoices):
+        LONDON = "london", "London"
+        SOUTH_EAST = "south_east", "South East"
+        SOUTH_WEST = "south_west", "South West"
+        EAST_OF_ENGLAND = "east_of_england", "East of England"
+        MIDLANDS = "midlands", "Midlands"
+        NORTH_EAST_YORKSHIRE = "north_east_yorkshire", "North East and Yorkshire"
+        NORTH_WEST = "north_west", "North West"
+        NATIONAL = "national", "National"
+
+    class Status(models.TextChoices):
+        INVITED = "invited", "Invited"
+        ENROLLED = "enrolled", "Enrolled"
+        READY = "ready", "Ready"
+        MIGRATING = "migrating", "Migrating"
+        MIGRATED = "migrated", "Migrated"
+
+    class WindowPreference(models.TextChoices):
+        ANY = "any", "No preference"
+        EVENING = "evening", "Weekday evenings"
+        WEEKEND = "weekend", "Weekends"
+
+    ods_code = models.CharField("ODS code", max_length=9, unique=True)
+    name = models.CharField(max_length=200)
+    kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.TRUST)
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="children"
+    )
+    region = models.CharField(max_length=30, choices=Region.choices)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.ENROLLED)
+    preferred_window = models.CharField(
+        max_length=10, choices=WindowPreference.choices, default=WindowPreference.ANY
+    )
+    # Set by the programme office: lower numbers are planned first.
+    priority = models.PositiveSmallIntegerField(default=100)
+    # Readiness gates: all must be met before the organisation is ready to plan.
+    gate_mfa_enforced = models.BooleanField("Multi-factor sign-in enforced", default=False)
+    gate_acceptable_use = models.BooleanField("Acceptable-use policy accepted", default=False)
+    gate_licences_assigned = models.BooleanField("Exchange Online licences assigned", default=False)
+    gate_service_desk_briefed = models.BooleanField("Local service desk briefed", default=False)
+    notes = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    enrolled_at = models.DateTimeField(null=True, blank=True)
+
+    GATES = (
+        "gate_mfa_enforced",
+        "gate_acceptable_use",
+        "gate_licences_assigned",
+        "gate_service_desk_briefed",
+    )
+
+    class Meta:
+        ordering = ["ods_code"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(ods_code__regex=ODS_CODE_PATTERN), name="organisation_ods_code_format"
+            ),
+            models.CheckConstraint(condition=~Q(parent=F("id")), name="organisation_not_own_parent"),
+        ]
+        indexes = [
+            models.Index(fields=["status", "ods_code"], name="organisation_status_idx"),
+            models.Index(fields=["region", "ods_code"], name="organisation_region_idx"),
+            models.Index(fields=["parent"], name="organisation_parent_idx"),
+            models.Index(Upper("name"), name="organisation_name_upper_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.ods_code} {self.name}"
+
+    @property
+    def gates(self) -> list[tuple[str, str, bool]]:
+        return [(name, self._meta.get_field(name).verbose_name, getattr(self, name)) for name in self.GATES]
+
+    @property
+    def gates_met(self) -> bool:
+        return all(getattr(self, name) for name in self.GATES)
+
+
+class Contact(models.Model):
+    class Role(models.TextChoices):
+        PRIMARY = "primary", "Primary contact"
+        TECHNICAL = "technical", "Technical contact"
+        SERVICE_DESK = "service_desk", "Service desk"
+
+    organisation = models.ForeignKey(Organisation, on_delete=models.CASCADE, related_name="contacts")
+    role = models.CharField(max_length=20, choices=Role.choices)
+    name = models.CharField(max_length=200)
+    email = models.EmailField()
+    phone = models.CharField(max_length=40, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["organisation", "role"], name="contact_one_per_role")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.get_role_display()})"
+
+
+class BlackoutPeriod(models.Model):
+    """Dates on which an organisation's mailboxes must not move (an audit, a go-live, winter pressures)."""
+
+    organisation = models.ForeignKey(Organisation, on_delete=models.CASCADE, related_name="blackouts")
+    starts_on = models.DateField()
+    ends_on = models.DateField()
+    reason = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["starts_on"]
+        constraints = [
+            models.CheckConstraint(condition=Q(ends_on__gte=F("starts_on")), name="blackout_ends_after_start")
+        ]
+        indexes = [models.Index(fields=["organisation", "starts_on"], name="blackout_org_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.starts_on} to {self.ends_on}"
+
+
+class Invitation(models.Model):
+    """The programme office invites a trust admin to enrol a pre-created organisation. Token stored hashed."""
+
+    organisation = models.ForeignKey(Organisation, on_delete=models.CASCADE, related_name="invitations")
+    email = models.EmailField()
+    token_hash = models.CharField(max_length=64, unique=True)
+    invited_by = models.ForeignKey(User, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    accepted_by = models.ForeignKey(User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    accepted_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"Invitation for {self.email} to {self.organisation.ods_code}"
+
+
+class Wave(models.Model):
+    """A migration window: an evening or a weekend, with a capacity in mailboxes and bytes."""
+
+    class Kind(models.TextChoices):
+        EVENING = "evening", "Weekday evening"
+        WEEKEND = "weekend", "Weekend"
+
+    class Status(models.TextChoices):
+        DRAFT = "draft", "Draft"
+        PROPOSED = "proposed", "Proposed"
+        APPROVED = "approved", "Approved"
+        RUNNING = "running", "Running"
+        PAUSED = "paused", "Paused"
+        COMPLETED = "completed", "Completed"
+        REJECTED = "rejected", "Rejected"
+        CANCELLED = "cancelled", "Cancelled"
+
+    name = models.CharField(max_length=100)
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    is_pilot = models.BooleanField(default=False)
+    starts_at = models.DateTimeField()
+    ends_at = models.DateTimeField()
+    capacity_mailboxes = models.PositiveIntegerField()
+    capacity_bytes = models.BigIntegerField()
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.DRAFT)
+    proposed_by = models.ForeignKey(User, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["starts_at"]
+        constraints = [
+            models.CheckConstraint(condition=Q(ends_at__gt=F("starts_at")), name="wave_ends_after_start"),
+            models.CheckConstraint(condition=Q(capacity_bytes__gte=0), name="wave_capacity_bytes_positive"),
+        ]
+        indexes = [models.Index(fields=["status", "starts_at"], name="wave_status_idx")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Endpoint(models.Model):
+    """A source or target system. The credential is encrypted at rest and never shown back."""
+
+    class Kind(models.TextChoices):
+        SIMULATED = "simulated", "Simulated"
+        IMAP = "imap", "IMAP"
+        GRAPH = "graph", "Microsoft Graph (Exchange Online)"
+
+    class Role(models.TextChoices):
+        SOURCE = "source", "Source"
+        TARGET = "target", "Target"
+
+    class Security(models.TextChoices):
+        TLS = "tls", "TLS"
+        STARTTLS = "starttls", "STARTTLS"
+        PLAIN = "plain", "Plain text (test systems only)"
+
+    name = models.CharField(max_length=100, unique=True)
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    role = models.CharField(max_length=10, choices=Role.choices)
+    address = models.CharField(max_length=255, blank=True, help_text="Host name, or tenant ID for Graph")
+    port = models.PositiveIntegerField(null=True, blank=True)
+    security = models.CharField(max_length=10, choices=Security.choices, default=Security.TLS)
+    username = models.CharField(max_length=255, blank=True)
+    secret = EncryptedTextField(blank=True, help_text="Password, client secret or key; encrypted at rest")
+    options = models.JSONField(default=dict, blank=True)
+    max_concurrency = models.PositiveIntegerField(default=20)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.get_kind_display()} {self.get_role_display().lower()})"
+
+
+class Mailbox(models.Model):
+    """One mailbox to move. 2.1 million of these: every index below is there for a page or the API."""
+
+    class Kind(models.TextChoices):
+        USER = "user", "User"
+        SHARED = "shared", "Shared"
+        ROOM = "room", "Room"
+        EQUIPMENT = "equipment", "Equipment"
+
+    class State(models.TextChoices):
+        INVENTORIED = "inventoried", "Inventoried"
+        READY = "ready", "Ready"
+        BLOCKED = "blocked", "Blocked"
+        SCHEDULED = "scheduled", "Scheduled"
+        SYNCING = "syncing", "Syncing"
+        SYNCED = "synced", "Synced"
+        CUTOVER = "cutover", "Cutting over"
+        VERIFYING = "verifying", "Verifying"
+        MIGRATED = "migrated", "Migrated"
+        FAILED = "failed", "Failed"
+
+    # db_index=False: the (organisation, state, id) index below serves every lookup by organisation.
+    organisation = models.ForeignKey(
+        Organisation, on_delete=models.PROTECT, related_name="mailboxes", db_index=False
+    )
+    # Normalised (trimmed, lower case) by the services; the constraint below holds them to it.
+    email = models.CharField("primary SMTP address", max_length=254, unique=True)
+    display_name = models.CharField(max_length=256, blank=True, default="", db_default="")
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.USER)
+    size_bytes = models.BigIntegerField(default=0, db_default=0)
+    item_count = models.BigIntegerField(default=0, db_default=0)
+    source_identity = models.CharField(max_length=254, blank=True, default="", db_default="")
+    target_upn = models.CharField("target UPN", max_length=254, blank=True, default="", db_default="")
+    # Mailboxes that must move together (delegates and the shared mailboxes they use).
+    affinity_group = models.CharField(max_length=100, blank=True, default="", db_default="")
+    wave = models.ForeignKey(
+        Wave, null=True, blank=True, on_delete=models.SET_NULL, related_name="mailboxes", db_index=False
+    )
+    state = models.CharField(
+        max_length=12, choices=State.choices, default=State.INVENTORIED, db_default="inventoried"
+    )
+    attempts = models.PositiveSmallIntegerField(default=0, db_default=0)
+    last_error_code = models.CharField(max_length=40, blank=True, default="", db_default="")
+    last_error_message = models.TextField(blank=True, default="", db_default="")
+    bytes_copied = models.BigIntegerField(default=0, db_default=0)
+    items_copied = models.BigIntegerField(default=0, db_default=0)
+    checkpoint = models.JSONField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_default=Now())
+    updated_at = models.DateTimeField(auto_now=True, db_default=Now())
+
+    class Meta:
+        verbose_name_plural = "mailboxes"
+        constraints = [
+            models.CheckConstraint(condition=Q(email=Lower("email")), name="mailbox_email_normalised"),
+            models.CheckConstraint(condition=Q(size_bytes__gte=0), name="mailbox_size_not_negative"),
+            models.CheckConstraint(condition=Q(item_count__gte=0), name="mailbox_items_not_negative"),
+        ]
+        indexes = [
+            # an organisation's inventory, filtered by state, paged by id
+            models.Index(fields=["organisation", "state", "id"], name="mailbox_org_state_idx"),
+            # programme-wide counts by state, and work queues (ready, failed, ...)
+            models.Index(fields=["state", "id"], name="mailbox_state_idx"),
+            # a wave's members by state
+            models.Index(fields=["wave", "state"], name="mailbox_wave_state_idx"),
+            # affinity groups: only the mailboxes that have one
+            models.Index(
+                fields=["affinity_group"], name="mailbox_affinity_idx", condition=~Q(affinity_group="")
+            ),
+            # failure triage by error code: only failed mailboxes have one
+            models.Index(
+                fields=["last_error_code"], name="mailbox_error_code_idx", condition=~Q(last_error_code="")
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.email
+
+
+class Decision(models.Model):
+    """Who approved, rejected, or gave go / no-go for what, when, and why."""
+
+    class Kind(models.TextChoices):
+        PROPOSE = "propose", "Proposed"
+        GO = "go", "Go"
+        NO_GO = "no_go", "No-go"
+        APPROVE = "approve", "Approved"
+        REJECT = "reject", "Rejected"
+        PAUSE = "pause", "Paused"
+        RESUME = "resume", "Resumed"
+        CANCEL = "cancel", "Cancelled"
+
+    wave = models.ForeignKey(Wave, on_delete=models.PROTECT, related_name="decisions")
+    organisation = models.ForeignKey(
+        Organisation, null=True, blank=True, on_delete=models.PROTECT, related_name="decisions"
+    )
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    actor = models.ForeignKey(User, on_delete=models.PROTECT, related_name="decisions")
+    reason = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at"]
+        indexes = [
+            models.Index(fields=["wave", "created_at"], name="decision_wave_idx"),
+            models.Index(fields=["organisation", "created_at"], name="decision_org_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} {self.wave} by {self.actor}"
+
+
+class ImportJob(models.Model):
+    """One inventory or permissions upload: its file, its outcome and every bad row found in it."""
+
+    class Kind(models.TextChoices):
+        INVENTORY = "inventory", "Mailbox inventory"
+        PERMISSIONS = "permissions", "Mailbox permissions"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Imported"
+        REJECTED = "rejected", "Not imported: the file has errors"
+        FAILED = "failed", "Failed"
+
+    kind = models.CharField(max_length=12, choices=Kind.choices, default=Kind.INVENTORY)
+    # Null for a national file (programme office) that names each row's organisation.
+    organisation = models.ForeignKey(
+        Organisation, null=True, blank=True, on_delete=models.CASCADE, related_name="import_jobs"
+    )
+    created_by = models.ForeignKey(User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    file = models.FileField(upload_to="imports/%Y/%m/", blank=True)
+    filename = models.CharField(max_length=255)
+    size_bytes = models.BigIntegerField(default=0)
+    import_valid_rows = models.BooleanField(default=False)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    rows_total = models.PositiveIntegerField(default=0)
+    rows_valid = models.PositiveIntegerField(default=0)
+    rows_created = models.PositiveIntegerField(default=0)
+    rows_updated = models.PositiveIntegerField(default=0)
+    rows_unchanged = models.PositiveIntegerField(default=0)
+    error_count = models.PositiveIntegerField(default=0)
+    # The first errors, each {"line": n, "column": name, "value": text, "message": text}.
+    errors = models.JSONField(default=list, blank=True)
+    # Extra results: the largest affinity groups after a permissions import, ...
+    summary = models.JSONField(default=dict, blank=True)
+    failure = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["organisation", "-created_at"], name="importjob_org_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} {self.filename}"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in {self.Status.SUCCEEDED, self.Status.REJECTED, self.Status.FAILED}
+
+
+class Event(models.Model):
+    """The audit trail: every state change and every human action. Append-only and never purged.
+
+    References are kept as plain ids (no database foreign key), so an event outlives what it describes and
+    never blocks a deletion; `subject` keeps a readable name (an address, an ODS code) for that case.
+    On PostgreSQL a trigger refuses UPDATE and DELETE on this table.
+    """
+
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    action = models.CharField(max_length=60)
+    actor = models.ForeignKey(
+        User, null=True, blank=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+    )
+    organisation = models.ForeignKey(
+        Organisation,
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        related_name="+",
+    )
+    mailbox = models.ForeignKey(
+        Mailbox, null=True, blank=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+    )
+    wave = models.ForeignKey(
+        Wave, null=True, blank=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+    )
+    subject = models.CharField(max_length=254, blank=True)
+    from_state = models.CharField(max_length=20, blank=True)
+    to_state = models.CharField(max_length=20, blank=True)
+    message = models.TextField(blank=True)
+    data = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [
+            models.Index(fields=["organisation", "-id"], name="event_org_idx"),
+            models.Index(fields=["mailbox", "-id"], name="event_mailbox_idx"),
+            models.Index(fields=["wave", "-id"], name="event_wave_idx"),
+            models.Index(fields=["actor", "-id"], name="event_actor_idx"),
+            models.Index(fields=["action", "-id"], name="event_action_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M} {self.action} {self.subject}"

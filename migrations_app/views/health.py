@@ -1,0 +1,58 @@
+"""GET /healthz: is the database reachable, is the broker reachable, when did a worker last run?"""
+
+import time
+from datetime import datetime
+
+from django.core.cache import cache
+from django.db import connection
+from django.http import JsonResponse
+from django.utils import timezone
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET
+
+from migrations_app.tasks import WORKER_HEARTBEAT_KEY
+from portal.celery import app as celery_app
+
+
+def _database() -> dict:
+    started = time.monotonic()
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+    except Exception as exc:  # any failure is reported, never raised: this is the health check
+        return {"ok": False, "vendor": connection.vendor, "error": type(exc).__name__}
+    return {"ok": True, "vendor": connection.vendor, "ms": round((time.monotonic() - started) * 1000, 1)}
+
+
+def _broker() -> dict:
+    started = time.monotonic()
+    transport = celery_app.conf.broker_url.split("://", 1)[0]
+    try:
+        with celery_app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)
+    except Exception as exc:  # reported, not raised
+        return {"ok": False, "transport": transport, "error": type(exc).__name__}
+    return {"ok": True, "transport": transport, "ms": round((time.monotonic() - started) * 1000, 1)}
+
+
+def _worker() -> dict:
+    seen = cache.get(WORKER_HEARTBEAT_KEY)
+    if not seen:
+        return {"last_seen": None}
+    age = (timezone.now() - datetime.fromisoformat(seen)).total_seconds()
+    return {"last_seen": seen, "seconds_ago": round(age)}
+
+
+@never_cache
+@require_GET
+def healthz(request):
+    database, broker = _database(), _broker()
+    healthy = database["ok"] and broker["ok"]
+    body = {
+        "status": "ok" if healthy else "unavailable",
+        "database": database,
+        "broker": broker,
+        "worker": _worker(),
+    }
+    return JsonResponse(body, status=200 if healthy else 503)

@@ -1,0 +1,57 @@
+"""The Jinja2 environment for pages: NHS.UK frontend macros, Django's url/static helpers, htmx.
+
+Django's Jinja2 backend already puts `request`, `csrf_input` and `csrf_token` in every context."""
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.humanize.templatetags.humanize import intcomma, naturaltime
+from django.templatetags.static import static
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.formats import date_format
+from django_htmx.jinja import htmx_script
+from jinja2 import ChainableUndefined, ChoiceLoader, Environment, FileSystemLoader, PackageLoader
+
+from migrations_app.templatetags import filesizeformat_binary
+
+
+def url(name: str, *args, **kwargs) -> str:
+    return reverse(name, args=args or None, kwargs=kwargs or None)
+
+
+def local_datetime(value, fmt: str = "j M Y H:i") -> str:
+    if value is None:
+        return ""
+    if hasattr(value, "tzinfo") and value.tzinfo is not None:
+        value = timezone.localtime(value)
+    return date_format(value, fmt)
+
+
+def environment(**options) -> Environment:
+    options["undefined"] = ChainableUndefined
+    options["loader"] = ChoiceLoader(
+        [
+            FileSystemLoader([str(d) for d in settings.TEMPLATES[0]["DIRS"]]),
+            PackageLoader("nhsuk_frontend_jinja"),
+        ]
+    )
+    options.setdefault("autoescape", True)
+    env = Environment(**options)  # noqa: S701 - autoescape is on, set just above
+    env.globals.update(
+        {
+            "url": url,
+            "static": static,
+            "get_messages": messages.get_messages,
+            "htmx_script": htmx_script,
+            "service_name": "Mailbox migration portal",
+        }
+    )
+    env.filters.update(
+        {
+            "intcomma": intcomma,
+            "naturaltime": naturaltime,
+            "bytes": filesizeformat_binary,
+            "datetime": local_datetime,
+        }
+    )
+    return env
