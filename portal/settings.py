@@ -163,7 +163,9 @@ CELERY_BEAT_SCHEDULE = {
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(VAR_DIR / "media")))
 MEDIA_URL = "/media/"
 STATIC_URL = "/static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = BASE_DIR / "staticfiles"  # collectstatic output for production
+if DEBUG or TESTING:
+    STATIC_ROOT.mkdir(exist_ok=True)  # whitenoise serves from the finders then, but wants the folder
 STATICFILES_DIRS = [
     BASE_DIR / "static",
     # nhsuk-frontend's compiled CSS, JS and images, installed by `npm ci` (never committed)

@@ -1,0 +1,226 @@
+"""Seed a demo programme once: a few dozen organisations with realistic ODS codes, a few thousand mailboxes
+imported through the same service as uploads, and demo users whose passwords are printed.
+
+Running it again changes nothing and prints the same credentials (kept in var/demo-credentials.json).
+"""
+
+import csv
+import io
+import json
+import random
+import secrets
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+from django.db import transaction
+from django.utils import timezone
+
+from migrations_app.models import Contact, Organisation, User
+from migrations_app.services.affinity import permissions_import
+from migrations_app.services.imports import inventory_import
+
+R = Organisation.Region
+K = Organisation.Kind
+
+# (ODS code, name, kind, region, parent ODS code)
+ORGANISATIONS = [
+    ("QMJ", "NHS North Central London Integrated Care Board", K.ICB, R.LONDON, None),
+    ("QOP", "NHS Greater Manchester Integrated Care Board", K.ICB, R.NORTH_WEST, None),
+    ("QHM", "NHS Cumbria and North East Integrated Care Board", K.ICB, R.NORTH_EAST_YORKSHIRE, None),
+    ("RJ1", "Guy's and St Thomas' NHS Foundation Trust", K.TRUST, R.LONDON, None),
+    ("RJ121", "Guy's Hospital", K.TRUST_SITE, R.LONDON, "RJ1"),
+    ("RJ122", "St Thomas' Hospital", K.TRUST_SITE, R.LONDON, "RJ1"),
+    ("RRV", "University College London Hospitals NHS Foundation Trust", K.TRUST, R.LONDON, None),
+    ("RRV03", "University College Hospital", K.TRUST_SITE, R.LONDON, "RRV"),
+    ("RTH", "Oxford University Hospitals NHS Foundation Trust", K.TRUST, R.SOUTH_EAST, None),
+    ("RTH08", "John Radcliffe Hospital", K.TRUST_SITE, R.SOUTH_EAST, "RTH"),
+    ("RGT", "Cambridge University Hospitals NHS Foundation Trust", K.TRUST, R.EAST_OF_ENGLAND, None),
+    ("RR8", "Leeds Teaching Hospitals NHS Trust", K.TRUST, R.NORTH_EAST_YORKSHIRE, None),
+    ("RR813", "St James's University Hospital", K.TRUST_SITE, R.NORTH_EAST_YORKSHIRE, "RR8"),
+    ("R0A", "Manchester University NHS Foundation Trust", K.TRUST, R.NORTH_WEST, None),
+    ("RRK", "University Hospitals Birmingham NHS Foundation Trust", K.TRUST, R.MIDLANDS, None),
+    ("RA7", "University Hospitals Bristol and Weston NHS Foundation Trust", K.TRUST, R.SOUTH_WEST, None),
+    ("RTD", "The Newcastle upon Tyne Hospitals NHS Foundation Trust", K.TRUST, R.NORTH_EAST_YORKSHIRE, None),
+    ("RX1", "Nottingham University Hospitals NHS Trust", K.TRUST, R.MIDLANDS, None),
+    ("RHM", "University Hospital Southampton NHS Foundation Trust", K.TRUST, R.SOUTH_EAST, None),
+    ("REM", "Liverpool University Hospitals NHS Foundation Trust", K.TRUST, R.NORTH_WEST, None),
+    ("F83004", "Archway Medical Centre", K.GP_PRACTICE, R.LONDON, "QMJ"),
+    ("F83010", "Hanley Primary Care Centre", K.GP_PRACTICE, R.LONDON, "QMJ"),
+    ("F83017", "The Village Practice", K.GP_PRACTICE, R.LONDON, "QMJ"),
+    ("F85002", "Bounds Green Group Practice", K.GP_PRACTICE, R.LONDON, "QMJ"),
+    ("F85019", "Lawrence House Surgery", K.GP_PRACTICE, R.LONDON, "QMJ"),
+    ("P84004", "Ancoats Urban Village Medical Practice", K.GP_PRACTICE, R.NORTH_WEST, "QOP"),
+    ("P84009", "Ladybarn Group Practice", K.GP_PRACTICE, R.NORTH_WEST, "QOP"),
+    ("P84017", "The Range Medical Centre", K.GP_PRACTICE, R.NORTH_WEST, "QOP"),
+    ("P84034", "Mauldeth Medical Centre", K.GP_PRACTICE, R.NORTH_WEST, "QOP"),
+    ("A81001", "The Densham Surgery", K.GP_PRACTICE, R.NORTH_EAST_YORKSHIRE, "QHM"),
+    ("A81002", "Queens Park Medical Centre", K.GP_PRACTICE, R.NORTH_EAST_YORKSHIRE, "QHM"),
+    ("A81004", "Acklam Medical Centre", K.GP_PRACTICE, R.NORTH_EAST_YORKSHIRE, "QHM"),
+    ("A81005", "Springwood Surgery", K.GP_PRACTICE, R.NORTH_EAST_YORKSHIRE, "QHM"),
+    ("A81006", "Tennant Street Medical Practice", K.GP_PRACTICE, R.NORTH_EAST_YORKSHIRE, "QHM"),
+    ("FA006", "Boots Pharmacy, Camden High Street", K.PHARMACY, R.LONDON, None),
+    ("FC427", "Well Pharmacy, Didsbury", K.PHARMACY, R.NORTH_WEST, None),
+    ("FX513", "Middlesbrough Community Pharmacy", K.PHARMACY, R.NORTH_EAST_YORKSHIRE, None),
+]
+
+# Roughly how many mailboxes each kind of organisation has in the demo.
+SIZES = {K.ICB: 60, K.TRUST: 260, K.TRUST_SITE: 70, K.GP_PRACTICE: 24, K.PHARMACY: 6}
+
+FIRST = "Amelia Olivia Isla Ava Mia Ivy Lily Isabella Rosie Sophia Grace Freya Oliver George Arthur Noah Muhammad Leo Oscar Harry Archie Jack Henry Charlie Thomas Priya Aisha Zara Omar Chloe".split()
+LAST = "Smith Jones Taylor Brown Williams Wilson Johnson Davies Patel Robinson Wright Thompson Evans Walker White Roberts Green Hall Wood Jackson Clarke Khan Ahmed Ali Begum Okafor Murphy Kelly Hughes Edwards".split()
+SHARED = [
+    "Reception",
+    "Appointments",
+    "Referrals",
+    "Pharmacy team",
+    "Ward 10",
+    "Theatres",
+    "Outpatients",
+    "Governance",
+    "Rota",
+    "Estates",
+]
+
+CREDENTIALS_FILE = "demo-credentials.json"
+
+
+class Command(BaseCommand):
+    help = "Seed the demo programme once (idempotent) and print the demo sign-in details."
+
+    def handle(self, *args, **options):
+        path = Path(settings.VAR_DIR) / CREDENTIALS_FILE
+        if not User.objects.filter(username="programme").exists():
+            self._seed(path)
+        self._print_credentials(path)
+
+    def _print_credentials(self, path: Path) -> None:
+        if not path.exists():
+            self.stdout.write(
+                "Demo users exist but var/demo-credentials.json is gone: reset passwords with manage.py changepassword"
+            )
+            return
+        creds = json.loads(path.read_text())
+        self.stdout.write(
+            self.style.SUCCESS("\nDemo programme ready. Sign in at http://127.0.0.1:%s/ as:" % _port())
+        )
+        for row in creds:
+            self.stdout.write(f"  {row['role']:<28} user: {row['username']:<10} password: {row['password']}")
+        self.stdout.write("")
+
+    @transaction.atomic
+    def _seed(self, path: Path) -> None:
+        rng = random.Random(2026)
+        orgs = {}
+        for code, name, kind, region, parent in ORGANISATIONS:
+            org = Organisation.objects.create(
+                ods_code=code,
+                name=name,
+                kind=kind,
+                region=region,
+                parent=orgs.get(parent),
+                status=Organisation.Status.ENROLLED,
+                enrolled_at=timezone.now(),
+                preferred_window=rng.choice(list(Organisation.WindowPreference.values)),
+                gate_mfa_enforced=rng.random() < 0.8,
+                gate_acceptable_use=rng.random() < 0.9,
+                gate_licences_assigned=rng.random() < 0.7,
+                gate_service_desk_briefed=rng.random() < 0.6,
+            )
+            Contact.objects.create(
+                organisation=org,
+                role=Contact.Role.PRIMARY,
+                name=f"{rng.choice(FIRST)} {rng.choice(LAST)}",
+                email=f"it.migration.{code.lower()}@nhs.net",
+            )
+            orgs[code] = org
+
+        inventory, permissions = _demo_files(rng)
+        inventory_import(source=io.BytesIO(inventory), organisation=None, actor=None)
+        permissions_import(source=io.BytesIO(permissions), organisation=None, actor=None)
+
+        creds = []
+        for username, role, first, last, administers in [
+            ("programme", User.Role.PROGRAMME_OFFICE, "Pat", "Programme", []),
+            ("approver", User.Role.PROGRAMME_OFFICE, "Alex", "Approver", []),
+            ("trust", User.Role.TRUST_ADMIN, "Tara", "Trust-Admin", ["RJ1", "RJ121", "RJ122"]),
+            ("viewer", User.Role.VIEWER, "Vic", "Viewer", []),
+        ]:
+            password = secrets.token_urlsafe(12)
+            user = User.objects.create_user(
+                username=username,
+                password=password,
+                role=role,
+                first_name=first,
+                last_name=last,
+                email=f"{username}@example.nhs.uk",
+            )
+            user.organisations.set([orgs[c] for c in administers])
+            creds.append(
+                {
+                    "username": username,
+                    "password": password,
+                    "role": user.get_role_display() + (f" ({', '.join(administers)})" if administers else ""),
+                }
+            )
+        path.write_text(json.dumps(creds, indent=2))
+        path.chmod(0o600)
+
+
+def _demo_files(rng: random.Random) -> tuple[bytes, bytes]:
+    """A national inventory CSV (with an ods_code column) and a permissions CSV, as an admin would upload."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(
+        ["ods_code", "email", "display_name", "kind", "size_bytes", "item_count", "affinity_group"]
+    )
+    perms = io.StringIO()
+    pwriter = csv.writer(perms)
+    pwriter.writerow(["mailbox", "delegate", "right"])
+    for code, _name, kind, _region, _parent in ORGANISATIONS:
+        domain = f"{code.lower()}.nhs.uk" if kind != K.GP_PRACTICE else "nhs.net"
+        people = []
+        for i in range(max(3, int(SIZES[kind] * rng.uniform(0.7, 1.3)))):
+            first, last = rng.choice(FIRST), rng.choice(LAST)
+            email = (
+                f"{first}.{last}{i}@{domain}".lower()
+                if kind != K.GP_PRACTICE
+                else f"{first}.{last}.{code}{i}@nhs.net".lower()
+            )
+            size = int(min(rng.lognormvariate(20.7, 1.3), 80 * 2**30))  # median ~1 GB, tail past 50 GB
+            writer.writerow([code, email, f"{first} {last}", "user", size, max(1, size // 75_000), ""])
+            people.append(email)
+        for j, team in enumerate(rng.sample(SHARED, k=min(3, len(SHARED)))):
+            shared = f"{team.replace(' ', '.')}.{code}{j}@{domain}".lower()
+            writer.writerow(
+                [
+                    code,
+                    shared,
+                    f"{team} ({code})",
+                    "shared",
+                    rng.randint(2**28, 2**33),
+                    rng.randint(5000, 90000),
+                    "",
+                ]
+            )
+            for delegate in rng.sample(people, k=min(len(people), rng.randint(2, 6))):
+                pwriter.writerow([shared, delegate, "FullAccess"])
+        if kind == K.TRUST:
+            writer.writerow(
+                [
+                    code,
+                    f"boardroom.{code}@{domain}".lower(),
+                    f"Boardroom ({code})",
+                    "room",
+                    50_000_000,
+                    2000,
+                    "",
+                ]
+            )
+    return out.getvalue().encode(), perms.getvalue().encode()
+
+
+def _port() -> str:
+    import os
+
+    return os.environ.get("PORT", "8000")

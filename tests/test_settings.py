@@ -1,0 +1,98 @@
+"""Settings come from the environment; production refuses to start insecure; check --deploy is clean."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cryptography.fernet import Fernet
+
+from portal.env import env_bool, env_int
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _manage(*args: str, env: dict) -> subprocess.CompletedProcess:
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"DEBUG", "SECRET_KEY", "PORTAL_TESTING", "CELERY_TASK_ALWAYS_EAGER"}
+    }
+    base.update({"DJANGO_SETTINGS_MODULE": "portal.settings", **env})
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=base, capture_output=True, text=True, timeout=120
+    )
+
+
+PRODUCTION = {
+    "DEBUG": "0",
+    "SECRET_KEY": "x" * 20 + "-production-secret-key-with-enough-entropy-8f3k2j",
+    "PORTAL_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
+    "ALLOWED_HOSTS": "portal.example.nhs.uk",
+}
+
+
+def test_the_production_profile_passes_check_deploy_with_no_warnings():
+    result = _manage("check", "--deploy", "--fail-level", "WARNING", env=PRODUCTION)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "System check identified no issues" in result.stdout
+
+
+def test_production_refuses_to_start_without_a_secret_key():
+    env = {**PRODUCTION, "SECRET_KEY": ""}
+    result = _manage("check", env=env)
+    assert result.returncode != 0
+    assert "SECRET_KEY must be set" in result.stderr
+
+
+def test_production_refuses_to_start_without_an_encryption_key():
+    env = {**PRODUCTION, "PORTAL_ENCRYPTION_KEYS": ""}
+    result = _manage("check", env=env)
+    assert result.returncode != 0
+    assert "PORTAL_ENCRYPTION_KEYS must be set" in result.stderr
+
+
+def test_a_bad_boolean_fails_loudly(monkeypatch):
+    from django.core.exceptions import ImproperlyConfigured
+
+    monkeypatch.setenv("SOME_FLAG", "maybe")
+    with pytest.raises(ImproperlyConfigured, match="SOME_FLAG"):
+        env_bool("SOME_FLAG")
+
+
+def test_a_bad_number_fails_loudly(monkeypatch):
+    from django.core.exceptions import ImproperlyConfigured
+
+    monkeypatch.setenv("SOME_NUMBER", "ten")
+    with pytest.raises(ImproperlyConfigured, match="SOME_NUMBER"):
+        env_int("SOME_NUMBER", 1)
+
+
+def test_the_embedded_default_is_sqlite_in_var_and_a_serverless_broker():
+    env = {"DEBUG": "1", "DATABASE_URL": "", "CELERY_BROKER_URL": ""}
+    code = "from django.conf import settings as s; print(s.DATABASES['default']['ENGINE'], s.DATABASES['default']['NAME'], s.CELERY_BROKER_URL)"
+    result = _manage("shell", "-v", "0", "-c", code, env=env)
+    assert result.returncode == 0, result.stderr
+    engine, name, broker = result.stdout.split()
+    assert engine == "django.db.backends.sqlite3"
+    assert name.endswith("var/portal.sqlite3")
+    assert broker == "filesystem://"
+
+
+def test_database_and_broker_urls_are_read_from_the_environment():
+    env = {
+        "DEBUG": "1",
+        "DATABASE_URL": "postgres://someone@db.example:5433/portal",
+        "CELERY_BROKER_URL": "redis://cache.example:6379/2",
+    }
+    code = "from django.conf import settings as s; d=s.DATABASES['default']; print(d['ENGINE'], d['HOST'], d['PORT'], d['NAME'], s.CELERY_BROKER_URL)"
+    result = _manage("shell", "-v", "0", "-c", code, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [
+        "django.db.backends.postgresql",
+        "db.example",
+        "5433",
+        "portal",
+        "redis://cache.example:6379/2",
+    ]

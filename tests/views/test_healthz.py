@@ -1,0 +1,40 @@
+import pytest
+from django.core.cache import cache
+
+from migrations_app.tasks import worker_heartbeat
+
+
+def test_it_reports_database_and_broker_as_json(client, db):
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ok"
+    assert body["database"]["ok"] is True
+    assert body["database"]["vendor"] in {"sqlite", "postgresql"}
+    assert body["broker"]["ok"] is True
+    assert body["broker"]["transport"]
+
+
+def test_it_needs_no_sign_in(client, db):
+    assert client.get("/healthz").status_code == 200
+
+
+def test_it_answers_503_when_the_broker_is_unreachable(client, db, settings):
+    from portal.celery import app
+
+    original = app.conf.broker_url
+    app.conf.broker_url = "redis://127.0.0.1:1/0"  # nothing listens on port 1
+    try:
+        response = client.get("/healthz")
+    finally:
+        app.conf.broker_url = original
+    assert response.status_code == 503
+    assert response.json()["broker"]["ok"] is False
+
+
+@pytest.mark.django_db
+def test_it_shows_when_a_worker_last_ran(client):
+    cache.delete("portal:worker-heartbeat")
+    assert client.get("/healthz").json()["worker"]["last_seen"] is None
+    worker_heartbeat()
+    assert client.get("/healthz").json()["worker"]["seconds_ago"] <= 1
