@@ -67,8 +67,70 @@ ORGANISATIONS = [
 # Roughly how many mailboxes each kind of organisation has in the demo.
 SIZES = {K.ICB: 60, K.TRUST: 260, K.TRUST_SITE: 70, K.GP_PRACTICE: 24, K.PHARMACY: 6}
 
-FIRST = "Amelia Olivia Isla Ava Mia Ivy Lily Isabella Rosie Sophia Grace Freya Oliver George Arthur Noah Muhammad Leo Oscar Harry Archie Jack Henry Charlie Thomas Priya Aisha Zara Omar Chloe".split()
-LAST = "Smith Jones Taylor Brown Williams Wilson Johnson Davies Patel Robinson Wright Thompson Evans Walker White Roberts Green Hall Wood Jackson Clarke Khan Ahmed Ali Begum Okafor Murphy Kelly Hughes Edwards".split()
+FIRST = [
+    "Amelia",
+    "Olivia",
+    "Isla",
+    "Ava",
+    "Mia",
+    "Ivy",
+    "Lily",
+    "Isabella",
+    "Rosie",
+    "Sophia",
+    "Grace",
+    "Freya",
+    "Oliver",
+    "George",
+    "Arthur",
+    "Noah",
+    "Muhammad",
+    "Leo",
+    "Oscar",
+    "Harry",
+    "Archie",
+    "Jack",
+    "Henry",
+    "Charlie",
+    "Thomas",
+    "Priya",
+    "Aisha",
+    "Zara",
+    "Omar",
+    "Chloe",
+]
+LAST = [
+    "Smith",
+    "Jones",
+    "Taylor",
+    "Brown",
+    "Williams",
+    "Wilson",
+    "Johnson",
+    "Davies",
+    "Patel",
+    "Robinson",
+    "Wright",
+    "Thompson",
+    "Evans",
+    "Walker",
+    "White",
+    "Roberts",
+    "Green",
+    "Hall",
+    "Wood",
+    "Jackson",
+    "Clarke",
+    "Khan",
+    "Ahmed",
+    "Ali",
+    "Begum",
+    "Okafor",
+    "Murphy",
+    "Kelly",
+    "Hughes",
+    "Edwards",
+]
 SHARED = [
     "Reception",
     "Appointments",
@@ -102,7 +164,7 @@ class Command(BaseCommand):
             return
         creds = json.loads(path.read_text())
         self.stdout.write(
-            self.style.SUCCESS("\nDemo programme ready. Sign in at http://127.0.0.1:%s/ as:" % _port())
+            self.style.SUCCESS(f"\nDemo programme ready. Sign in at http://127.0.0.1:{_port()}/ as:")
         )
         for row in creds:
             self.stdout.write(f"  {row['role']:<28} user: {row['username']:<10} password: {row['password']}")
