@@ -1,12 +1,41 @@
-from django.urls import path
+from django.urls import path, register_converter
 
-from migrations_app.views import pages
+from migrations_app.views import accounts, imports, organisations, pages
+
+
+class OdsCodeConverter:
+    """Upper-case ODS codes only, so /organisations/enrol/ can never be mistaken for a code."""
+
+    regex = "[A-Z0-9]{1,9}"
+
+    def to_python(self, value: str) -> str:
+        return value
+
+    def to_url(self, value: str) -> str:
+        return value
+
+
+register_converter(OdsCodeConverter, "ods")
 
 urlpatterns = [
     path("", pages.home, name="home"),
-    # placeholders filled in by the pages work; named here so base.html can link to them
-    path("organisations/", pages.home, name="organisation_list"),
-    path("imports/", pages.home, name="import_list"),
-    path("affinity/", pages.home, name="affinity_report"),
-    path("sign-out/", pages.home, name="sign_out"),
+    path("sign-in/", accounts.SignInView.as_view(), name="login"),
+    path("sign-out/", accounts.sign_out, name="sign_out"),
+    path("invitations/<str:token>/", accounts.invitation_accept_view, name="invitation_accept"),
+    path("organisations/", organisations.organisation_list, name="organisation_list"),
+    path("organisations/enrol/", organisations.organisation_enrol_view, name="organisation_enrol"),
+    path("organisations/invite/", organisations.organisation_invite_view, name="organisation_invite"),
+    path("organisations/<ods:ods_code>/", organisations.organisation_detail, name="organisation_detail"),
+    path("organisations/<ods:ods_code>/edit/", organisations.organisation_edit, name="organisation_edit"),
+    path(
+        "organisations/<ods:ods_code>/imports/<str:kind>/",
+        imports.import_upload,
+        name="import_upload",
+    ),
+    path("imports/", imports.import_list, name="import_list"),
+    path("imports/examples/<str:kind>.csv", imports.import_template, name="import_template"),
+    path("imports/<int:pk>/", imports.import_detail, name="import_detail"),
+    path("imports/<int:pk>/progress/", imports.import_progress_fragment, name="import_progress"),
+    path("imports/<int:pk>/retry/", imports.import_retry, name="import_retry"),
+    path("affinity/", imports.affinity_report, name="affinity_report"),
 ]

@@ -1,0 +1,104 @@
+"""Signing in and out, and accepting an invitation (with a new local account when needed)."""
+
+from django.contrib import messages
+from django.contrib.auth import login, logout
+from django.contrib.auth.forms import AuthenticationForm
+from django.contrib.auth.views import LoginView
+from django.core.exceptions import ValidationError
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_http_methods
+
+from migrations_app.forms import AccountCreateForm
+from migrations_app.services.organisations import (
+    account_create_and_accept_invitation,
+    invitation_accept,
+    invitation_for_token,
+    invitation_problem,
+)
+from migrations_app.views._helpers import add_service_errors, error_summary_items
+
+
+class SignInForm(AuthenticationForm):
+    error_messages = {
+        "invalid_login": "Enter a correct username and password. Both may be case-sensitive",
+        "inactive": "This account is not active. Ask the programme office to reactivate it",
+    }
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["username"].error_messages["required"] = "Enter your username"
+        self.fields["password"].error_messages["required"] = "Enter your password"
+
+
+class SignInView(LoginView):
+    template_name = "accounts/sign_in.html"
+    authentication_form = SignInForm
+    redirect_authenticated_user = True
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        context["errors"] = error_summary_items(context["form"])
+        return context
+
+
+@require_http_methods(["GET", "POST"])
+def sign_out(request):
+    """GET asks to confirm (a link must not sign anyone out); POST signs out."""
+    if request.method == "POST":
+        logout(request)
+        return redirect("login")
+    if not request.user.is_authenticated:
+        return redirect("login")
+    return render(request, "accounts/sign_out.html")
+
+
+def _after_accepting(request, organisation):
+    messages.success(request, f"You are now an admin of {organisation.name}. Complete its enrolment below.")
+    if organisation.status == organisation.Status.INVITED:
+        return redirect(f"{reverse('organisation_enrol')}?ods_code={organisation.ods_code}")
+    return redirect("organisation_detail", ods_code=organisation.ods_code)
+
+
+@require_http_methods(["GET", "POST"])
+def invitation_accept_view(request, token: str):
+    """Signed in: a confirm button. Not signed in: create a local account, which accepts in the same step."""
+    invitation = invitation_for_token(token)
+    problem = invitation_problem(invitation)
+    if problem:
+        status = 404 if invitation is None else 410
+        return render(request, "accounts/invitation_problem.html", {"problem": problem}, status=status)
+
+    form = None
+    if request.user.is_authenticated:
+        if request.method == "POST":
+            try:
+                organisation = invitation_accept(token=token, user=request.user)
+            except ValidationError as error:
+                return render(
+                    request, "accounts/invitation_problem.html", {"problem": error.messages[0]}, status=410
+                )
+            return _after_accepting(request, organisation)
+    else:
+        form = AccountCreateForm(request.POST or None, initial={"email": invitation.email})
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            try:
+                user = account_create_and_accept_invitation(
+                    token=token,
+                    email=data["email"],
+                    password=data["password1"],
+                    first_name=data["first_name"],
+                    last_name=data["last_name"],
+                )
+            except ValidationError as error:
+                add_service_errors(form, error, field_map={"token": None})
+            else:
+                login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+                return _after_accepting(request, invitation.organisation)
+
+    return render(
+        request,
+        "accounts/invitation_accept.html",
+        {"invitation": invitation, "form": form, "errors": error_summary_items(form)},
+    )

@@ -1,0 +1,220 @@
+"""Organisation pages: the scoped list, one organisation, enrolment, pre-create and invite, editing.
+
+Scoping only through selectors.scoping: an organisation outside the user's scope is a 404 (its existence is
+not revealed); a forbidden action on one they can see (a viewer editing) is a 403."""
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_http_methods
+
+from migrations_app.forms import (
+    OrganisationEditForm,
+    OrganisationEnrolForm,
+    OrganisationFilterForm,
+    OrganisationInviteForm,
+    blackout_formset,
+)
+from migrations_app.models import Contact, Invitation, Organisation, User
+from migrations_app.selectors.organisations import (
+    mailbox_counts_by_organisation,
+    mailbox_state_counts,
+    organisations_filtered,
+)
+from migrations_app.selectors.scoping import (
+    can_administer,
+    events_visible_to,
+    import_jobs_visible_to,
+    organisations_visible_to,
+    require_administer,
+    require_programme_office,
+)
+from migrations_app.services.organisations import (
+    organisation_enrol,
+    organisation_precreate_and_invite,
+    organisation_update,
+)
+from migrations_app.views._helpers import add_service_errors, error_summary_items, paginate
+
+NAV = "organisations"
+
+
+def can_enrol(user: User) -> bool:
+    return user.is_authenticated and (user.is_trust_admin or user.is_programme_office)
+
+
+def _visible_organisation(request, ods_code: str) -> Organisation:
+    return get_object_or_404(organisations_visible_to(request.user), ods_code=ods_code.upper())
+
+
+@login_required
+def organisation_list(request):
+    filters = OrganisationFilterForm(request.GET or None)
+    criteria = filters.cleaned_data if filters.is_valid() else {}
+    organisations = organisations_filtered(
+        organisations_visible_to(request.user).select_related("parent"),
+        status=criteria.get("status", ""),
+        region=criteria.get("region", ""),
+        search=criteria.get("q", ""),
+    )
+    page, pagination = paginate(request, organisations)
+    counts = mailbox_counts_by_organisation(org.pk for org in page.object_list)
+    context = {
+        "nav": NAV,
+        "filters": filters,
+        "page": page,
+        "pagination": pagination,
+        "rows": [(org, counts.get(org.pk, 0)) for org in page.object_list],
+        "can_enrol": can_enrol(request.user),
+        "can_invite": request.user.is_programme_office,
+    }
+    template = "organisations/_list_results.html" if request.htmx else "organisations/list.html"
+    return render(request, template, context)
+
+
+@login_required
+def organisation_detail(request, ods_code: str):
+    organisation = _visible_organisation(request, ods_code)
+    contacts = {c.role: c for c in organisation.contacts.all()}
+    context = {
+        "nav": NAV,
+        "organisation": organisation,
+        "primary_contact": contacts.get(Contact.Role.PRIMARY),
+        "technical_contact": contacts.get(Contact.Role.TECHNICAL),
+        "blackouts": list(organisation.blackouts.all()),
+        "state_counts": mailbox_state_counts(organisation),
+        "imports": list(
+            import_jobs_visible_to(request.user)
+            .filter(organisation=organisation)
+            .select_related("created_by")[:10]
+        ),
+        "events": list(
+            events_visible_to(request.user).filter(organisation=organisation).select_related("actor")[:10]
+        ),
+        "invitations": (
+            list(Invitation.objects.filter(organisation=organisation).order_by("-created_at")[:5])
+            if request.user.is_programme_office
+            else []
+        ),
+        "can_edit": can_administer(request.user, organisation),
+    }
+    return render(request, "organisations/detail.html", context)
+
+
+def _invited_organisation_to_complete(user: User, ods_code: str) -> Organisation | None:
+    """A pre-created organisation this user may complete (they accepted its invitation), for the initial form."""
+    organisation = Organisation.objects.filter(
+        ods_code=(ods_code or "").strip().upper(), status=Organisation.Status.INVITED
+    ).first()
+    if organisation is not None and can_administer(user, organisation):
+        return organisation
+    return None
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def organisation_enrol_view(request):
+    if not can_enrol(request.user):
+        raise PermissionDenied("Only trust admins and the programme office can enrol an organisation")
+    initial = {}
+    invited = _invited_organisation_to_complete(request.user, request.GET.get("ods_code", ""))
+    if invited is not None:
+        initial = {
+            "ods_code": invited.ods_code,
+            "name": invited.name,
+            "kind": invited.kind,
+            "region": invited.region,
+            "parent_ods_code": invited.parent.ods_code if invited.parent else "",
+        }
+    form = OrganisationEnrolForm(request.POST or None, initial=initial)
+    blackouts = blackout_formset(request.POST or None)
+    if request.method == "POST":
+        form_ok, blackouts_ok = form.is_valid(), blackouts.is_valid()
+        if form_ok and blackouts_ok:
+            try:
+                organisation = organisation_enrol(
+                    actor=request.user, blackouts=blackouts.blackouts(), **form.service_kwargs()
+                )
+            except ValidationError as error:
+                add_service_errors(form, error, field_map=_SERVICE_FIELDS)
+            else:
+                messages.success(request, f"{organisation.name} ({organisation.ods_code}) is enrolled")
+                return redirect("organisation_detail", ods_code=organisation.ods_code)
+    context = {
+        "nav": NAV,
+        "form": form,
+        "blackouts": blackouts,
+        "invited": invited,
+        "errors": error_summary_items(form, blackouts),
+    }
+    return render(request, "organisations/enrol.html", context, status=400 if context["errors"] else 200)
+
+
+# Service field names that the forms show under another name.
+_SERVICE_FIELDS = {
+    "parent": "parent_ods_code",
+    "primary_contact": "primary_email",
+    "technical_contact": "technical_email",
+    "blackouts": None,
+    "gates": "gates",
+}
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def organisation_invite_view(request):
+    require_programme_office(request.user)
+    form = OrganisationInviteForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            invitation = organisation_precreate_and_invite(actor=request.user, **form.service_kwargs())
+        except ValidationError as error:
+            add_service_errors(form, error, field_map=_SERVICE_FIELDS)
+        else:
+            organisation = invitation.organisation
+            messages.success(
+                request,
+                f"{organisation.ods_code} is created and an invitation is on its way to {invitation.email}",
+            )
+            return redirect("organisation_detail", ods_code=organisation.ods_code)
+    context = {
+        "nav": NAV,
+        "form": form,
+        "errors": error_summary_items(form),
+        "invitation_days": settings.INVITATION_DAYS,
+    }
+    return render(request, "organisations/invite.html", context, status=400 if context["errors"] else 200)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def organisation_edit(request, ods_code: str):
+    organisation = _visible_organisation(request, ods_code)
+    require_administer(request.user, organisation)
+    data = request.POST or None
+    form = OrganisationEditForm(data, organisation=organisation, actor=request.user)
+    blackouts = blackout_formset(data, organisation=organisation)
+    if request.method == "POST":
+        form_ok, blackouts_ok = form.is_valid(), blackouts.is_valid()
+        if form_ok and blackouts_ok:
+            try:
+                organisation_update(
+                    actor=request.user,
+                    organisation=organisation,
+                    data={**form.service_data(), "blackouts": blackouts.blackouts()},
+                )
+            except ValidationError as error:
+                add_service_errors(form, error, field_map=_SERVICE_FIELDS)
+            else:
+                messages.success(request, f"{organisation.name} is updated")
+                return redirect("organisation_detail", ods_code=organisation.ods_code)
+    context = {
+        "nav": NAV,
+        "organisation": organisation,
+        "form": form,
+        "blackouts": blackouts,
+        "errors": error_summary_items(form, blackouts),
+    }
+    return render(request, "organisations/edit.html", context, status=400 if context["errors"] else 200)
