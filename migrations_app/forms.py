@@ -345,6 +345,12 @@ class BaseBlackoutFormSet(forms.BaseFormSet):
         self.existing = {(start, end) for start, end, *_ in existing}
         super().__init__(*args, **kwargs)
 
+    def get_form_kwargs(self, index):
+        # Every row is cleaned, blank or not: a row whose data equals its initial value must not be skipped
+        # (Django skips "unchanged" extra rows, which would silently drop a saved period). Blank rows clean
+        # to nothing, since every field is optional and BlackoutForm.clean only asks for pairs.
+        return {**super().get_form_kwargs(index), "empty_permitted": False}
+
     def clean(self):
         if any(self.errors):
             return
