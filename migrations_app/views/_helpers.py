@@ -11,6 +11,14 @@ DATE_WIDGETS = (forms.MultiWidget,)
 PER_PAGE = 50
 
 
+def posted(request: HttpRequest) -> tuple:
+    """(data, files) for binding a form on POST, (None, None) on GET. Not `request.POST or None`: an empty
+    POST is falsy and would leave the form unbound, so a blank submission would show no errors."""
+    if request.method == "POST":
+        return request.POST, request.FILES
+    return None, None
+
+
 def field_anchor(bound_field) -> str:
     """The id of the element an error summary link should focus; ids are the field's html_name."""
     if isinstance(bound_field.field.widget, DATE_WIDGETS):

@@ -16,7 +16,7 @@ from migrations_app.services.organisations import (
     invitation_for_token,
     invitation_problem,
 )
-from migrations_app.views._helpers import add_service_errors, error_summary_items
+from migrations_app.views._helpers import add_service_errors, error_summary_items, posted
 
 
 class SignInForm(AuthenticationForm):
@@ -80,7 +80,7 @@ def invitation_accept_view(request, token: str):
                 )
             return _after_accepting(request, organisation)
     else:
-        form = AccountCreateForm(request.POST or None, initial={"email": invitation.email})
+        form = AccountCreateForm(posted(request)[0], initial={"email": invitation.email})
         if request.method == "POST" and form.is_valid():
             data = form.cleaned_data
             try:

@@ -26,7 +26,7 @@ from migrations_app.selectors.scoping import (
     require_programme_office,
 )
 from migrations_app.services.imports import import_job_create, import_job_retry_valid_rows, import_progress
-from migrations_app.views._helpers import add_service_errors, error_summary_items, paginate
+from migrations_app.views._helpers import add_service_errors, error_summary_items, paginate, posted
 
 NAV = "imports"
 
@@ -85,7 +85,7 @@ def import_upload(request, ods_code: str, kind: str):
     kind = _kind(kind)
     organisation = get_object_or_404(organisations_visible_to(request.user), ods_code=ods_code.upper())
     require_administer(request.user, organisation)
-    form = ImportUploadForm(request.POST or None, request.FILES or None)
+    form = ImportUploadForm(*posted(request))
     if request.method == "POST" and form.is_valid():
         try:
             job = import_job_create(

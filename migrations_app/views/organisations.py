@@ -36,7 +36,7 @@ from migrations_app.services.organisations import (
     organisation_precreate_and_invite,
     organisation_update,
 )
-from migrations_app.views._helpers import add_service_errors, error_summary_items, paginate
+from migrations_app.views._helpers import add_service_errors, error_summary_items, paginate, posted
 
 NAV = "organisations"
 
@@ -128,8 +128,8 @@ def organisation_enrol_view(request):
             "region": invited.region,
             "parent_ods_code": invited.parent.ods_code if invited.parent else "",
         }
-    form = OrganisationEnrolForm(request.POST or None, initial=initial)
-    blackouts = blackout_formset(request.POST or None)
+    form = OrganisationEnrolForm(posted(request)[0], initial=initial)
+    blackouts = blackout_formset(posted(request)[0])
     if request.method == "POST":
         form_ok, blackouts_ok = form.is_valid(), blackouts.is_valid()
         if form_ok and blackouts_ok:
@@ -166,7 +166,7 @@ _SERVICE_FIELDS = {
 @require_http_methods(["GET", "POST"])
 def organisation_invite_view(request):
     require_programme_office(request.user)
-    form = OrganisationInviteForm(request.POST or None)
+    form = OrganisationInviteForm(posted(request)[0])
     if request.method == "POST" and form.is_valid():
         try:
             invitation = organisation_precreate_and_invite(actor=request.user, **form.service_kwargs())
@@ -193,7 +193,7 @@ def organisation_invite_view(request):
 def organisation_edit(request, ods_code: str):
     organisation = _visible_organisation(request, ods_code)
     require_administer(request.user, organisation)
-    data = request.POST or None
+    data = posted(request)[0]
     form = OrganisationEditForm(data, organisation=organisation, actor=request.user)
     blackouts = blackout_formset(data, organisation=organisation)
     if request.method == "POST":

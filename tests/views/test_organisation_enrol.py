@@ -230,3 +230,9 @@ def test_another_trust_admin_cannot_complete_a_pre_created_organisation(client_f
     assert "RH802 is already enrolled" in response.content.decode()
     invited_org.refresh_from_db()
     assert invited_org.status == Organisation.Status.INVITED
+
+
+def test_a_blank_submission_shows_errors(client_for, admin_a):
+    response = client_for(admin_a).post("/organisations/enrol/", {})
+    assert response.status_code == 400
+    assert "Enter an ODS code, like RJ1 or A81001" in response.content.decode()
