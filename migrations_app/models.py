@@ -352,6 +352,14 @@ class Mailbox(models.Model):
             models.Index(
                 fields=["last_error_code"], name="mailbox_error_code_idx", condition=~Q(last_error_code="")
             ),
+            # the planner's one GROUP BY (organisation, affinity group) and its chunking pass by id, over
+            # the plannable mailboxes only (ready, in no wave); an index-only scan on PostgreSQL
+            models.Index(
+                fields=["organisation", "affinity_group", "id"],
+                include=["size_bytes"],
+                name="mailbox_plannable_idx",
+                condition=Q(state="ready", wave__isnull=True),
+            ),
         ]
 
     def __str__(self) -> str:

@@ -1,0 +1,209 @@
+"""Wave reads that pages and the API share. Wave membership is read here and nowhere else.
+
+A mailbox belongs to a wave when
+- its row says so (mailbox.wave): stamped by approval, pinned by a move, or picked for a pilot; or
+- the wave is still draft or proposed, the mailbox is ready and in no wave, and one of the wave's allocations
+  covers it: its whole organisation, its affinity group in its organisation, or an id range (chunk) of its
+  organisation's ungrouped mailboxes.
+Once a wave is approved its allocations have been stamped on the rows, so only the first rule applies.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Iterable
+from zoneinfo import ZoneInfo
+
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery, Sum
+
+from migrations_app.models import Allocation, Decision, Mailbox, Organisation, User, Wave
+from migrations_app.selectors.scoping import organisations_visible_to
+
+ALLOCATING_STATUSES = (Wave.Status.DRAFT, Wave.Status.PROPOSED)
+EVENING, WEEKEND = Wave.Kind.EVENING.value, Wave.Kind.WEEKEND.value
+LONDON = ZoneInfo("Europe/London")
+
+
+def organisation_allowed_kinds(preference: str) -> frozenset[str]:
+    if preference == Organisation.WindowPreference.EVENING:
+        return frozenset({EVENING})
+    if preference == Organisation.WindowPreference.WEEKEND:
+        return frozenset({WEEKEND})
+    return frozenset({EVENING, WEEKEND})
+
+
+def allocation_matches(allocations: QuerySet[Allocation]) -> QuerySet[Allocation]:
+    """Narrow allocations (already filtered to the outer mailbox's organisation) to those covering the outer
+    mailbox. Chunk allocations carry affinity_group '' so they only cover ungrouped mailboxes."""
+    return allocations.filter(
+        Q(kind=Allocation.Kind.ORGANISATION)
+        | Q(kind=Allocation.Kind.GROUP, affinity_group=OuterRef("affinity_group"))
+        | Q(
+            kind=Allocation.Kind.CHUNK,
+            affinity_group=OuterRef("affinity_group"),
+            first_mailbox_id__lte=OuterRef("pk"),
+            last_mailbox_id__gte=OuterRef("pk"),
+        )
+    )
+
+
+def wave_allocated_organisation_ids(wave: Wave) -> list[int]:
+    return sorted(set(Allocation.objects.filter(wave=wave).values_list("organisation_id", flat=True)))
+
+
+def wave_allocated_condition(wave: Wave) -> Q | None:
+    """The condition for mailboxes that the wave's allocations cover and no row stamp has claimed yet."""
+    if wave.status not in ALLOCATING_STATUSES:
+        return None
+    org_ids = wave_allocated_organisation_ids(wave)
+    if not org_ids:
+        return None
+    covered = allocation_matches(
+        Allocation.objects.filter(wave=wave, organisation_id=OuterRef("organisation_id"))
+    )
+    # An explicit id list (a wave holds at most a few hundred organisations) lets PostgreSQL use the
+    # (organisation, state, id) index instead of scanning 2.1 million rows.
+    return Q(state=Mailbox.State.READY, wave__isnull=True, organisation_id__in=org_ids) & Q(Exists(covered))
+
+
+def wave_members(wave: Wave) -> QuerySet[Mailbox]:
+    """Every mailbox in the wave, by either rule above."""
+    condition = Q(wave=wave)
+    allocated = wave_allocated_condition(wave)
+    if allocated is not None:
+        condition |= allocated
+    return Mailbox.objects.filter(condition)
+
+
+def wave_totals(wave: Wave) -> dict[str, int]:
+    totals = wave_members(wave).aggregate(mailboxes=Count("id"), bytes=Sum("size_bytes"))
+    return {"mailboxes": totals["mailboxes"] or 0, "bytes": totals["bytes"] or 0}
+
+
+def wave_organisation_totals(wave: Wave) -> dict[int, tuple[int, int]]:
+    """{organisation id: (mailboxes, bytes)} for the wave: one GROUP BY over its members (at most a window's
+    worth of rows), plus organisations allocated with no plannable mailbox left (shown with zero)."""
+    rows = (
+        wave_members(wave)
+        .order_by()
+        .values_list("organisation_id")
+        .annotate(n=Count("id"), b=Sum("size_bytes"))
+    )
+    totals = {org_id: (n, b or 0) for org_id, n, b in rows}
+    if wave.status in ALLOCATING_STATUSES:
+        for org_id in wave_allocated_organisation_ids(wave):
+            totals.setdefault(org_id, (0, 0))
+    return totals
+
+
+def wave_organisation_ids(wave: Wave) -> set[int]:
+    return set(wave_organisation_totals(wave))
+
+
+def wave_responses(wave: Wave) -> dict[int, Decision]:
+    """Each organisation's latest go / no-go on the wave since it was last proposed."""
+    last_propose = (
+        Decision.objects.filter(wave=wave, kind=Decision.Kind.PROPOSE)
+        .order_by("-id")
+        .values_list("id", flat=True)
+        .first()
+    )
+    if last_propose is None:
+        return {}
+    responses: dict[int, Decision] = {}
+    for decision in (
+        Decision.objects.filter(
+            wave=wave, kind__in=[Decision.Kind.GO, Decision.Kind.NO_GO], id__gt=last_propose
+        )
+        .select_related("actor")
+        .order_by("id")
+    ):
+        responses[decision.organisation_id] = decision
+    return responses
+
+
+def wave_organisation_rows(wave: Wave, user: User) -> list[dict]:
+    """The organisations in the wave that the user may see, with counts, bytes and their response."""
+    totals = wave_organisation_totals(wave)
+    visible = organisations_visible_to(user).filter(pk__in=list(totals)).order_by("priority", "ods_code")
+    responses = wave_responses(wave)
+    rows = []
+    for org in visible:
+        mailboxes, size = totals[org.pk]
+        response = responses.get(org.pk)
+        rows.append(
+            {
+                "organisation": org,
+                "mailboxes": mailboxes,
+                "bytes": size,
+                "response": response.kind if response else "",
+                "response_decision": response,
+            }
+        )
+    return rows
+
+
+def wave_missing_go(wave: Wave) -> list[int]:
+    """Organisations in the wave that have not said go since it was proposed."""
+    responses = wave_responses(wave)
+    return sorted(
+        org_id
+        for org_id in wave_organisation_ids(wave)
+        if org_id not in responses or responses[org_id].kind != Decision.Kind.GO
+    )
+
+
+def wave_of_mailbox(mailbox: Mailbox) -> Wave | None:
+    """The wave a mailbox is in, by either rule."""
+    if mailbox.wave_id:
+        return mailbox.wave
+    if mailbox.state != Mailbox.State.READY:
+        return None
+    covering = allocation_matches(
+        Allocation.objects.filter(
+            organisation_id=mailbox.organisation_id, wave__status__in=ALLOCATING_STATUSES
+        ).order_by("wave__starts_at", "wave_id")
+    )
+    # The OuterRefs need an outer query: evaluate them against this one mailbox row.
+    hit = (
+        Mailbox.objects.filter(pk=mailbox.pk)
+        .annotate(wave_hit=Subquery(covering.values("wave_id")[:1]))
+        .values_list("wave_hit", flat=True)
+        .first()
+    )
+    return Wave.objects.filter(pk=hit).first() if hit else None
+
+
+def waves_visible_to(user: User) -> QuerySet[Wave]:
+    """Programme office and viewers see every wave; a trust admin sees the waves their organisations are in."""
+    if not user.is_authenticated or not user.is_active:
+        return Wave.objects.none()
+    if user.is_programme_office or user.is_viewer:
+        return Wave.objects.all()
+    orgs = organisations_visible_to(user)
+    return Wave.objects.filter(
+        Q(pk__in=Allocation.objects.filter(organisation__in=orgs).values("wave_id"))
+        | Q(pk__in=Mailbox.objects.filter(organisation__in=orgs, wave__isnull=False).values("wave_id"))
+    )
+
+
+def decisions_visible_to(user: User) -> QuerySet[Decision]:
+    """Decisions on the waves the user sees; a trust admin sees wave-wide decisions and their own
+    organisations' go / no-go, not other organisations'."""
+    if not user.is_authenticated or not user.is_active:
+        return Decision.objects.none()
+    if user.is_programme_office or user.is_viewer:
+        return Decision.objects.all()
+    return Decision.objects.filter(wave__in=waves_visible_to(user)).filter(
+        Q(organisation__isnull=True) | Q(organisation__in=organisations_visible_to(user))
+    )
+
+
+def waves_by_week(waves: Iterable[Wave]) -> list[tuple[dt.date, list[Wave]]]:
+    """[(Monday of the week, [waves starting that week])], in order: the timeline."""
+    weeks: dict[dt.date, list[Wave]] = defaultdict(list)
+    for wave in waves:
+        day = wave.starts_at.astimezone(LONDON).date()
+        weeks[day - dt.timedelta(days=day.weekday())].append(wave)
+    return sorted(weeks.items())
