@@ -142,3 +142,9 @@ def test_a_viewer_cannot_edit(client_for, viewer, org_a):
 def test_anonymous_is_sent_to_sign_in(client, org_a):
     response = client.post("/organisations/RJ1/edit/", edit_data())
     assert response.status_code == 302 and "/sign-in/" in response["Location"]
+
+
+def test_the_403_page_says_why(client_for, viewer, org_a):
+    response = client_for(viewer).get("/organisations/RJ1/edit/")
+    assert response.status_code == 403
+    assert "You do not administer RJ1" in response.content.decode()
