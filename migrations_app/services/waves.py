@@ -12,6 +12,8 @@ Event, in the same transaction as the change.
 
 from __future__ import annotations
 
+import copy
+
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.db.models import Exists, F, OuterRef, Q
@@ -132,10 +134,10 @@ def _check_capacity(wave: Wave) -> dict[str, int]:
 @transaction.atomic
 def wave_propose(*, wave: Wave, actor: User, reason: str = "") -> Wave:
     require_programme_office(actor)
-    totals = _check_capacity(wave)
+    before = _transition(wave, from_statuses=(S.DRAFT,), to_status=S.PROPOSED, proposed_by=actor)
+    totals = _check_capacity(wave)  # raising rolls the transition back
     if not totals["mailboxes"]:
         raise ValidationError(f"{wave.name} has no mailboxes to propose")
-    before = _transition(wave, from_statuses=(S.DRAFT,), to_status=S.PROPOSED, proposed_by=actor)
     wave_refresh_totals(wave=wave)
     _decide(wave, Decision.Kind.PROPOSE, actor, reason=reason, from_state=before, data=totals)
     return wave
@@ -195,19 +197,22 @@ def wave_approve(*, wave: Wave, actor: User, reason: str = "") -> Wave:
         wave, from_statuses=(S.PROPOSED,), to_status=S.APPROVED, approved_by=actor, approved_at=now
     )
     # Checked after the conditional UPDATE: the wave row is locked now, so no go / no-go or move slips in.
+    # Membership is read as it was while proposed (allocations still count), on a copy.
+    as_proposed = copy.copy(wave)
+    as_proposed.status = S.PROPOSED
     if settings.four_eyes and wave.proposed_by_id == actor.pk:
         raise PermissionDenied(
             "You proposed this wave: another member of the programme office must approve it"
         )
     if settings.go_required_from_every_organisation:
-        missing = wave_missing_go(wave)
+        missing = wave_missing_go(as_proposed)
         if missing:
             codes = list(Organisation.objects.filter(pk__in=missing[:10]).values_list("ods_code", flat=True))
             more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
             raise ValidationError(
                 f"{len(missing)} organisation(s) have not said go yet: {', '.join(codes)}{more}"
             )
-    totals = _check_capacity(wave)
+    totals = _check_capacity(as_proposed)
     stamped = _stamp(wave)
     Wave.objects.filter(pk=wave.pk).update(stamped_at=now)
     wave.stamped_at = now
