@@ -471,7 +471,8 @@ def plan_units(
     for i in range(n - 1, -1, -1):
         min_m[i] = min(min_m[i + 1], units[i].mailboxes)
         min_b[i] = min(min_b[i + 1], units[i].bytes)
-    starts = [w.starts_at for w in windows]
+    first_days = [w.first_day for w in windows]
+    last_days = [w.last_day for w in windows]
 
     planned: dict[int, PlannedWave] = {}
     unplaced: list[Unplaced] = []
@@ -490,8 +491,8 @@ def plan_units(
             unplaced.append(Unplaced(unit.pieces, reason, unit.mailboxes, unit.bytes))
             continue
         floor = last_window_of.get(unit.lead, 0)
+        need_m, need_b, blackouts = unit.mailboxes, unit.bytes, unit.blackouts
         best = None
-        any_clear = False
         for kind in kinds:
             ix = by_kind.get(kind, [])
             # close windows that nothing still to come can fit into
@@ -499,27 +500,25 @@ def plan_units(
             while p < len(ix) and (left_m[ix[p]] < min_m[u_index] or left_b[ix[p]] < min_b[u_index]):
                 p += 1
             first_open[kind] = p
-            p = max(p, bisect.bisect_left(ix, floor))
-            while p < len(ix):
-                i = ix[p]
+            if floor:
+                p = max(p, bisect.bisect_left(ix, floor))
+            # the hot loop: plain list lookups only (about a million steps for the national programme)
+            for i in ix[p:]:
                 if best is not None and i > best:
                     break
-                w = windows[i]
-                if not _overlaps(w.first_day, w.last_day, unit.blackouts):
-                    any_clear = True
-                    if left_m[i] >= unit.mailboxes and left_b[i] >= unit.bytes:
-                        best = i
-                        break
-                p += 1
+                if (
+                    left_m[i] >= need_m
+                    and left_b[i] >= need_b
+                    and (not blackouts or not _overlaps(first_days[i], last_days[i], blackouts))
+                ):
+                    best = i
+                    break
         if best is None:
-            if not any_clear and all(
-                _overlaps(windows[i].first_day, windows[i].last_day, unit.blackouts)
-                for k in kinds
-                for i in by_kind.get(k, [])
-            ):
-                reason = BLACKOUT_COVERS_HORIZON if any(by_kind.get(k) for k in kinds) else NO_WINDOW_OF_KIND
+            usable = [i for k in kinds for i in by_kind.get(k, [])]
+            if usable and all(_overlaps(first_days[i], last_days[i], blackouts) for i in usable):
+                reason = BLACKOUT_COVERS_HORIZON
             else:
-                reason = NO_CAPACITY
+                reason = NO_CAPACITY if usable else NO_WINDOW_OF_KIND
             unplaced.append(Unplaced(unit.pieces, reason, unit.mailboxes, unit.bytes))
             continue
         wave = planned.get(best)
@@ -533,7 +532,6 @@ def plan_units(
         left_m[best] -= unit.mailboxes
         left_b[best] -= unit.bytes
         last_window_of[unit.lead] = best
-    del starts
     waves = [planned[i] for i in sorted(planned)]
     return Plan(
         start or (windows[0].first_day if windows else dt.date.today()),
