@@ -355,8 +355,8 @@ class Mailbox(models.Model):
             # the planner's one GROUP BY (organisation, affinity group) and its chunking pass by id, over
             # the plannable mailboxes only (ready, in no wave); an index-only scan on PostgreSQL
             models.Index(
-                fields=["organisation", "affinity_group", "id"],
-                include=["size_bytes"],
+                # size_bytes as a key column rather than INCLUDE: SQLite has no covering-column indexes
+                fields=["organisation", "affinity_group", "id", "size_bytes"],
                 name="mailbox_plannable_idx",
                 condition=Q(state="ready", wave__isnull=True),
             ),

@@ -207,3 +207,21 @@ def waves_by_week(waves: Iterable[Wave]) -> list[tuple[dt.date, list[Wave]]]:
         day = wave.starts_at.astimezone(LONDON).date()
         weeks[day - dt.timedelta(days=day.weekday())].append(wave)
     return sorted(weeks.items())
+
+
+def plan_unplaced_rows(plan, *, limit: int = 500) -> list[dict]:
+    """What a plan could not place, with ODS codes and reasons, largest first (one query for the codes)."""
+    items = sorted(plan.unplaced, key=lambda u: (-u.mailboxes, u.pieces[0].organisation_id))[:limit]
+    ids = {p.organisation_id for u in items for p in u.pieces}
+    codes = dict(Organisation.objects.filter(pk__in=ids).values_list("id", "ods_code"))
+    return [
+        {
+            "organisations": sorted({codes.get(p.organisation_id, str(p.organisation_id)) for p in u.pieces}),
+            "affinity_groups": sorted({p.affinity_group for p in u.pieces if p.affinity_group}),
+            "mailboxes": u.mailboxes,
+            "bytes": u.bytes,
+            "reason": u.reason,
+            "message": u.message,
+        }
+        for u in items
+    ]
