@@ -25,6 +25,7 @@ from migrations_app.selectors.scoping import (
     require_administer,
     require_programme_office,
 )
+from migrations_app.services.affinity import affinity_largest_groups
 from migrations_app.services.imports import import_job_create, import_job_retry_valid_rows, import_progress
 from migrations_app.views._helpers import add_service_errors, error_summary_items, paginate, posted
 
@@ -184,8 +185,6 @@ def import_retry(request, pk: int):
 @login_required
 @require_GET
 def affinity_report(request):
-    from migrations_app.services.affinity import affinity_largest_groups  # TEMP until affinity.py lands
-
     require_programme_office(request.user)
     threshold = settings.PROGRAMME_EVENING_WAVE_MAILBOXES
     groups = affinity_largest_groups(limit=50)

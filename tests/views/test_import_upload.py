@@ -130,3 +130,20 @@ def test_the_inventory_example_matches_what_the_import_expects(client_for, viewe
 
     header = client_for(viewer).get("/imports/examples/inventory.csv").content.decode().splitlines()[0]
     assert set(header.split(",")) == set(INVENTORY_REQUIRED) | set(INVENTORY_OPTIONAL)
+
+
+def test_a_permissions_file_groups_delegates_and_shows_the_largest_groups(
+    client_for, admin_a, org_a, settings
+):
+    settings.PROGRAMME_EVENING_WAVE_MAILBOXES = 1
+    client = client_for(admin_a)
+    upload(client, GOOD)
+    permissions = b"mailbox,delegate,right\nreception@rj1.nhs.uk,jane.doe@rj1.nhs.uk,FullAccess\n"
+    response = upload(client, permissions, kind="permissions", name="permissions.csv")
+    job = ImportJob.objects.get(kind="permissions")
+    assert response["Location"] == f"/imports/{job.pk}/"
+    assert job.status == ImportJob.Status.SUCCEEDED, job.errors
+    groups = set(Mailbox.objects.filter(organisation=org_a).values_list("affinity_group", flat=True))
+    assert len(groups) == 1 and "" not in groups
+    html = client.get(response["Location"]).content.decode()
+    assert "Largest affinity groups" in html and "Too big for an evening" in html
