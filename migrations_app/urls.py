@@ -1,6 +1,6 @@
 from django.urls import path, register_converter
 
-from migrations_app.views import accounts, imports, organisations, pages
+from migrations_app.views import accounts, imports, organisations, pages, waves
 
 
 class OdsCodeConverter:
@@ -38,4 +38,13 @@ urlpatterns = [
     path("imports/<int:pk>/progress/", imports.import_progress_fragment, name="import_progress"),
     path("imports/<int:pk>/retry/", imports.import_retry, name="import_retry"),
     path("affinity/", imports.affinity_report, name="affinity_report"),
+    # waves: the timeline, one wave and its actions, moves, the planner and pilots
+    path("waves/", waves.wave_list, name="wave_list"),
+    path("waves/planner/", waves.planner, name="wave_planner"),
+    path("waves/planner/commit/", waves.planner_commit_view, name="wave_planner_commit"),
+    path("waves/pilot/", waves.pilot_create_view, name="wave_pilot"),
+    path("waves/<int:pk>/", waves.wave_detail, name="wave_detail"),
+    path("waves/<int:pk>/move/", waves.wave_move, name="wave_move"),
+    path("waves/<int:pk>/move-mailbox/", waves.wave_move_mailbox_view, name="wave_move_mailbox"),
+    path("waves/<int:pk>/<str:action>/", waves.wave_action, name="wave_action"),
 ]

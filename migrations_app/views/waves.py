@@ -1,0 +1,440 @@
+"""Wave pages: the timeline, one wave with its organisations, capacity and decisions, the actions (htmx, with a
+confirmation step for destructive ones), moves, the planner with its preview, pilot waves.
+
+Every action calls one service (services.waves / services.planning), the same ones the API calls. Scoping
+through the selectors: a wave outside the user's scope is a 404; a forbidden action is a 403."""
+
+import datetime as dt
+
+from django import forms
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_http_methods, require_POST
+
+from migrations_app.forms import DatePartsField
+from migrations_app.models import Mailbox, Organisation, ProgrammeSettings, User, Wave
+from migrations_app.selectors.scoping import can_administer, mailboxes_visible_to, organisations_visible_to
+from migrations_app.selectors.waves import (
+    decisions_visible_to,
+    plan_unplaced_rows,
+    wave_organisation_rows,
+    wave_totals,
+    waves_by_week,
+    waves_visible_to,
+)
+from migrations_app.services.planning import (
+    LONDON,
+    MOVABLE_INTO,
+    pilot_wave_create,
+    plan_commit,
+    plan_preview,
+    require_planner,
+    wave_move_mailbox,
+    wave_move_organisation,
+    wave_name,
+)
+from migrations_app.services.waves import ACTIONS, wave_act
+from migrations_app.views._helpers import error_summary_items, paginate
+
+NAV = "waves"
+S = Wave.Status
+
+
+# --- forms (small, and only these pages use them) ----------------------------------------------------------------
+
+
+class WaveFilterForm(forms.Form):
+    status = forms.ChoiceField(choices=[("", "Any status"), *S.choices], required=False)
+    kind = forms.ChoiceField(label="Window", choices=[("", "Any window"), *Wave.Kind.choices], required=False)
+
+
+class PlannerForm(forms.Form):
+    start = DatePartsField(label="Plan from", label_text="date to plan from")
+
+
+class PilotForm(forms.Form):
+    starts_on = DatePartsField(label="Window starts on", label_text="date the window starts")
+    kind = forms.ChoiceField(label="Window", choices=Wave.Kind.choices, initial=Wave.Kind.EVENING)
+    organisations = forms.CharField(
+        label="Organisations (ODS codes)",
+        widget=forms.Textarea,
+        help_text="One or more ODS codes, separated by spaces, commas or new lines",
+    )
+    per_organisation = forms.IntegerField(label="Mailboxes per organisation", min_value=1, max_value=100)
+
+    def clean_organisations(self):
+        codes = sorted(
+            {c.strip().upper() for c in self.cleaned_data["organisations"].replace(",", " ").split()}
+        )
+        found = list(Organisation.objects.filter(ods_code__in=codes))
+        unknown = sorted(set(codes) - {o.ods_code for o in found})
+        if unknown:
+            raise forms.ValidationError(f"No organisation with ODS code {', '.join(unknown)}")
+        return found
+
+
+class ReasonForm(forms.Form):
+    reason = forms.CharField(label="Reason", widget=forms.Textarea, required=False, max_length=2000)
+
+
+# --- helpers ---------------------------------------------------------------------------------------------------
+
+
+def _visible_wave(request, pk: int) -> Wave:
+    return get_object_or_404(
+        waves_visible_to(request.user).select_related("proposed_by", "approved_by"), pk=pk
+    )
+
+
+def _next_monday(today: dt.date | None = None) -> dt.date:
+    today = today or dt.datetime.now(LONDON).date()
+    return today + dt.timedelta(days=(7 - today.weekday()) % 7 or 7)
+
+
+ACTION_LABELS = {
+    "propose": (
+        "Propose for approval",
+        "Send this wave to the organisations for go / no-go and to an approver.",
+    ),
+    "approve": ("Approve", "Approve the wave: its mailboxes are scheduled and the wave is frozen."),
+    "reject": ("Reject", "Send the wave back to draft. Say why, so the planners can fix it."),
+    "pause": ("Pause", "Stop starting new moves in this wave until it is resumed."),
+    "resume": ("Resume", "Carry on with the wave."),
+    "cancel": ("Cancel wave", "Cancel the wave: its mailboxes go back to ready for another wave."),
+    "go": ("Go", "This organisation agrees to move in this wave."),
+    "no-go": (
+        "No-go",
+        "This organisation cannot move in this wave: it leaves the wave and its mailboxes are "
+        "ready again for another one.",
+    ),
+}
+WAVE_ACTIONS_BY_STATUS = {
+    S.DRAFT: ["propose", "cancel"],
+    S.PROPOSED: ["approve", "reject", "cancel"],
+    S.APPROVED: ["pause", "cancel"],
+    S.RUNNING: ["pause"],
+    S.PAUSED: ["resume", "cancel"],
+}
+
+
+def _wave_actions(wave: Wave, user: User) -> list[dict]:
+    """The wave-wide actions this user may take now (programme office only)."""
+    if not user.is_programme_office:
+        return []
+    actions = []
+    for name in WAVE_ACTIONS_BY_STATUS.get(wave.status, []):
+        _, _, needs_reason, destructive = ACTIONS[name]
+        actions.append(
+            {"name": name, "label": ACTION_LABELS[name][0], "confirm": needs_reason or destructive}
+        )
+    return actions
+
+
+def _panel_context(request, wave: Wave, *, error: str = "") -> dict:
+    user = request.user
+    totals = wave_totals(wave)
+    rows = wave_organisation_rows(wave, user)
+    can_answer = wave.status in (S.PROPOSED, S.APPROVED)
+    for row in rows:
+        row["can_answer"] = can_answer and not user.is_viewer and can_administer(user, row["organisation"])
+    settings = ProgrammeSettings.load()
+    return {
+        "wave": wave,
+        "totals": totals,
+        "mailbox_percent": min(100, round(100 * totals["mailboxes"] / wave.capacity_mailboxes))
+        if wave.capacity_mailboxes
+        else 0,
+        "bytes_percent": min(100, round(100 * totals["bytes"] / wave.capacity_bytes))
+        if wave.capacity_bytes
+        else 0,
+        "over_capacity": totals["mailboxes"] > wave.capacity_mailboxes
+        or totals["bytes"] > wave.capacity_bytes,
+        "organisation_rows": rows,
+        "decisions": list(
+            decisions_visible_to(user)
+            .filter(wave=wave)
+            .select_related("actor", "organisation")
+            .order_by("-id")[:100]
+        ),
+        "actions": _wave_actions(wave, user),
+        "four_eyes_blocks": settings.four_eyes
+        and wave.status == S.PROPOSED
+        and wave.proposed_by_id == user.pk,
+        "awaiting": sum(1 for r in rows if r["response"] != "go") if wave.status == S.PROPOSED else 0,
+        "error": error,
+    }
+
+
+# --- pages -----------------------------------------------------------------------------------------------------
+
+
+@login_required
+def wave_list(request):
+    filters = WaveFilterForm(request.GET or None)
+    waves = waves_visible_to(request.user).order_by("starts_at", "id")
+    if filters.is_valid():
+        if filters.cleaned_data["status"]:
+            waves = waves.filter(status=filters.cleaned_data["status"])
+        if filters.cleaned_data["kind"]:
+            waves = waves.filter(kind=filters.cleaned_data["kind"])
+    if "from" not in request.GET and not request.GET.get("page") and not request.GET.get("status"):
+        # open on this week, not on the programme's first wave
+        today = dt.datetime.now(LONDON).date()
+        monday = today - dt.timedelta(days=today.weekday())
+        upcoming = waves.filter(ends_at__gte=dt.datetime.combine(monday, dt.time(), tzinfo=LONDON))
+        if upcoming.exists():
+            waves = upcoming
+    page, pagination = paginate(request, waves, per_page=60)
+    context = {
+        "nav": NAV,
+        "filters": filters,
+        "weeks": waves_by_week(page.object_list),
+        "page": page,
+        "pagination": pagination,
+        "can_plan": request.user.is_programme_office,
+    }
+    return render(request, "waves/list.html", context)
+
+
+@login_required
+def wave_detail(request, pk: int):
+    wave = _visible_wave(request, pk)
+    context = {"nav": NAV, **_panel_context(request, wave)}
+    if request.user.is_programme_office and wave.status in MOVABLE_INTO:
+        context["move_targets"] = list(
+            Wave.objects.filter(status__in=MOVABLE_INTO).exclude(pk=wave.pk).order_by("starts_at")[:200]
+        )
+    return render(request, "waves/detail.html", context)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def wave_action(request, pk: int, action: str):
+    """GET: the confirmation step (a reason box) for destructive actions. POST: do it."""
+    if action not in ACTIONS:
+        raise PermissionDenied("Unknown action")
+    wave = _visible_wave(request, pk)
+    organisation = None
+    code = (request.POST.get("organisation") or request.GET.get("organisation") or "").upper()
+    if code:
+        organisation = get_object_or_404(organisations_visible_to(request.user), ods_code=code)
+    _, needs_org, needs_reason, destructive = ACTIONS[action]
+    label, explanation = ACTION_LABELS[action]
+    form = ReasonForm(request.POST or None)
+    if request.method == "GET" or (
+        request.method == "POST" and "confirmed" not in request.POST and (needs_reason or destructive)
+    ):
+        context = {
+            "nav": NAV,
+            "wave": wave,
+            "action": action,
+            "label": label,
+            "explanation": explanation,
+            "organisation": organisation,
+            "form": form,
+            "needs_reason": needs_reason,
+        }
+        template = "waves/_confirm.html" if request.htmx else "waves/confirm.html"
+        return render(request, template, context)
+    reason = form.cleaned_data.get("reason", "") if form.is_valid() else ""
+    error = ""
+    try:
+        wave_act(wave=wave, action=action, actor=request.user, reason=reason, organisation=organisation)
+    except ValidationError as exc:
+        if hasattr(exc, "error_dict") and "reason" in exc.error_dict:
+            form.add_error("reason", " ".join(exc.message_dict["reason"]))
+            context = {
+                "nav": NAV,
+                "wave": wave,
+                "action": action,
+                "label": label,
+                "explanation": explanation,
+                "organisation": organisation,
+                "form": form,
+                "needs_reason": needs_reason,
+                "errors": error_summary_items(form),
+            }
+            template = "waves/_confirm.html" if request.htmx else "waves/confirm.html"
+            return render(request, template, context, status=200 if request.htmx else 400)
+        error = " ".join(exc.messages)
+    # the service may have refreshed our copy before refusing: read the wave as it is now
+    wave = Wave.objects.select_related("proposed_by", "approved_by").get(pk=wave.pk)
+    if request.htmx:
+        # htmx swaps only 2xx answers: the panel carries the error banner instead
+        return render(request, "waves/_panel.html", _panel_context(request, wave, error=error))
+    if error:
+        messages.error(request, error)
+    else:
+        messages.success(
+            request, f"{label}: {wave.name}" + (f" for {organisation.ods_code}" if organisation else "")
+        )
+    return redirect("wave_detail", pk=wave.pk)
+
+
+@login_required
+@require_POST
+def wave_move(request, pk: int):
+    """Move an organisation out of this wave into another; warnings first, then 'move anyway'."""
+    source = _visible_wave(request, pk)
+    require_planner(request.user)
+    organisation = get_object_or_404(Organisation, ods_code=(request.POST.get("organisation") or "").upper())
+    target = get_object_or_404(Wave, pk=request.POST.get("target") or 0)
+    try:
+        result = wave_move_organisation(
+            actor=request.user,
+            organisation=organisation,
+            source=source,
+            target=target,
+            confirm=request.POST.get("confirm") == "1",
+        )
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+        return redirect("wave_detail", pk=source.pk)
+    if not result.moved:
+        context = {
+            "nav": NAV,
+            "wave": source,
+            "target": target,
+            "organisation": organisation,
+            "warnings": result.warnings,
+        }
+        return render(request, "waves/move_confirm.html", context)
+    messages.success(request, f"{organisation.ods_code} moved to {target.name}")
+    for warning in result.warnings:
+        messages.warning(request, warning)
+    return redirect("wave_detail", pk=target.pk)
+
+
+@login_required
+@require_POST
+def wave_move_mailbox_view(request, pk: int):
+    source = _visible_wave(request, pk)
+    require_planner(request.user)
+    email = (request.POST.get("email") or "").strip().lower()
+    mailbox = (
+        Mailbox.objects.filter(pk__in=mailboxes_visible_to(request.user).filter(email=email).values("pk"))
+        .select_related("organisation")
+        .first()
+    )
+    target = get_object_or_404(Wave, pk=request.POST.get("target") or 0)
+    if mailbox is None:
+        messages.error(request, f"No mailbox {email}")
+        return redirect("wave_detail", pk=source.pk)
+    try:
+        result = wave_move_mailbox(
+            actor=request.user, mailbox=mailbox, target=target, confirm=request.POST.get("confirm") == "1"
+        )
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+        return redirect("wave_detail", pk=source.pk)
+    if not result.moved:
+        context = {
+            "nav": NAV,
+            "wave": source,
+            "target": target,
+            "mailbox": mailbox,
+            "warnings": result.warnings,
+        }
+        return render(request, "waves/move_confirm.html", context)
+    messages.success(request, f"{mailbox.email} moved to {target.name}")
+    return redirect("wave_detail", pk=target.pk)
+
+
+@login_required
+def planner(request):
+    """The planner: a start date, the preview (htmx), and a button that saves exactly what was previewed."""
+    require_planner(request.user)
+    form = PlannerForm(request.GET if "start_day" in request.GET else None, initial={"start": _next_monday()})
+    plan = None
+    if form.is_bound and form.is_valid():
+        plan = plan_preview(start=form.cleaned_data["start"], actor=request.user)
+    context = {
+        "nav": NAV,
+        "form": form,
+        "errors": error_summary_items(form),
+        "plan": plan,
+        "plan_waves": [
+            {
+                "name": wave_name(w.window),
+                "window": w.window,
+                "mailboxes": w.mailboxes,
+                "bytes": w.bytes,
+                "organisations": w.organisations,
+                "percent": round(100 * w.mailboxes / w.capacity_mailboxes) if w.capacity_mailboxes else 0,
+                "capacity_mailboxes": w.capacity_mailboxes,
+            }
+            for w in plan.waves
+        ]
+        if plan
+        else [],
+        "unplaced": plan_unplaced_rows(plan, limit=200) if plan else [],
+        "pilot_form": PilotForm(
+            initial={
+                "per_organisation": ProgrammeSettings.load().pilot_mailboxes_per_organisation,
+                "starts_on": _next_monday(),
+            }
+        ),
+    }
+    if request.htmx and plan is not None:
+        return render(request, "waves/_preview.html", context)
+    return render(request, "waves/planner.html", context)
+
+
+@login_required
+@require_POST
+def planner_commit_view(request):
+    require_planner(request.user)
+    try:
+        start = dt.date.fromisoformat(request.POST.get("start", ""))
+    except ValueError:
+        messages.error(request, "Preview a plan first")
+        return redirect("wave_planner")
+    try:
+        plan, waves = plan_commit(
+            start=start, actor=request.user, expected_fingerprint=request.POST.get("fingerprint", "")
+        )
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+        return redirect(
+            f"{reverse('wave_planner')}?start_day={start.day}&start_month={start.month}&start_year={start.year}"
+        )
+    messages.success(
+        request,
+        f"Saved {len(waves)} draft waves for {plan.mailboxes:,} mailboxes"
+        + (f"; {plan.unplaced_mailboxes:,} could not be placed" if plan.unplaced else ""),
+    )
+    return redirect("wave_list")
+
+
+@login_required
+@require_POST
+def pilot_create_view(request):
+    require_planner(request.user)
+    form = PilotForm(request.POST)
+    if form.is_valid():
+        try:
+            wave = pilot_wave_create(
+                actor=request.user,
+                starts_on=form.cleaned_data["starts_on"],
+                kind=form.cleaned_data["kind"],
+                organisations=form.cleaned_data["organisations"],
+                per_organisation=form.cleaned_data["per_organisation"],
+            )
+        except ValidationError as exc:
+            form.add_error(None, " ".join(exc.messages))
+        else:
+            messages.success(
+                request, f"Pilot wave {wave.name} created with {wave.planned_mailboxes} mailboxes"
+            )
+            return redirect("wave_detail", pk=wave.pk)
+    context = {
+        "nav": NAV,
+        "form": PlannerForm(initial={"start": _next_monday()}),
+        "pilot_form": form,
+        "errors": error_summary_items(form),
+        "plan": None,
+    }
+    return render(request, "waves/planner.html", context, status=400)

@@ -1,0 +1,180 @@
+"""Wave pages: the timeline, a wave, the actions (htmx and plain), moves, the planner; every role."""
+
+import datetime as dt
+
+import pytest
+
+from migrations_app.models import Decision, Mailbox, ProgrammeSettings, Wave
+from tests.factories import OrganisationFactory
+from tests.wave_fixtures import ready_mailboxes, wave_with
+
+HTMX = {"HTTP_HX_REQUEST": "true"}
+
+
+@pytest.fixture
+def wave(db, org_a, org_b):
+    ready_mailboxes(org_a, 3)
+    ready_mailboxes(org_b, 2)
+    return wave_with(org_a, org_b, day=dt.date(2030, 6, 3), name="Evening Mon 3 Jun 2030")
+
+
+@pytest.fixture
+def other_wave(db):
+    outsider = OrganisationFactory(ods_code="ZZZ1")
+    ready_mailboxes(outsider, 1)
+    return wave_with(outsider, name="Outsiders", day=dt.date(2030, 6, 4))
+
+
+def test_pages_need_a_sign_in(client, wave):
+    for url in ("/waves/", f"/waves/{wave.pk}/", "/waves/planner/"):
+        assert client.get(url).status_code == 302
+
+
+def test_the_timeline_groups_waves_by_week_and_scopes_them(client_for, wave, other_wave, officer, admin_a):
+    page = client_for(officer).get("/waves/").content.decode()
+    assert "Week of 3 June 2030" in page and wave.name in page and "Outsiders" in page
+    assert 'href="/waves/"' in page  # the header link
+    page = client_for(admin_a).get("/waves/").content.decode()
+    assert wave.name in page and "Outsiders" not in page
+    assert client_for(admin_a).get(f"/waves/{other_wave.pk}/").status_code == 404
+
+
+def test_a_wave_page_shows_counts_capacity_and_only_your_organisations(client_for, wave, officer, admin_a):
+    page = client_for(officer).get(f"/waves/{wave.pk}/").content.decode()
+    assert "5 of 22,000" in page and "RJ1" in page and "RRV" in page
+    assert "Propose for approval" in page and "portal-progress__bar" in page
+    page = client_for(admin_a).get(f"/waves/{wave.pk}/").content.decode()
+    assert "RJ1" in page and "RRV" not in page and "Propose for approval" not in page
+
+
+def test_the_workflow_through_the_pages_with_htmx(client, wave, officer, approver, admin_a, admin_b):
+    client.force_login(officer)
+    panel = client.post(f"/waves/{wave.pk}/propose/", **HTMX).content.decode()
+    assert "Proposed" in panel and "2 organisation(s) have not said go yet" in panel
+    client.force_login(admin_a)
+    page = client.get(f"/waves/{wave.pk}/").content.decode()
+    assert "Go<span" in page  # their own organisation's buttons
+    panel = client.post(f"/waves/{wave.pk}/go/", {"organisation": "RJ1"}, **HTMX).content.decode()
+    assert "Go" in panel
+    client.force_login(admin_b)
+    client.post(f"/waves/{wave.pk}/go/", {"organisation": "RRV"}, **HTMX)
+    client.force_login(officer)
+    panel = client.post(f"/waves/{wave.pk}/approve/", **HTMX)
+    assert panel.status_code == 403  # the proposer
+    client.force_login(approver)
+    panel = client.post(f"/waves/{wave.pk}/approve/", **HTMX).content.decode()
+    assert "Approved" in panel
+    assert Mailbox.objects.filter(wave=wave, state="scheduled").count() == 5
+    # approving again: someone else got there first; the panel says so
+    panel = client.post(f"/waves/{wave.pk}/approve/", **HTMX).content.decode()
+    assert "That did not happen" in panel and "approved now" in panel
+
+
+def test_destructive_actions_ask_first_and_need_a_reason(client_for, wave, officer):
+    client = client_for(officer)
+    confirm = client.get(f"/waves/{wave.pk}/cancel/", **HTMX).content.decode()
+    assert "Yes, cancel wave" in confirm and 'name="confirmed"' in confirm
+    # a POST without the confirmation step only shows the confirmation
+    client.post(f"/waves/{wave.pk}/cancel/", {"reason": "x"})
+    assert Wave.objects.get(pk=wave.pk).status == "draft"
+    response = client.post(f"/waves/{wave.pk}/cancel/", {"confirmed": "1", "reason": ""})
+    assert response.status_code == 400 and "Give a reason" in response.content.decode()
+    response = client.post(f"/waves/{wave.pk}/cancel/", {"confirmed": "1", "reason": "Re-sequenced"})
+    assert response.status_code == 302 and Wave.objects.get(pk=wave.pk).status == "cancelled"
+    assert Decision.objects.get(kind="cancel").reason == "Re-sequenced"
+
+
+def test_no_go_from_the_page(client_for, wave, officer, admin_b):
+    client_for(officer).post(f"/waves/{wave.pk}/propose/")
+    client = client_for(admin_b)
+    confirm = client.get(f"/waves/{wave.pk}/no-go/?organisation=RRV").content.decode()
+    assert "No-go for RRV?" in confirm
+    response = client.post(
+        f"/waves/{wave.pk}/no-go/", {"organisation": "RRV", "confirmed": "1", "reason": "EPR go-live"}
+    )
+    assert response.status_code == 302
+    assert Mailbox.objects.filter(organisation__ods_code="RRV", state="ready", wave__isnull=True).count() == 2
+
+
+def test_permission_boundaries_on_the_pages(client_for, wave, officer, admin_a, viewer):
+    client_for(officer).post(f"/waves/{wave.pk}/propose/")
+    admin = client_for(admin_a)
+    assert admin.post(f"/waves/{wave.pk}/approve/").status_code == 403
+    assert admin.post(f"/waves/{wave.pk}/pause/", {"confirmed": "1", "reason": "x"}).status_code == 403
+    # RRV is not theirs and not visible to them
+    assert (
+        admin.post(
+            f"/waves/{wave.pk}/no-go/", {"organisation": "RRV", "confirmed": "1", "reason": "x"}
+        ).status_code
+        == 404
+    )
+    watcher = client_for(viewer)
+    assert watcher.get(f"/waves/{wave.pk}/").status_code == 200
+    assert watcher.post(f"/waves/{wave.pk}/go/", {"organisation": "RJ1"}).status_code == 403
+    assert watcher.get("/waves/planner/").status_code == 403
+    assert admin.get("/waves/planner/").status_code == 403
+    assert not Decision.objects.exclude(kind="propose").exists()
+
+
+def test_the_planner_previews_then_saves(client_for, officer, org_a):
+    settings = ProgrammeSettings.load()
+    settings.planning_horizon_days = 14
+    settings.save()
+    ready_mailboxes(org_a, 4)
+    client = client_for(officer)
+    page = client.get("/waves/planner/").content.decode()
+    assert "Preview the plan" in page and "Create pilot wave" in page
+    preview = client.get("/waves/planner/?start_day=1&start_month=6&start_year=2026", **HTMX).content.decode()
+    assert "Forecast finish" in preview and "Save these 1 draft waves" in preview
+    assert not Wave.objects.exists()
+    fingerprint = preview.split('name="fingerprint" value="')[1].split('"')[0]
+    response = client.post("/waves/planner/commit/", {"start": "2026-06-01", "fingerprint": fingerprint})
+    assert response.status_code == 302
+    assert Wave.objects.get().planned_mailboxes == 4
+
+
+def test_moving_an_organisation_from_the_page(client_for, officer, org_a, org_b):
+    ready_mailboxes(org_a, 3)
+    ready_mailboxes(org_b, 2)
+    first = wave_with(org_a, capacity=4)
+    second = wave_with(org_b, name="Second", day=dt.date(2026, 6, 2))
+    client = client_for(officer)
+    page = client.post(
+        f"/waves/{second.pk}/move/", {"organisation": "RRV", "target": first.pk}
+    ).content.decode()
+    assert "Check this move" in page and "over its capacity of 4" in page
+    response = client.post(
+        f"/waves/{second.pk}/move/", {"organisation": "RRV", "target": first.pk, "confirm": "1"}
+    )
+    assert response.status_code == 302
+    assert Wave.objects.get(pk=first.pk).planned_mailboxes == 5
+
+
+def test_a_pilot_from_the_page(client_for, officer, org_a):
+    ready_mailboxes(org_a, 10)
+    client = client_for(officer)
+    response = client.post(
+        "/waves/pilot/",
+        {
+            "starts_on_day": "1",
+            "starts_on_month": "6",
+            "starts_on_year": "2026",
+            "kind": "evening",
+            "organisations": "rj1",
+            "per_organisation": "3",
+        },
+    )
+    assert response.status_code == 302
+    assert Wave.objects.get(is_pilot=True).planned_mailboxes == 3
+    response = client.post(
+        "/waves/pilot/",
+        {
+            "starts_on_day": "1",
+            "starts_on_month": "6",
+            "starts_on_year": "2026",
+            "kind": "evening",
+            "organisations": "NOPE1",
+            "per_organisation": "3",
+        },
+    )
+    assert response.status_code == 400 and "No organisation with ODS code NOPE1" in response.content.decode()
