@@ -2,7 +2,9 @@ from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 
 from migrations_app.models import (
+    Allocation,
     BlackoutPeriod,
+    ClosedPeriod,
     Contact,
     Decision,
     Endpoint,
@@ -11,6 +13,7 @@ from migrations_app.models import (
     Invitation,
     Mailbox,
     Organisation,
+    ProgrammeSettings,
     User,
     Wave,
 )
@@ -113,3 +116,72 @@ class InvitationAdmin(admin.ModelAdmin):
     list_display = ("email", "organisation", "created_at", "expires_at", "accepted_at")
     exclude = ("token_hash",)
     raw_id_fields = ("organisation", "invited_by", "accepted_by")
+
+
+# --- planning (issue 3) ----------------------------------------------------------------------------------------
+
+
+@admin.register(ProgrammeSettings)
+class ProgrammeSettingsAdmin(admin.ModelAdmin):
+    """One row: the windows and planning rules. It cannot be added twice or deleted."""
+
+    fieldsets = (
+        (
+            "Weekday evening windows",
+            {
+                "fields": (
+                    "evening_days",
+                    "evening_starts",
+                    "evening_ends",
+                    "evening_capacity_mailboxes",
+                    "evening_capacity_bytes",
+                )
+            },
+        ),
+        (
+            "Weekend windows",
+            {
+                "fields": (
+                    "weekend_start_day",
+                    "weekend_starts",
+                    "weekend_end_day",
+                    "weekend_ends",
+                    "weekend_capacity_mailboxes",
+                    "weekend_capacity_bytes",
+                )
+            },
+        ),
+        (
+            "Planning",
+            {
+                "fields": (
+                    "single_wave_organisation_max",
+                    "large_organisation_chunk",
+                    "pilot_mailboxes_per_organisation",
+                    "planning_horizon_days",
+                )
+            },
+        ),
+        ("Approval", {"fields": ("four_eyes", "go_required_from_every_organisation")}),
+    )
+
+    def has_add_permission(self, request):
+        return not ProgrammeSettings.objects.exists()
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(ClosedPeriod)
+class ClosedPeriodAdmin(admin.ModelAdmin):
+    list_display = ("name", "kind", "starts_on", "ends_on")
+    list_filter = ("kind",)
+    date_hierarchy = "starts_on"
+
+
+@admin.register(Allocation)
+class AllocationAdmin(admin.ModelAdmin):
+    list_display = ("wave", "organisation", "kind", "affinity_group", "planned_mailboxes", "planned_bytes")
+    list_filter = ("kind",)
+    raw_id_fields = ("wave", "organisation")
+    show_full_result_count = False

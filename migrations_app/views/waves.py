@@ -15,7 +15,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
 from migrations_app.forms import DatePartsField
-from migrations_app.models import Mailbox, Organisation, ProgrammeSettings, User, Wave
+from migrations_app.models import ClosedPeriod, Mailbox, Organisation, ProgrammeSettings, User, Wave
 from migrations_app.selectors.scoping import can_administer, mailboxes_visible_to, organisations_visible_to
 from migrations_app.selectors.waves import (
     decisions_visible_to,
@@ -28,16 +28,20 @@ from migrations_app.selectors.waves import (
 from migrations_app.services.planning import (
     LONDON,
     MOVABLE_INTO,
+    SETTINGS_FIELDS,
+    closed_period_add,
+    closed_period_remove,
     pilot_wave_create,
     plan_commit,
     plan_preview,
+    programme_settings_update,
     require_planner,
     wave_move_mailbox,
     wave_move_organisation,
     wave_name,
 )
 from migrations_app.services.waves import ACTIONS, wave_act
-from migrations_app.views._helpers import error_summary_items, paginate
+from migrations_app.views._helpers import add_service_errors, error_summary_items, paginate
 
 NAV = "waves"
 S = Wave.Status
@@ -438,3 +442,79 @@ def pilot_create_view(request):
         "plan": None,
     }
     return render(request, "waves/planner.html", context, status=400)
+
+
+# --- programme settings: windows, rules, bank holidays and freezes -------------------------------------------
+
+
+class ProgrammeSettingsForm(forms.ModelForm):
+    class Meta:
+        model = ProgrammeSettings
+        fields = list(SETTINGS_FIELDS)
+        widgets = {
+            "evening_starts": forms.TimeInput(format="%H:%M"),
+            "evening_ends": forms.TimeInput(format="%H:%M"),
+            "weekend_starts": forms.TimeInput(format="%H:%M"),
+            "weekend_ends": forms.TimeInput(format="%H:%M"),
+        }
+
+
+class ClosedPeriodForm(forms.Form):
+    kind = forms.ChoiceField(label="Kind", choices=ClosedPeriod.Kind.choices)
+    name = forms.CharField(label="Name", max_length=200)
+    starts_on = DatePartsField(label="First day", label_text="first day")
+    ends_on = DatePartsField(label="Last day", label_text="last day")
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def programme_settings_view(request):
+    require_planner(request.user)
+    settings = ProgrammeSettings.load()
+    form = ProgrammeSettingsForm(request.POST or None, instance=settings, prefix="settings")
+    closed_form = (
+        ClosedPeriodForm(request.POST or None, prefix="closed")
+        if "closed-kind" in request.POST
+        else ClosedPeriodForm(prefix="closed")
+    )
+    if request.method == "POST":
+        if "closed-kind" in request.POST:
+            form = ProgrammeSettingsForm(instance=settings, prefix="settings")
+            if closed_form.is_valid():
+                try:
+                    closed_period_add(actor=request.user, **closed_form.cleaned_data)
+                except ValidationError as exc:
+                    add_service_errors(closed_form, exc)
+                else:
+                    messages.success(request, f"{closed_form.cleaned_data['name']} added")
+                    return redirect("programme_settings")
+        elif form.is_valid():
+            try:
+                programme_settings_update(
+                    actor=request.user, **{n: form.cleaned_data[n] for n in SETTINGS_FIELDS}
+                )
+            except ValidationError as exc:
+                add_service_errors(form, exc)
+            else:
+                messages.success(request, "Programme settings saved. The next plan uses them.")
+                return redirect("programme_settings")
+    context = {
+        "nav": NAV,
+        "form": form,
+        "closed_form": closed_form,
+        "errors": error_summary_items(form, closed_form),
+        "closed_periods": list(
+            ClosedPeriod.objects.filter(ends_on__gte=dt.date.today() - dt.timedelta(days=30))[:200]
+        ),
+    }
+    return render(request, "waves/settings.html", context, status=400 if context["errors"] else 200)
+
+
+@login_required
+@require_POST
+def closed_period_remove_view(request, pk: int):
+    require_planner(request.user)
+    period = get_object_or_404(ClosedPeriod, pk=pk)
+    closed_period_remove(actor=request.user, period=period)
+    messages.success(request, f"{period.name} removed")
+    return redirect("programme_settings")

@@ -372,3 +372,29 @@ def test_organisation_status_is_not_the_planners_business(db, officer):
     org = OrganisationFactory(ods_code="ENR1", status=Organisation.Status.ENROLLED)
     ready_mailboxes(org, 2)
     assert plan_preview(start=MONDAY, actor=officer).mailboxes == 2
+
+
+def test_settings_changes_are_audited_and_validated(db, officer, admin_a):
+    from migrations_app.services.planning import closed_period_add, programme_settings_update
+
+    programme_settings_update(actor=officer, evening_capacity_mailboxes=21_000)
+    event = Event.objects.get(action="programme.settings_changed")
+    assert event.data == {"evening_capacity_mailboxes": ["22000", "21000"]}
+    with pytest.raises(ValidationError):
+        programme_settings_update(actor=officer, evening_days="0189")
+    with pytest.raises(PermissionDenied):
+        programme_settings_update(actor=admin_a, four_eyes=False)
+    with pytest.raises(ValidationError):
+        closed_period_add(
+            actor=officer, kind="freeze", starts_on=MONDAY, ends_on=MONDAY - dt.timedelta(days=1), name="x"
+        )
+
+
+def test_mark_ready_command_lets_the_demo_be_planned(db, officer):
+    from django.core.management import call_command
+
+    org = OrganisationFactory(ods_code="DEMO1")
+    ready_mailboxes(org, 3, state=Mailbox.State.INVENTORIED)
+    call_command("mailboxes_ready", "demo1")
+    assert Mailbox.objects.filter(state="ready").count() == 3
+    assert plan_preview(start=MONDAY, actor=officer).mailboxes == 3

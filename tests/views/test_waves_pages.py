@@ -178,3 +178,51 @@ def test_a_pilot_from_the_page(client_for, officer, org_a):
         },
     )
     assert response.status_code == 400 and "No organisation with ODS code NOPE1" in response.content.decode()
+
+
+def test_the_programme_office_edits_windows_and_closed_dates(client_for, officer, admin_a, viewer):
+    client = client_for(officer)
+    page = client.get("/waves/settings/").content.decode()
+    assert "Windows and planning rules" in page and 'value="22000"' in page
+    data = {
+        f"settings-{k}": v
+        for k, v in {
+            "evening_days": "0123",
+            "evening_starts": "19:00",
+            "evening_ends": "06:00",
+            "evening_capacity_mailboxes": "20000",
+            "evening_capacity_bytes": str(30 * 1024**4),
+            "weekend_start_day": "4",
+            "weekend_starts": "18:00",
+            "weekend_end_day": "0",
+            "weekend_ends": "06:00",
+            "weekend_capacity_mailboxes": "83000",
+            "weekend_capacity_bytes": str(110 * 1024**4),
+            "single_wave_organisation_max": "5000",
+            "large_organisation_chunk": "2000",
+            "pilot_mailboxes_per_organisation": "5",
+            "planning_horizon_days": "365",
+            "four_eyes": "on",
+        }.items()
+    }
+    assert client.post("/waves/settings/", data).status_code == 302
+    settings = ProgrammeSettings.load()
+    assert settings.evening_capacity_mailboxes == 20000 and settings.evening_starts == dt.time(19)
+    assert settings.four_eyes and not settings.go_required_from_every_organisation
+    response = client.post(
+        "/waves/settings/",
+        {
+            "closed-kind": "bank_holiday",
+            "closed-name": "Christmas Day",
+            "closed-starts_on_day": "25",
+            "closed-starts_on_month": "12",
+            "closed-starts_on_year": "2030",
+            "closed-ends_on_day": "25",
+            "closed-ends_on_month": "12",
+            "closed-ends_on_year": "2030",
+        },
+    )
+    assert response.status_code == 302
+    assert "Christmas Day" in client.get("/waves/settings/").content.decode()
+    for user in (admin_a, viewer):
+        assert client_for(user).get("/waves/settings/").status_code == 403
