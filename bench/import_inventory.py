@@ -25,10 +25,63 @@ import tempfile
 import time
 from pathlib import Path
 
-FIRST = "amelia oliver isla george ava harry mia noah ivy leo grace jack freya oscar lily arthur sophie".split()
-LAST = "smith jones taylor brown williams wilson johnson davies patel wright khan evans thomas roberts".split()
-DEPARTMENTS = "reception pharmacy theatres radiology outpatients estates finance hr admissions wards".split()
-COLUMNS = ["email", "display_name", "kind", "size_bytes", "item_count", "affinity_group", "target_upn", "ods_code"]
+FIRST = [
+    "amelia",
+    "oliver",
+    "isla",
+    "george",
+    "ava",
+    "harry",
+    "mia",
+    "noah",
+    "ivy",
+    "leo",
+    "grace",
+    "jack",
+    "freya",
+    "oscar",
+    "lily",
+    "arthur",
+    "sophie",
+]
+LAST = [
+    "smith",
+    "jones",
+    "taylor",
+    "brown",
+    "williams",
+    "wilson",
+    "johnson",
+    "davies",
+    "patel",
+    "wright",
+    "khan",
+    "evans",
+    "thomas",
+    "roberts",
+]
+DEPARTMENTS = [
+    "reception",
+    "pharmacy",
+    "theatres",
+    "radiology",
+    "outpatients",
+    "estates",
+    "finance",
+    "hr",
+    "admissions",
+    "wards",
+]
+COLUMNS = [
+    "email",
+    "display_name",
+    "kind",
+    "size_bytes",
+    "item_count",
+    "affinity_group",
+    "target_upn",
+    "ods_code",
+]
 
 
 def log(message: str) -> None:
@@ -44,7 +97,9 @@ def check_database_url() -> str:
         )
     name = url.rsplit("/", 1)[-1].split("?", 1)[0]
     if "bench" not in name:
-        sys.exit(f"Refusing to drop the schema of database {name!r}: use a scratch database whose name contains 'bench'.")
+        sys.exit(
+            f"Refusing to drop the schema of database {name!r}: use a scratch database whose name contains 'bench'."
+        )
     return url
 
 
@@ -79,7 +134,10 @@ def ods_codes(count: int, rng: random.Random) -> list[tuple[str, str]]:
 
 def generate(path: Path, rows: int, organisations: list[tuple[str, str]], rng: random.Random) -> None:
     # Trusts are big, practices and pharmacies small: weight the organisations accordingly.
-    weights = [{"trust": 60.0, "trust_site": 8.0}.get(kind, 1.0) * rng.paretovariate(2.0) for _, kind in organisations]
+    weights = [
+        {"trust": 60.0, "trust_site": 8.0}.get(kind, 1.0) * rng.paretovariate(2.0)
+        for _, kind in organisations
+    ]
     picks = rng.choices(range(len(organisations)), weights=weights, k=rows)
     picks.sort()  # a national export lists each organisation's mailboxes together
     mu, sigma = math.log(1_000_000_000), 1.25  # median 1 GB; the 99.9th percentile is past 50 GB
@@ -147,7 +205,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=2_100_000)
     parser.add_argument("--seed", type=int, default=2024)
-    parser.add_argument("--keep-file", action="store_true", help="print the generated file's path and keep it")
+    parser.add_argument(
+        "--keep-file", action="store_true", help="print the generated file's path and keep it"
+    )
     args = parser.parse_args()
 
     url = check_database_url()
@@ -173,7 +233,9 @@ def main() -> None:
     organisations = ods_codes(max(1, args.rows // 100), rng)
     Organisation.objects.bulk_create(
         [
-            Organisation(ods_code=code, name=f"Organisation {code}", kind=kind, region=Organisation.Region.LONDON)
+            Organisation(
+                ods_code=code, name=f"Organisation {code}", kind=kind, region=Organisation.Region.LONDON
+            )
             for code, kind in organisations
         ],
         batch_size=5_000,
@@ -193,7 +255,9 @@ def main() -> None:
         with path.open("rb") as source:
             result = inventory_import(source=source, organisation=None, actor=None, total_bytes=size)
         seconds = time.perf_counter() - started
-        log(f"import: {result.status}, created {result.created}, errors {result.error_count}, {seconds:.1f} s")
+        log(
+            f"import: {result.status}, created {result.created}, errors {result.error_count}, {seconds:.1f} s"
+        )
         if result.status != "succeeded" or result.created != args.rows:
             log(f"unexpected result: {result.errors[:5]}")
             sys.exit(1)
