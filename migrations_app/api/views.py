@@ -27,7 +27,7 @@ from migrations_app.selectors.waves import (
     decisions_visible_to,
     wave_members,
     wave_organisation_rows,
-    wave_totals,
+    wave_organisation_totals,
     waves_visible_to,
 )
 from migrations_app.services.planning import (
@@ -83,10 +83,13 @@ class WaveViewSet(viewsets.ReadOnlyModelViewSet):
     def retrieve(self, request, *args, **kwargs):
         wave = self.get_object()
         data = WaveSerializer(wave, context={"request": request}).data
-        data["totals"] = wave_totals(wave)
-        data["organisations"] = WaveOrganisationSerializer(
-            wave_organisation_rows(wave, request.user), many=True
-        ).data
+        by_org = wave_organisation_totals(wave)  # one pass over the members serves both
+        data["totals"] = {
+            "mailboxes": sum(n for n, _ in by_org.values()),
+            "bytes": sum(b for _, b in by_org.values()),
+        }
+        rows = wave_organisation_rows(wave, request.user, by_org)
+        data["organisations"] = WaveOrganisationSerializer(rows, many=True).data
         return Response(data)
 
     def _act(self, request, name: str):

@@ -21,7 +21,7 @@ from migrations_app.selectors.waves import (
     decisions_visible_to,
     plan_unplaced_rows,
     wave_organisation_rows,
-    wave_totals,
+    wave_organisation_totals,
     waves_by_week,
     waves_visible_to,
 )
@@ -139,8 +139,10 @@ def _wave_actions(wave: Wave, user: User) -> list[dict]:
 
 def _panel_context(request, wave: Wave, *, error: str = "") -> dict:
     user = request.user
-    totals = wave_totals(wave)
-    rows = wave_organisation_rows(wave, user)
+    # one pass over the members (at most a window's worth) serves the totals and the organisation rows
+    by_org = wave_organisation_totals(wave)
+    totals = {"mailboxes": sum(n for n, _ in by_org.values()), "bytes": sum(b for _, b in by_org.values())}
+    rows = wave_organisation_rows(wave, user, by_org)
     can_answer = wave.status in (S.PROPOSED, S.APPROVED)
     for row in rows:
         row["can_answer"] = can_answer and not user.is_viewer and can_administer(user, row["organisation"])
