@@ -13,6 +13,7 @@ from migrations_app.selectors.waves import organisation_allowed_kinds
 from migrations_app.services.planning import (
     BLACKOUT_COVERS_HORIZON,
     EVENING,
+    LONDON,
     TOO_LARGE,
     WEEKEND,
     ChunkRow,
@@ -172,6 +173,26 @@ def test_the_plan_keeps_every_promise(programme):
     for org_id in orgs:
         if org_id not in large:
             assert len({placed_in.get(b.id, "unplaced") for b in boxes if b.organisation_id == org_id}) <= 1
+
+    # a large organisation moves chunk by chunk over consecutive waves, never going back in time
+    for org_id in large:
+        order = sorted(
+            (p.first_id, index)
+            for index, wave in enumerate(plan.waves)
+            for p in wave.pieces
+            if p.organisation_id == org_id and p.kind == "chunk"
+        )
+        assert [index for _, index in order] == sorted(index for _, index in order)
+
+    # every window keeps its London wall-clock times, whatever the clocks did
+    for w in windows:
+        start, end = w.starts_at.astimezone(LONDON), w.ends_at.astimezone(LONDON)
+        rule_start, rule_end = (
+            (rules.evening_starts, rules.evening_ends)
+            if w.kind == EVENING
+            else (rules.weekend_starts, rules.weekend_ends)
+        )
+        assert (start.time(), end.time()) == (rule_start, rule_end)
 
     # reasons are true
     for item in plan.unplaced:
