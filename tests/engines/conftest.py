@@ -53,8 +53,8 @@ def mailbox(dovecots):
     mailbox.src() / mailbox.tgt() give logged-in IMAPClients for seeding and checking."""
     source, target = dovecots
     n = next(_names)
-    src_user = source.add_user(f"src{n}")
-    tgt_user = target.add_user(f"tgt{n}")
+    src_user = source.new_user()
+    tgt_user = target.new_user()
     clients = []
 
     class Box:

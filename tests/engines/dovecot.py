@@ -83,23 +83,18 @@ class Dovecot:
     separator: str
     ca_file: Path
     process: subprocess.Popen
-    users: dict[str, str] = field(default_factory=dict)
+    pool: list[str] = field(default_factory=list)
+    users: dict[str, str] = field(default_factory=dict)  # handed out by new_user()
 
     @property
     def host(self) -> str:
         return "127.0.0.1"
 
-    def add_user(self, name: str, password: str = "secret") -> str:  # noqa: S107 - a test server
-        """Dovecot re-reads the passwd-file when it changes, so users can be added while it runs."""
-        uid, gid = self._mail_ids
-        with open(self.root / "passwd", "a") as f:
-            f.write(f"{name}:{{PLAIN}}{password}:{uid}:{gid}::{self.root / 'mail' / name}::\n")
-        self.users[name] = password
+    def new_user(self) -> str:
+        """A user nobody has used yet (so an empty mailbox); the password is PASSWORD."""
+        name = next(user for user in self.pool if user not in self.users)
+        self.users[name] = PASSWORD
         return name
-
-    @property
-    def _mail_ids(self) -> tuple[int, int]:
-        return _mail_owner()
 
     def log(self) -> str:
         path = self.root / "dovecot.log"
@@ -173,6 +168,11 @@ service imap-login {{
 service imap {{
   process_limit = 256
 }}
+service anvil {{
+  unix_listener anvil-auth-penalty {{
+    mode = 0
+  }}
+}}
 service stats {{
   unix_listener stats-reader {{
     mode = 0600
@@ -184,7 +184,12 @@ service stats {{
 """
 
 
-def start_dovecot(separator: str = "/", *, extra: str = "", directory: Path | None = None) -> Dovecot:
+PASSWORD = "secret"  # noqa: S105 - a test server
+
+
+def start_dovecot(
+    separator: str = "/", *, users: int = 200, extra: str = "", directory: Path | None = None
+) -> Dovecot:
     """Start an instance; raise RuntimeError (with its log) if it does not come up within 10 s.
 
     `port` takes plain text and STARTTLS, `tls_port` implicit TLS; both use the certificate in `ca_file`.
@@ -199,7 +204,12 @@ def start_dovecot(separator: str = "/", *, extra: str = "", directory: Path | No
     (root / "mail").mkdir()
     uid, gid = _mail_owner()
     os.chown(root / "mail", uid, gid)
-    (root / "passwd").touch()
+    # All users up front: Dovecot re-reads a changed passwd-file at most once a second, so users added
+    # while it runs are not reliably there for the next login.
+    pool = [f"user{n:03d}" for n in range(1, users + 1)]
+    (root / "passwd").write_text(
+        "".join(f"{name}:{{PLAIN}}{PASSWORD}:{uid}:{gid}::{root / 'mail' / name}::\n" for name in pool)
+    )
     cert, key = make_certificate(root)
     port, tls_port = free_port(), free_port()
     if os.geteuid() == 0:
@@ -232,7 +242,7 @@ def start_dovecot(separator: str = "/", *, extra: str = "", directory: Path | No
         stderr=open(root / "stderr.log", "wb"),  # noqa: SIM115 - the child owns it
     )
     instance = Dovecot(
-        root=root, port=port, tls_port=tls_port, separator=separator, ca_file=cert, process=process
+        root=root, port=port, tls_port=tls_port, separator=separator, ca_file=cert, process=process, pool=pool
     )
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:

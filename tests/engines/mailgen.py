@@ -54,6 +54,16 @@ def message(
     return ("\r\n".join(headers) + "\r\n\r\n" + body).encode()
 
 
+def header(message_or_header: bytes, name: str) -> str:
+    """The first value of a header field, unfolded ("" when absent)."""
+    head = message_or_header.split(b"\r\n\r\n", 1)[0].replace(b"\r\n ", b" ").replace(b"\r\n\t", b" ")
+    prefix = name.lower().encode() + b":"
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(prefix):
+            return line[len(prefix) :].strip().decode("utf-8", "replace")
+    return ""
+
+
 def client(server: Dovecot, user: str, *, tls: bool = True) -> IMAPClient:
     if tls:
         context = ssl.create_default_context(cafile=str(server.ca_file))

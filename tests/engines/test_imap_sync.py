@@ -59,3 +59,160 @@ def test_it_copies_every_folder_byte_for_byte_with_flags_and_dates(mailbox, engi
     for s_name, t_name in zip(FOLDERS_SOURCE, FOLDERS_TARGET, strict=True):
         assert target[t_name] == source[s_name], s_name
     assert engine.verify(mailbox.spec()).ok
+
+
+def test_a_second_sync_copies_only_what_is_new(mailbox, engine):
+    src = mailbox.src()
+    seed(src, "INBOX", 30)
+    seed(src, "Archive/2023", 20, start=100)
+    first = engine.sync(mailbox.spec(), None, None)
+    assert first.items_copied == 50
+
+    seed(src, "INBOX", 6, start=500)
+    seed(src, "Archive/2023", 4, start=600)
+    second = engine.sync(mailbox.spec(), first.checkpoint, None)
+
+    assert second.items_copied == 10
+    assert second.checkpoint["items"] == 60
+    again = engine.sync(mailbox.spec(), second.checkpoint, None)
+    assert again.items_copied == 0
+    tgt = mailbox.tgt()
+    assert contents(tgt, ["INBOX", "Archive.2023"]) == {
+        "INBOX": mailgen.folder_contents(src, "INBOX"),
+        "Archive.2023": mailgen.folder_contents(src, "Archive/2023"),
+    }
+
+
+class Crash(Exception):
+    pass
+
+
+def test_it_resumes_after_a_crash_half_way_through_a_folder_without_duplicates(mailbox):
+    engine = get_engine("imap", connections=2, batch_bytes=16 * 1024, batch_messages=5)
+    src = mailbox.src()
+    seed(src, "INBOX", 60)
+    seed(src, "Sent", 20, start=100)
+    saved = {}
+
+    def crash_after_20(items, size, checkpoint):
+        if items >= 20:
+            raise Crash  # the worker died: this checkpoint was never saved
+        saved["checkpoint"] = checkpoint
+
+    with pytest.raises(Crash):
+        engine.sync(mailbox.spec(), None, crash_after_20)
+    assert saved["checkpoint"]["items"] < 20
+    tgt = mailbox.tgt()
+    assert tgt.select_folder("INBOX", readonly=True)[b"EXISTS"] > 0
+
+    result = engine.sync(mailbox.spec(), saved["checkpoint"], None)
+
+    # What was appended after the last saved checkpoint was found on the target, not copied again.
+    assert sum(f.items_already_there for f in result.folders) >= 5
+    assert result.checkpoint["items"] + sum(f.items_already_there for f in result.folders) == 80
+    assert contents(tgt, ["INBOX", "Sent"]) == contents(src, ["INBOX", "Sent"])
+    assert engine.verify(mailbox.spec()).ok
+    assert result.checkpoint["folders"]["INBOX"]["complete"]
+
+
+def test_two_different_messages_with_one_message_id_both_arrive(mailbox, engine):
+    src = mailbox.src()
+    shared = "<same-id@example.nhs.uk>"
+    mailgen.append(
+        src,
+        "INBOX",
+        [
+            mailgen.message(1, message_id=shared, subject="first"),
+            mailgen.message(2, message_id=shared, subject="second, longer subject"),
+            mailgen.message(3, message_id=shared, subject="third"),  # same size as the first
+        ],
+    )
+    engine.sync(mailbox.spec(), None, None)
+    # A sync without a checkpoint must index the target and still copy nothing twice.
+    repeat = engine.sync(mailbox.spec(), None, None)
+
+    assert repeat.items_copied == 0
+    assert repeat.folders[0].items_already_there == 3
+    assert mailgen.folder_contents(mailbox.tgt(), "INBOX") == mailgen.folder_contents(src, "INBOX")
+
+
+def test_messages_without_a_message_id_are_copied_once(mailbox, engine):
+    src = mailbox.src()
+    mailgen.append(src, "INBOX", [mailgen.message(i, message_id=None) for i in range(8)])
+    first = engine.sync(mailbox.spec(), None, None)
+    repeat = engine.sync(mailbox.spec(), None, None)  # no checkpoint: dedupe by header hash + size
+
+    assert (first.items_copied, repeat.items_copied) == (8, 0)
+    assert mailgen.folder_contents(mailbox.tgt(), "INBOX") == mailgen.folder_contents(src, "INBOX")
+
+
+def test_a_20_mb_message_arrives_intact(mailbox):
+    engine = get_engine("imap", connections=2, large_message_bytes=4 * 1024 * 1024, part_bytes=1024 * 1024)
+    src = mailbox.src()
+    big = mailgen.message(7, size=20 * 1024 * 1024, subject="MRI scans")
+    mailgen.append(src, "INBOX", [{"msg": big, "flags": [b"\\Seen"]}, mailgen.message(8)])
+
+    result = engine.sync(mailbox.spec(), None, None)
+
+    assert result.items_copied == 2
+    assert mailgen.folder_contents(mailbox.tgt(), "INBOX") == mailgen.folder_contents(src, "INBOX")
+
+
+def test_a_recreated_source_folder_does_not_duplicate(mailbox, engine):
+    src = mailbox.src()
+    seed(src, "Projects/Ward 7 rota", 12)
+    first = engine.sync(mailbox.spec(), None, None)
+    old_validity = first.checkpoint["folders"]["Projects/Ward 7 rota"]["uidvalidity"]
+    src.delete_folder("Projects/Ward 7 rota")
+    seed(src, "Projects/Ward 7 rota", 12)  # the same messages, new UIDVALIDITY
+    seed(src, "Projects/Ward 7 rota", 3, start=50)  # and three new ones
+    assert src.select_folder("Projects/Ward 7 rota")[b"UIDVALIDITY"] != old_validity
+
+    second = engine.sync(mailbox.spec(), first.checkpoint, None)
+
+    assert second.items_copied == 3
+    assert mailgen.folder_contents(mailbox.tgt(), "Projects.Ward 7 rota") == mailgen.folder_contents(
+        src, "Projects/Ward 7 rota"
+    )
+
+
+def test_an_oversized_message_is_listed_as_skipped_with_its_subject(mailbox, engine):
+    src = mailbox.src()
+    src.create_folder("Sent")
+    big = mailgen.message(2, size=300_000, subject="Théâtre rota, big scan")
+    mailgen.append(src, "Sent", [mailgen.message(1), big, mailgen.message(3)])
+
+    result = engine.sync(mailbox.spec(target_options={"max_message_bytes": 100_000}), None, None)
+
+    assert result.items_copied == 2
+    [skipped] = result.skipped
+    assert (skipped.folder, skipped.subject) == ("Sent", "Théâtre rota, big scan")
+    assert skipped.size > 100_000 and skipped.reason.startswith("TOO_BIG")
+    # Still listed after a later pass, and not retried.
+    again = engine.sync(mailbox.spec(target_options={"max_message_bytes": 100_000}), result.checkpoint, None)
+    assert again.items_copied == 0 and [s.subject for s in again.skipped] == ["Théâtre rota, big scan"]
+
+
+def test_verify_reports_a_missing_message(mailbox, engine):
+    src = mailbox.src()
+    seed(src, "INBOX", 5)
+    seed(src, "Résumé", 4, start=10)
+    engine.sync(mailbox.spec(), None, None)
+    assert engine.verify(mailbox.spec()).ok
+
+    tgt = mailbox.tgt()
+    tgt.select_folder("Résumé")
+    tgt.delete_messages(tgt.search("ALL")[:1])
+    tgt.expunge()
+    report = engine.verify(mailbox.spec())
+
+    assert not report.ok
+    [difference] = report.differences
+    assert (difference.folder, difference.source_count, difference.target_count) == ("Résumé", 4, 3)
+    assert difference.source_bytes > difference.target_bytes
+
+
+def test_plain_text_endpoints_work_where_the_spec_says_plain(mailbox, engine):
+    seed(mailbox.src(), "INBOX", 3)
+    result = engine.sync(mailbox.spec(source_security="plain", target_security="plain"), None, None)
+    assert result.items_copied == 3
