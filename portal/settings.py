@@ -251,6 +251,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # several models have a "kind": name their enums so the schema (and check --deploy) has no collision
+    "ENUM_NAME_OVERRIDES": {
+        "WaveKindEnum": "migrations_app.models.Wave.Kind",
+        "DecisionKindEnum": "migrations_app.models.Decision.Kind",
+    },
 }
 
 # --- security ----------------------------------------------------------------------------------------------

@@ -669,7 +669,10 @@ def plan_commit(
     ProgrammeSettings.load()
     # one planner at a time: two commits at once would plan the same mailboxes twice
     ProgrammeSettings.objects.select_for_update().get(pk=1)
-    replaced = list(_replaceable_drafts().values_list("pk", flat=True)) if replace_drafts else []
+    # lock the drafts we replace: a proposal racing this commit waits, then finds its wave gone (WaveConflict)
+    replaced = (
+        list(_replaceable_drafts().select_for_update().values_list("pk", flat=True)) if replace_drafts else []
+    )
     if replaced:
         Mailbox.objects.filter(wave_id__in=replaced).update(wave=None)
         Allocation.objects.filter(wave_id__in=replaced).delete()
@@ -819,6 +822,16 @@ def _check_movable(wave: Wave, label: str) -> None:
         raise ValidationError(f"{label} {wave.name} is {wave.get_status_display().lower()}: it cannot change")
 
 
+def _lock_movable(*waves: Wave) -> None:
+    """Take the waves' row locks in id order with a conditional UPDATE on a status that allows changes, before
+    touching mailboxes: an approval (wave row, then mailbox rows) can then never deadlock with a move, and
+    a wave approved or cancelled meanwhile is refused (WaveConflict) instead of changed."""
+    from migrations_app.services.waves import _transition
+
+    for wave in sorted(waves, key=lambda w: w.pk):
+        _transition(wave, from_statuses=tuple(MOVABLE_INTO), to_status=F("status"))
+
+
 @transaction.atomic
 def wave_move_organisation(
     *, actor: User, organisation: Organisation, source: Wave, target: Wave, confirm: bool = False
@@ -842,6 +855,7 @@ def wave_move_organisation(
     warnings = _capacity_warnings(target, part["n"], part["b"] or 0) + _fit_warnings(target, organisation)
     if warnings and not confirm:
         return MoveResult(False, warnings)
+    _lock_movable(source, target)
     Allocation.objects.filter(wave=source, organisation=organisation).update(wave=target)
     Mailbox.objects.filter(
         wave=source, organisation=organisation, state__in=[Mailbox.State.READY, Mailbox.State.SCHEDULED]
@@ -886,6 +900,7 @@ def wave_move_mailbox(*, actor: User, mailbox: Mailbox, target: Wave, confirm: b
         )
     if warnings and not confirm:
         return MoveResult(False, warnings)
+    _lock_movable(*(w for w in (source, target) if w is not None))
     updated = Mailbox.objects.filter(
         pk=mailbox.pk, state__in=[Mailbox.State.READY, Mailbox.State.SCHEDULED]
     ).update(wave=target, state=Mailbox.State.READY, updated_at=timezone.now())

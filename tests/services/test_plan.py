@@ -398,3 +398,19 @@ def test_mark_ready_command_lets_the_demo_be_planned(db, officer):
     call_command("mailboxes_ready", "demo1")
     assert Mailbox.objects.filter(state="ready").count() == 3
     assert plan_preview(start=MONDAY, actor=officer).mailboxes == 3
+
+
+def test_a_move_into_a_wave_cancelled_meanwhile_is_refused(db, officer):
+    from migrations_app.services.waves import WaveConflict, wave_cancel
+
+    small_windows()
+    a, b = OrganisationFactory(ods_code="STA"), OrganisationFactory(ods_code="STB")
+    ready_mailboxes(a, 6)
+    ready_mailboxes(b, 3)
+    ready_mailboxes(b, 2, group="B-PAIR")
+    _, (first, second) = plan_commit(start=MONDAY, actor=officer)
+    stale = Wave.objects.get(pk=first.pk)
+    wave_cancel(wave=first, actor=officer, reason="Window lost")
+    with pytest.raises(WaveConflict):
+        wave_move_organisation(actor=officer, organisation=b, source=second, target=stale, confirm=True)
+    assert Allocation.objects.filter(wave=second, organisation=b).exists()
