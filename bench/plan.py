@@ -115,9 +115,10 @@ def generate(cursor, *, mailboxes: int, orgs: int, seed: float) -> None:
                CASE WHEN random() < 0.95 THEN 'ready' WHEN random() < 0.5 THEN 'blocked' ELSE 'inventoried' END
         FROM bench_share o
         CROSS JOIN LATERAL generate_series(1, o.n) AS k
+        -- "k * 0" correlates the subquery with the row: without it PostgreSQL draws one size for all rows
         CROSS JOIN LATERAL (
-            SELECT least(100e9, exp(ln(0.9e9) + 0.75 * sqrt(-2 * ln(1 - random())) * cos(2 * pi() * random())))::bigint
-                   AS sz
+            SELECT least(100e9, exp(ln(0.9e9) + 0.75 * sqrt(-2 * ln(1 - random())) * cos(2 * pi() * random())
+                                    + k * 0))::bigint AS sz
         ) size
         ORDER BY o.id, k
         """
