@@ -131,7 +131,8 @@ else:
 # --- Celery ------------------------------------------------------------------------------------------------
 # The embedded default is kombu's filesystem transport: messages are files in var/broker, so the web
 # server, the worker and beat share a queue with no server to install (docs/adr/003-embedded-broker.md).
-BROKER_DIR = VAR_DIR / "broker"
+# Tests get their own folder, so a test can never hand work to a `make run` worker on the same machine.
+BROKER_DIR = VAR_DIR / ("test-broker" if TESTING else "broker")
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or "filesystem://"
 CELERY_BROKER_TRANSPORT_OPTIONS = {}
 if CELERY_BROKER_URL.startswith("filesystem://"):

@@ -15,6 +15,15 @@ from migrations_app.services.imports import import_job_create, import_progress
 from portal.celery import app
 
 
+def _drop_connection_pools() -> None:
+    # The app keeps its broker connections in pools made on first use, with the options of that moment:
+    # drop them so this test's broker settings apply, and so the next test does not inherit them.
+    if app._pool is not None:
+        app._pool.force_close_all()
+        app._pool = None
+    app.amqp._producer_pool = None
+
+
 @pytest.fixture
 def real_broker(settings, tmp_path):
     saved = {
@@ -29,10 +38,12 @@ def real_broker(settings, tmp_path):
             "data_folder_in": str(tmp_path / "queue"),
             "data_folder_out": str(tmp_path / "queue"),
         }
+    _drop_connection_pools()
     with app.connection_for_write() as conn:
         conn.default_channel.queue_purge("celery")
     yield app
     app.conf.update(saved)
+    _drop_connection_pools()
 
 
 def _csv(rows: int) -> bytes:
