@@ -193,8 +193,8 @@ def main(argv: list[str] | None = None) -> int:
         print("needs dovecot and mbsync: apt-get install dovecot-imapd isync", file=sys.stderr)
         return 2
 
-    source = start_dovecot("/")
-    target = start_dovecot(".")
+    source = start_dovecot("/", quota=False)
+    target = start_dovecot(".", quota=False)
     workdir = Path(tempfile.mkdtemp(prefix="bench-imap-"))
     try:
         bench_user = source.new_user()

@@ -855,10 +855,12 @@ class ImapEngine(Engine):
             return
         if multiappend and len(items) > 1:
             try:
-                tgt.multiappend(
+                typ, data = tgt.multiappend(
                     batch.target,
                     [{"msg": body, "flags": m.flags, "date": m.date} for m, body in items],
                 )
+                if typ != "OK":  # imapclient 4.1 returns a NO here rather than raising it
+                    raise imap_errors.IMAPClientError(f"MULTIAPPEND failed: {typ} {_text(data)}")
                 result.items += len(items)
                 result.size += sum(len(body) for _, body in items)
                 return
@@ -938,7 +940,8 @@ def _size_limit(target: EndpointSpec, client: IMAPClient) -> int | None:
 def _quota_free(client: IMAPClient) -> int | None:
     if not client.has_capability("QUOTA"):
         return None
-    with suppress(imap_errors.IMAPClientError):
+    # Exception, not IMAPClientError: imapclient 4.1 raises IndexError when the user has no quota root.
+    with suppress(Exception):
         _, quotas = client.get_quota_root("INBOX")
         for quota in quotas:
             if quota.resource.upper() == "STORAGE" and quota.limit:
@@ -961,6 +964,11 @@ def _subjects(client: IMAPClient, uids: list[int]) -> dict[int, str]:
     return {uid: _subject(_header_field(data, b"BODY[HEADER.FIELDS") or b"") for uid, data in fetched.items()}
 
 
+def _text(data) -> str:
+    parts = data if isinstance(data, list | tuple) else [data]
+    return " ".join(p.decode("utf-8", "replace") if isinstance(p, bytes) else str(p) for p in parts)
+
+
 def _raise_if_fatal(exc: Exception) -> None:
     """NO [OVERQUOTA] stops the mailbox; [UNAVAILABLE]/[INUSE] is worth a retry; anything else is about
     this one message, which is then listed as skipped."""
@@ -974,7 +982,8 @@ def _raise_if_fatal(exc: Exception) -> None:
 def _rejected(folder: str, message: _Message, body_or_header: bytes, exc: Exception) -> SkippedItem:
     header = body_or_header.split(b"\r\n\r\n", 1)[0]
     text = str(exc)
-    reason = SKIP_TOO_BIG if "[TOOBIG]" in text.upper() else SKIP_REJECTED
+    # [TOOBIG] (RFC 4469) or, from Dovecot, [LIMIT] "Mail size is larger than the maximum size allowed".
+    reason = SKIP_TOO_BIG if any(code in text.upper() for code in ("[TOOBIG]", "[LIMIT]")) else SKIP_REJECTED
     return SkippedItem(folder, _subject(header), message.size, f"{reason}: {text}", uid=message.uid)
 
 
@@ -991,10 +1000,10 @@ def _append_stream(client: IMAPClient, folder: str, message: _Message, stream, s
         while imap._get_response():  # None means the continuation request arrived
             if imap.tagged_commands.get(tag):
                 typ, data = imap.tagged_commands.pop(tag)
-                raise imap_errors.IMAPClientError(f"APPEND refused: {typ} {data}")
+                raise imap_errors.IMAPClientError(f"APPEND refused: {typ} {_text(data)}")
     while chunk := stream.read(1024 * 1024):
         imap.send(chunk)
     imap.send(b"\r\n")
     typ, data = imap._command_complete("APPEND", tag)
     if typ != "OK":
-        raise imap_errors.IMAPClientError(f"APPEND command error: {typ} {data}")
+        raise imap_errors.IMAPClientError(f"APPEND command error: {typ} {_text(data)}")

@@ -14,7 +14,7 @@ from tests.conftest import skip_or_fail
 from tests.engines import mailgen
 from tests.engines.dovecot import dovecot_binary, start_dovecot
 
-_names = itertools.count(1)
+_names = itertools.count(1)  # only for the email address
 
 
 @pytest.fixture(scope="session")
@@ -54,17 +54,21 @@ def mailbox(dovecots):
     source, target = dovecots
     n = next(_names)
     src_user = source.new_user()
-    tgt_user = target.new_user()
     clients = []
 
     class Box:
         servers = dovecots
+        tgt_user = target.new_user()
+
+        def small_target(self):
+            """Switch to a target user with a small quota (tests.engines.dovecot.SMALL_QUOTA)."""
+            self.tgt_user = target.new_user(small=True)
 
         def spec(self, *, target_options=None, source_security="tls", target_security="starttls"):
             return MailboxSpec(
                 email=f"user{n}@example.nhs.uk",
                 source=endpoint(source, src_user, source_security),
-                target=endpoint(target, tgt_user, target_security, **(target_options or {})),
+                target=endpoint(target, self.tgt_user, target_security, **(target_options or {})),
             )
 
         def src(self):
@@ -72,7 +76,7 @@ def mailbox(dovecots):
             return clients[-1]
 
         def tgt(self):
-            clients.append(mailgen.client(target, tgt_user))
+            clients.append(mailgen.client(target, self.tgt_user))
             return clients[-1]
 
     yield Box()

@@ -90,9 +90,11 @@ class Dovecot:
     def host(self) -> str:
         return "127.0.0.1"
 
-    def new_user(self) -> str:
-        """A user nobody has used yet (so an empty mailbox); the password is PASSWORD."""
-        name = next(user for user in self.pool if user not in self.users)
+    def new_user(self, *, small: bool = False) -> str:
+        """A user nobody has used yet (so an empty mailbox); the password is PASSWORD. small=True gives one
+        with a SMALL_QUOTA storage quota and SMALL_MAX_MAIL message size limit."""
+        prefix = "small" if small else "user"
+        name = next(user for user in self.pool if user.startswith(prefix) and user not in self.users)
         self.users[name] = PASSWORD
         return name
 
@@ -138,6 +140,7 @@ ssl_key = <{key}
 {ssl_dh}
 mail_location = maildir:~/Maildir{layout}
 mail_max_userip_connections = 200
+{quota}
 {extra}
 
 namespace inbox {{
@@ -184,15 +187,34 @@ service stats {{
 """
 
 
+QUOTA = """\
+mail_plugins = quota
+protocol imap {
+  mail_plugins = quota imap_quota
+}
+plugin {
+  quota = count:User quota
+  quota_vsizes = yes
+  quota_rule = *:storage=0
+}
+"""
 PASSWORD = "secret"  # noqa: S105 - a test server
+SMALL_QUOTA = "100K"
+SMALL_MAX_MAIL = "60k"  # the server refuses a bigger message: NO [LIMIT] or [TOOBIG]
 
 
 def start_dovecot(
-    separator: str = "/", *, users: int = 200, extra: str = "", directory: Path | None = None
+    separator: str = "/",
+    *,
+    users: int = 200,
+    quota: bool = True,
+    extra: str = "",
+    directory: Path | None = None,
 ) -> Dovecot:
     """Start an instance; raise RuntimeError (with its log) if it does not come up within 10 s.
 
     `port` takes plain text and STARTTLS, `tls_port` implicit TLS; both use the certificate in `ca_file`.
+    quota=True loads the quota plugins: unlimited for userNNN, SMALL_QUOTA for smallNN users.
     """
     binary = dovecot_binary()
     if binary is None:
@@ -206,9 +228,18 @@ def start_dovecot(
     os.chown(root / "mail", uid, gid)
     # All users up front: Dovecot re-reads a changed passwd-file at most once a second, so users added
     # while it runs are not reliably there for the next login.
-    pool = [f"user{n:03d}" for n in range(1, users + 1)]
+    pool = [f"user{n:03d}" for n in range(1, users + 1)] + [f"small{n:02d}" for n in range(1, 11)]
     (root / "passwd").write_text(
-        "".join(f"{name}:{{PLAIN}}{PASSWORD}:{uid}:{gid}::{root / 'mail' / name}::\n" for name in pool)
+        "".join(
+            f"{name}:{{PLAIN}}{PASSWORD}:{uid}:{gid}::{root / 'mail' / name}::"
+            + (
+                f"userdb_quota_rule=*:storage={SMALL_QUOTA} userdb_quota_max_mail_size={SMALL_MAX_MAIL}"
+                if name.startswith("small")
+                else ""
+            )
+            + "\n"
+            for name in pool
+        )
     )
     cert, key = make_certificate(root)
     port, tls_port = free_port(), free_port()
@@ -233,6 +264,7 @@ def start_dovecot(
             separator=separator,
             port=port,
             tls_port=tls_port,
+            quota=QUOTA if quota else "",
             extra=extra,
         )
     )

@@ -18,6 +18,7 @@ from migrations_app.engines import (
     get_engine,
 )
 from migrations_app.engines.imap import _Namespace, engine_error, map_folder_name
+from tests.engines import mailgen
 from tests.engines.dovecot import free_port
 
 
@@ -109,3 +110,17 @@ def test_folder_names_translate_between_separators_and_prefixes():
     assert map_folder_name("Entwürfe", slash, courier) == "INBOX.Entwürfe"
     assert map_folder_name("INBOX.Entwürfe", courier, slash) == "Entwürfe"
     assert map_folder_name("inbox", slash, courier) == "INBOX"
+
+
+def test_a_target_too_small_blocks_preflight_and_stops_the_sync_as_over_quota(mailbox, engine):
+    mailbox.small_target()  # 100 KiB
+    mailgen.append(mailbox.src(), "INBOX", [mailgen.message(i, size=30_000) for i in range(8)])
+
+    preflight = engine.preflight(mailbox.spec())
+    assert (preflight.ok, preflight.code) == (False, OVER_QUOTA)
+    assert preflight.target_free_bytes == 100 * 1024
+
+    with pytest.raises(PermanentError) as caught:
+        engine.sync(mailbox.spec(), None, None)
+    assert caught.value.code == OVER_QUOTA
+    assert caught.value.checkpoint["engine"] == "imap"  # resumable once the quota is raised

@@ -216,3 +216,18 @@ def test_plain_text_endpoints_work_where_the_spec_says_plain(mailbox, engine):
     seed(mailbox.src(), "INBOX", 3)
     result = engine.sync(mailbox.spec(source_security="plain", target_security="plain"), None, None)
     assert result.items_copied == 3
+
+
+def test_a_message_the_target_refuses_is_listed_and_the_rest_of_its_batch_arrives(mailbox, engine):
+    mailbox.small_target()  # the server refuses messages over 60 KB with NO [LIMIT]
+    src = mailbox.src()
+    messages = [mailgen.message(1), mailgen.message(2, size=80_000, subject="Discharge summary scan")]
+    mailgen.append(src, "INBOX", messages + [mailgen.message(3)])
+
+    result = engine.sync(mailbox.spec(), None, None)
+
+    assert result.items_copied == 2
+    [skipped] = result.skipped
+    assert (skipped.folder, skipped.subject) == ("INBOX", "Discharge summary scan")
+    assert skipped.reason.startswith("TOO_BIG") and "[LIMIT]" in skipped.reason
+    assert len(mailgen.folder_contents(mailbox.tgt(), "INBOX")) == 2
