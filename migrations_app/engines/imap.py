@@ -406,6 +406,7 @@ class _FolderState:
     watermark: int | None
     base_last_uid: int
     base_done: list[list[int]]
+    uidnext: int | None  # the source's, when planned
     units: list[_Unit] = field(default_factory=list)
     complete: bool = False
     result: FolderSync | None = None
@@ -426,7 +427,9 @@ class _FolderState:
                 prefix = False
         done = [r for r in done if r[1] > last_uid]
         if self.complete:
-            done = []
+            # Everything below the UIDNEXT seen at planning was there to be planned, so is dealt with:
+            # recording that lets the next pass skip this folder even if its newest messages were expunged.
+            last_uid, done = max(last_uid, (self.uidnext or 1) - 1), []
         return {
             "uidvalidity": self.uidvalidity,
             "last_uid": last_uid,
@@ -722,6 +725,7 @@ class ImapEngine(Engine):
             watermark=target_uidnext,
             base_last_uid=last_uid,
             base_done=[list(r) for r in done_ranges],
+            uidnext=uidnext,
             result=FolderSync(folder=folder.name, target_folder=folder.target),
         )
         if info[b"EXISTS"] == 0:
