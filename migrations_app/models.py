@@ -581,7 +581,9 @@ class ClosedPeriod(models.Model):
     class Meta:
         ordering = ["starts_on"]
         constraints = [
-            models.CheckConstraint(condition=Q(ends_on__gte=F("starts_on")), name="closed_period_ends_after_start")
+            models.CheckConstraint(
+                condition=Q(ends_on__gte=F("starts_on")), name="closed_period_ends_after_start"
+            )
         ]
         indexes = [models.Index(fields=["starts_on"], name="closed_period_start_idx")]
 

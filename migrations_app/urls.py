@@ -44,7 +44,9 @@ urlpatterns = [
     path("waves/planner/commit/", waves.planner_commit_view, name="wave_planner_commit"),
     path("waves/pilot/", waves.pilot_create_view, name="wave_pilot"),
     path("waves/settings/", waves.programme_settings_view, name="programme_settings"),
-    path("waves/settings/closed/<int:pk>/remove/", waves.closed_period_remove_view, name="closed_period_remove"),
+    path(
+        "waves/settings/closed/<int:pk>/remove/", waves.closed_period_remove_view, name="closed_period_remove"
+    ),
     path("waves/<int:pk>/", waves.wave_detail, name="wave_detail"),
     path("waves/<int:pk>/move/", waves.wave_move, name="wave_move"),
     path("waves/<int:pk>/move-mailbox/", waves.wave_move_mailbox_view, name="wave_move_mailbox"),
