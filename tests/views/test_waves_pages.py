@@ -226,3 +226,21 @@ def test_the_programme_office_edits_windows_and_closed_dates(client_for, officer
     assert "Christmas Day" in client.get("/waves/settings/").content.decode()
     for user in (admin_a, viewer):
         assert client_for(user).get("/waves/settings/").status_code == 403
+
+
+def test_only_the_programme_office_moves_or_pilots(client_for, wave, admin_a, viewer):
+    other = wave_with(name="Other", day=dt.date(2030, 6, 4))
+    for user in (admin_a, viewer):
+        client = client_for(user)
+        assert (
+            client.post(f"/waves/{wave.pk}/move/", {"organisation": "RJ1", "target": other.pk}).status_code
+            == 403
+        )
+        assert (
+            client.post(f"/waves/{wave.pk}/move-mailbox/", {"email": "x@y", "target": other.pk}).status_code
+            == 403
+        )
+        assert client.post("/waves/pilot/", {}).status_code == 403
+        assert client.post("/waves/planner/commit/", {"start": "2030-06-03"}).status_code == 403
+    assert not Wave.objects.filter(is_pilot=True).exists()
+    assert Wave.objects.get(pk=other.pk).planned_mailboxes == 0
