@@ -19,6 +19,7 @@ from django.utils import timezone
 from migrations_app.models import Contact, Organisation, User
 from migrations_app.services.affinity import permissions_import
 from migrations_app.services.imports import inventory_import
+from migrations_app.services.planning import mailboxes_mark_ready
 
 R = Organisation.Region
 K = Organisation.Kind
@@ -175,6 +176,8 @@ class Command(BaseCommand):
         rng = random.Random(2026)
         orgs = {}
         for code, name, kind, region, parent in ORGANISATIONS:
+            # Three in four organisations have met every readiness gate; the rest are part of the way there.
+            ready = rng.random() < 0.75
             org = Organisation.objects.create(
                 ods_code=code,
                 name=name,
@@ -184,10 +187,10 @@ class Command(BaseCommand):
                 status=Organisation.Status.ENROLLED,
                 enrolled_at=timezone.now(),
                 preferred_window=rng.choice(list(Organisation.WindowPreference.values)),
-                gate_mfa_enforced=rng.random() < 0.8,
-                gate_acceptable_use=rng.random() < 0.9,
-                gate_licences_assigned=rng.random() < 0.7,
-                gate_service_desk_briefed=rng.random() < 0.6,
+                gate_mfa_enforced=ready or rng.random() < 0.6,
+                gate_acceptable_use=ready or rng.random() < 0.6,
+                gate_licences_assigned=ready or rng.random() < 0.5,
+                gate_service_desk_briefed=ready,
             )
             Contact.objects.create(
                 organisation=org,
@@ -200,6 +203,13 @@ class Command(BaseCommand):
         inventory, permissions = _demo_files(rng)
         inventory_import(source=io.BytesIO(inventory), organisation=None, actor=None)
         permissions_import(source=io.BytesIO(permissions), organisation=None, actor=None)
+        # Pre-flight (a later piece of work) will move mailboxes to ready; for the demo, the mailboxes of
+        # organisations that met every gate are ready to plan now.
+        ready_orgs = [org for org in orgs.values() if org.gates_met]
+        mailboxes_mark_ready(actor=None, organisations=ready_orgs)
+        Organisation.objects.filter(pk__in=[o.pk for o in ready_orgs]).update(
+            status=Organisation.Status.READY
+        )
 
         creds = []
         for username, role, first, last, administers in [

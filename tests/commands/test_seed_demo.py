@@ -1,0 +1,61 @@
+import json
+from io import StringIO
+
+from django.contrib.auth import authenticate
+from django.core.management import call_command
+
+from migrations_app.models import Mailbox, Organisation, User
+from migrations_app.selectors.scoping import organisations_visible_to
+
+
+def _seed(settings, tmp_path) -> str:
+    settings.VAR_DIR = tmp_path
+    out = StringIO()
+    call_command("seed_demo", stdout=out)
+    return out.getvalue()
+
+
+def test_it_seeds_a_demo_programme_with_realistic_organisations_and_mailboxes(db, settings, tmp_path):
+    _seed(settings, tmp_path)
+    assert 30 <= Organisation.objects.count() <= 60
+    assert Organisation.objects.filter(ods_code="RJ1", kind="trust").exists()
+    assert Organisation.objects.filter(ods_code="A81001", kind="gp_practice", parent__ods_code="QHM").exists()
+    assert 2_000 <= Mailbox.objects.count() <= 10_000
+    assert set(Mailbox.objects.values_list("kind", flat=True).distinct()) >= {"user", "shared", "room"}
+    assert Mailbox.objects.exclude(affinity_group="").exists()  # delegates grouped from the permissions file
+
+
+def test_the_mailboxes_of_ready_organisations_can_be_planned(db, settings, tmp_path):
+    _seed(settings, tmp_path)
+    ready = Organisation.objects.filter(status=Organisation.Status.READY)
+    assert ready.exists()
+    assert all(org.gates_met for org in ready)
+    assert (
+        Mailbox.objects.filter(state="ready").count()
+        == Mailbox.objects.filter(organisation__in=ready).count()
+    )
+    assert not Mailbox.objects.filter(state="ready").exclude(organisation__in=ready).exists()
+
+
+def test_it_prints_working_passwords_for_each_role(db, settings, tmp_path):
+    output = _seed(settings, tmp_path)
+    creds = json.loads((tmp_path / "demo-credentials.json").read_text())
+    assert {c["username"] for c in creds} == {"programme", "approver", "trust", "viewer"}
+    for cred in creds:
+        assert cred["password"] in output
+        assert authenticate(username=cred["username"], password=cred["password"]) is not None
+    trust = User.objects.get(username="trust")
+    assert trust.role == User.Role.TRUST_ADMIN
+    assert set(organisations_visible_to(trust).values_list("ods_code", flat=True)) == {
+        "RJ1",
+        "RJ121",
+        "RJ122",
+    }
+
+
+def test_running_it_again_changes_nothing_and_prints_the_same_credentials(db, settings, tmp_path):
+    first = _seed(settings, tmp_path)
+    counts = (Organisation.objects.count(), Mailbox.objects.count(), User.objects.count())
+    second = _seed(settings, tmp_path)
+    assert (Organisation.objects.count(), Mailbox.objects.count(), User.objects.count()) == counts
+    assert first == second
