@@ -151,6 +151,7 @@ class FolderSync:
     bytes_copied: int = 0
     items_skipped: int = 0
     items_already_there: int = 0  # found on the target by the dedupe index, not copied again
+    flags_updated: int = 0  # messages copied earlier whose flags were brought up to date (imap sync_flags)
 
 
 @dataclass

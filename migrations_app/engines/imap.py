@@ -411,6 +411,21 @@ class _FolderState:
     complete: bool = False
     result: FolderSync | None = None
 
+    @classmethod
+    def unchanged(cls, folder: _Folder, entry: dict) -> _FolderState:
+        """A folder this pass copied nothing into, rebuilt from its checkpoint entry (for flag-only work)."""
+        return cls(
+            folder=folder,
+            uidvalidity=entry["uidvalidity"],
+            target_uidvalidity=entry.get("target_uidvalidity"),
+            watermark=entry.get("watermark"),
+            base_last_uid=entry["last_uid"],
+            base_done=[list(r) for r in entry.get("done", [])],
+            uidnext=None,
+            complete=bool(entry.get("complete")),
+            result=FolderSync(folder=folder.name, target_folder=folder.target),
+        )
+
     def entry(self) -> dict:
         """This folder's part of the checkpoint: everything at or below last_uid is done, plus `done` ranges."""
         last_uid, done = self.base_last_uid, [list(r) for r in self.base_done]
@@ -470,6 +485,7 @@ class ImapEngine(Engine):
         large_message_bytes: int = 16 * 1024 * 1024,
         part_bytes: int = 4 * 1024 * 1024,
         timeout: float = 60,
+        sync_flags: bool = False,
     ):
         if connections < 1:
             raise ValueError("connections must be at least 1")
@@ -479,6 +495,10 @@ class ImapEngine(Engine):
         self.large_message_bytes = large_message_bytes
         self.part_bytes = part_bytes
         self.timeout = timeout
+        # Carry flag changes (read, flagged, answered, keywords) on messages copied by earlier passes over
+        # to the target. It reads every message's Message-ID on both sides, so use it for the final delta
+        # (cutover), not for every pre-stage pass.
+        self.sync_flags = sync_flags
 
     def _connect(self, spec: MailboxSpec, side: str) -> IMAPClient:
         if side == "source":
@@ -635,6 +655,15 @@ class ImapEngine(Engine):
                     self._finish_folder(tgt, state)
                 if progress is not None:
                     progress(totals["items"], totals["bytes"], snapshot())
+            if self.sync_flags:
+                for folder in _list_source_folders(src, tgt):
+                    entry = previous.get(folder.name)
+                    if entry and entry.get("last_uid"):
+                        state = states.get(folder.name)
+                        updated = _sync_flags(src, tgt, folder)
+                        if state is None:
+                            state = states[folder.name] = _FolderState.unchanged(folder, entry)
+                        state.result.flags_updated += updated
             checkpoint_now = snapshot()
             return SyncResult(
                 items_copied=copied["items"],
@@ -911,6 +940,52 @@ class ImapEngine(Engine):
 
 
 # --- helpers for the engine ---------------------------------------------------------------------------------
+
+
+def _sync_flags(src: IMAPClient, tgt: IMAPClient, folder: _Folder) -> int:
+    r"""Bring the target's flags in line with the source's, pairing messages by their dedupe keys in UID
+    order. Only the flags the engine copies are touched (+FLAGS/-FLAGS, never a FLAGS replace), so a
+    \Deleted set on the target is left alone. Returns how many target messages changed."""
+    if not src.select_folder(folder.name, readonly=True)[b"EXISTS"]:
+        return 0
+    source = {u: d for u, d in _fetch(src, "1:*", [b"RFC822.SIZE", b"FLAGS"]).items() if b"FLAGS" in d}
+    source_keys = _keys(src, sorted(source), {u: d[b"RFC822.SIZE"] for u, d in source.items()})
+    info = tgt.select_folder(folder.target)
+    try:
+        if not info[b"EXISTS"]:
+            return 0
+        permanent = {f.lower() for f in info.get(b"PERMANENTFLAGS", ())}
+        any_keyword = b"\\*" in permanent
+        target = {u: d for u, d in _fetch(tgt, "1:*", [b"RFC822.SIZE", b"FLAGS"]).items() if b"FLAGS" in d}
+        target_keys = _keys(tgt, sorted(target), {u: d[b"RFC822.SIZE"] for u, d in target.items()})
+        by_key: dict[str, list[int]] = {}
+        for uid in sorted(target_keys):
+            by_key.setdefault(target_keys[uid], []).append(uid)
+        add: dict[bytes, list[int]] = {}
+        remove: dict[bytes, list[int]] = {}
+        changed: set[int] = set()
+        for uid in sorted(source_keys):
+            matches = by_key.get(source_keys[uid])
+            if not matches:
+                continue
+            target_uid = matches.pop(0)
+            want = set(_flags_for_target(source[uid][b"FLAGS"], permanent, any_keyword))
+            have = set(_flags_for_target(target[target_uid][b"FLAGS"], permanent, any_keyword))
+            for flag in want - have:
+                add.setdefault(flag, []).append(target_uid)
+            for flag in have - want:
+                remove.setdefault(flag, []).append(target_uid)
+            if want != have:
+                changed.add(target_uid)
+        for flag, uids in add.items():
+            for chunk in _chunks(uids, 1000):
+                tgt.add_flags(chunk, [flag], silent=True)
+        for flag, uids in remove.items():
+            for chunk in _chunks(uids, 1000):
+                tgt.remove_flags(chunk, [flag], silent=True)
+        return len(changed)
+    finally:
+        _unselect(tgt)
 
 
 def _unselect(client: IMAPClient) -> None:

@@ -167,6 +167,7 @@ service imap-login {{
     ssl = yes
   }}
   process_min_avail = 2
+  chroot =
 }}
 service imap {{
   process_limit = 256

@@ -231,3 +231,31 @@ def test_a_message_the_target_refuses_is_listed_and_the_rest_of_its_batch_arrive
     assert (skipped.folder, skipped.subject) == ("INBOX", "Discharge summary scan")
     assert skipped.reason.startswith("TOO_BIG") and "[LIMIT]" in skipped.reason
     assert len(mailgen.folder_contents(mailbox.tgt(), "INBOX")) == 2
+
+
+def test_sync_flags_carries_later_flag_changes_over_and_leaves_target_deletions_alone(mailbox, engine):
+    src = mailbox.src()
+    seed(src, "INBOX", 10)
+    first = engine.sync(mailbox.spec(), None, None)
+    src.select_folder("INBOX")
+    uids = src.search("ALL")
+    src.add_flags(uids[:4], [b"\\Seen", b"$Reviewed"])
+    src.remove_flags(uids[:4], [b"\\Flagged"])
+    tgt = mailbox.tgt()
+    tgt.select_folder("INBOX")
+    tgt.add_flags(tgt.search("ALL")[-1:], [b"\\Deleted"])  # the user's own doing, after cutover
+
+    plain = engine.sync(mailbox.spec(), first.checkpoint, None)
+    assert plain.items_copied == 0 and not plain.folders  # nothing new, and flags left for the cutover
+    flagged = get_engine("imap", connections=2, sync_flags=True).sync(mailbox.spec(), first.checkpoint, None)
+
+    assert flagged.items_copied == 0
+    assert flagged.folders[0].flags_updated == 4
+    after = mailgen.folder_contents(tgt, "INBOX")
+    expected = mailgen.folder_contents(src, "INBOX")
+    assert [b for b, _, _ in after] == [b for b, _, _ in expected]
+    deleted = [flags for _, flags, _ in after if b"\\Deleted" in flags]
+    assert len(deleted) == 1
+    assert [tuple(f for f in flags if f != b"\\Deleted") for _, flags, _ in after] == [
+        flags for _, flags, _ in expected
+    ]
