@@ -35,6 +35,7 @@ def real_broker(settings, tmp_path):
     if app.conf.broker_url.startswith("filesystem://"):
         (tmp_path / "queue").mkdir()
         app.conf.broker_transport_options = {
+            "control_folder": str(tmp_path),
             "data_folder_in": str(tmp_path / "queue"),
             "data_folder_out": str(tmp_path / "queue"),
         }
