@@ -1,0 +1,134 @@
+"""The direct-COPY path (PostgreSQL): an import into an empty organisation, or a national file into an
+empty mailbox table, is COPYed straight into the mailbox table; anything that collides after all goes
+through the staging path (docs/adr/005)."""
+
+import io
+import logging
+
+import pytest
+
+from migrations_app.models import Event, ImportJob, Mailbox
+from migrations_app.services import imports
+from migrations_app.services.imports import inventory_import
+from tests.factories import MailboxFactory
+
+HEADER = "email,display_name,kind,size_bytes,item_count,affinity_group,target_upn\n"
+TWO = HEADER + "a@rj1.nhs.uk,A,user,10,2,grp,a@t.example\nb@rj1.nhs.uk,B,shared,20,4,,\n"
+
+
+def run(text, organisation, actor=None, source=None, **kwargs):
+    source = source or io.BytesIO(text.encode("utf-8"))
+    return inventory_import(source=source, organisation=organisation, actor=actor, **kwargs)
+
+
+def test_an_empty_organisation_is_copied_directly(postgres, org_a, caplog):
+    with caplog.at_level(logging.INFO, logger=imports.__name__):
+        result = run(TWO, org_a)
+    assert result.summary["path"] == "direct-copy"
+    assert "copied into the mailbox table" in caplog.text
+    assert (result.status, result.rows_total, result.rows_valid) == (ImportJob.Status.SUCCEEDED, 2, 2)
+    assert (result.created, result.updated, result.unchanged, result.error_count) == (2, 0, 0, 0)
+    a = Mailbox.objects.get(email="a@rj1.nhs.uk")
+    assert (a.organisation, a.display_name, a.kind, a.size_bytes, a.item_count) == (org_a, "A", "user", 10, 2)
+    assert (a.affinity_group, a.target_upn, a.source_identity) == ("grp", "a@t.example", "")
+    assert (a.state, a.attempts, a.wave) == (Mailbox.State.INVENTORIED, 0, None)
+    assert a.created_at is not None and a.updated_at == a.created_at
+    [event] = Event.objects.filter(action="inventory.imported")
+    assert (event.data["created"], event.data["updated"], event.data["unchanged"]) == (2, 0, 0)
+
+
+def test_a_national_file_into_an_empty_table_is_copied_directly(postgres, org_a, org_b):
+    result = run(
+        "ods_code," + HEADER + "RJ1,a@rj1.nhs.uk,A,user,1,1,,\nrrv,b@rrv.nhs.uk,B,user,1,1,,\n", None
+    )
+    assert (result.summary["path"], result.created) == ("direct-copy", 2)
+    assert dict(Mailbox.objects.values_list("email", "organisation__ods_code")) == {
+        "a@rj1.nhs.uk": "RJ1",
+        "b@rrv.nhs.uk": "RRV",
+    }
+
+
+def test_a_national_file_goes_through_staging_once_the_table_has_mailboxes(postgres, org_a, org_b):
+    MailboxFactory(organisation=org_b, email="old@rrv.nhs.uk")
+    result = run("ods_code," + HEADER + "RJ1,a@rj1.nhs.uk,A,user,1,1,,\n", None)
+    assert (result.summary["path"], result.created) == ("staging", 1)
+
+
+def test_a_re_import_goes_through_staging_and_changes_nothing(postgres, org_a):
+    assert run(TWO, org_a).summary["path"] == "direct-copy"
+    before = dict(Mailbox.objects.values_list("email", "updated_at"))
+    result = run(TWO, org_a)
+    assert result.summary["path"] == "staging"
+    assert (result.created, result.updated, result.unchanged) == (0, 0, 2)
+    assert dict(Mailbox.objects.values_list("email", "updated_at")) == before
+
+
+def test_a_file_with_errors_is_rolled_back_and_reported(postgres, org_a):
+    result = run(TWO + "bad,B,user,1,1,,\nb@rj1.nhs.uk,B again,user,1,1,,\n", org_a)
+    assert (result.summary["path"], result.status) == ("direct-copy", ImportJob.Status.REJECTED)
+    assert [(e.line, e.column) for e in result.errors] == [(4, "email"), (5, "email")]
+    assert (result.rows_total, result.rows_valid, result.created, result.error_count) == (4, 2, 0, 2)
+    assert not Mailbox.objects.exists()
+    assert list(Event.objects.values_list("action", flat=True)) == ["inventory.rejected"]
+
+
+def test_the_valid_rows_of_a_file_with_errors_are_copied_when_asked(postgres, org_a):
+    result = run(TWO + "bad,B,user,1,1,,\n", org_a, import_valid_rows=True)
+    assert (result.summary["path"], result.status) == ("direct-copy", ImportJob.Status.SUCCEEDED)
+    assert (result.rows_valid, result.created, result.error_count) == (2, 2, 1)
+    assert sorted(Mailbox.objects.values_list("email", flat=True)) == ["a@rj1.nhs.uk", "b@rj1.nhs.uk"]
+
+
+def test_another_organisations_address_falls_back_to_staging_and_is_reported(postgres, org_a, org_b, admin_a):
+    # org_a has no mailboxes, so the COPY is tried, but the table does: the COPY fails on the unique
+    # address and the staging path reads the file again.
+    MailboxFactory(organisation=org_b, email="shared@nhs.net", size_bytes=5)
+    # The file is read from where the source stood, not from byte 0, when it is read again.
+    source = io.BytesIO(b"ignored,\n" + (TWO + "shared@nhs.net,Mine,user,1,1,,\n").encode())
+    source.seek(len(b"ignored,\n"))
+    result = run(None, org_a, actor=admin_a, source=source)
+    assert (result.summary["path"], result.status) == ("staging", ImportJob.Status.REJECTED)
+    [error] = result.errors
+    assert (error.line, error.column, error.value) == (4, "email", "shared@nhs.net")
+    assert "another organisation" in error.message
+    assert (result.rows_total, result.rows_valid, result.created) == (3, 2, 0)
+    assert list(Mailbox.objects.values_list("email", "organisation", "size_bytes")) == [
+        ("shared@nhs.net", org_b.id, 5)
+    ]
+
+
+def test_the_fallback_imports_the_valid_rows_when_asked(postgres, org_a, org_b):
+    MailboxFactory(organisation=org_b, email="shared@nhs.net", size_bytes=5)
+    result = run(TWO + "shared@nhs.net,Mine,user,1,1,,\n", org_a, import_valid_rows=True)
+    assert (result.summary["path"], result.status) == ("staging", ImportJob.Status.SUCCEEDED)
+    assert (result.created, result.error_count) == (2, 1)
+    assert Mailbox.objects.filter(organisation=org_a).count() == 2
+    assert Mailbox.objects.get(email="shared@nhs.net").organisation == org_b
+
+
+def test_a_source_that_cannot_be_read_again_goes_through_staging(postgres, org_a):
+    class Stream(io.BytesIO):
+        def seekable(self):
+            return False
+
+    result = run(None, org_a, source=Stream(TWO.encode()))
+    assert (result.summary["path"], result.created) == ("staging", 2)
+
+
+def test_a_crash_after_the_copy_leaves_nothing_behind(postgres, org_a, monkeypatch):
+    def crash(**kwargs):
+        assert Mailbox.objects.count() == 2  # the rows were copied by now
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(imports, "event_record", crash)
+    with pytest.raises(RuntimeError):
+        run(TWO, org_a)
+    assert not Mailbox.objects.exists()
+
+
+def test_the_summary_names_the_path_on_either_database(db, org_a):
+    result = run(TWO, org_a)
+    assert result.summary["path"] == (
+        "direct-copy" if imports.connection.vendor == "postgresql" else "staging"
+    )
+    assert result.created == 2
