@@ -533,7 +533,12 @@ def _inventory_import(
     if start is not None:
         try:
             with transaction.atomic():  # a savepoint: a collision undoes the COPY, and only the COPY
-                return _import_rows(source=source, organisation=organisation, direct=True, **options)
+                size = options["total_bytes"] if options["total_bytes"] is not None else _size_of(source)
+                rebuild = _defer_mailbox_indexes(organisation=organisation, total_bytes=size)
+                result = _import_rows(source=source, organisation=organisation, direct=True, **options)
+                if rebuild and result.status == ImportJob.Status.SUCCEEDED:
+                    _rebuild_mailbox_indexes(rebuild)  # a rejected file rolled back to the savepoint already
+                return result
         except Exception as exc:
             if not _is_unique_violation(exc):
                 raise
@@ -570,6 +575,65 @@ def _direct_copy_start(*, source: typing.BinaryIO, organisation: Organisation | 
     if mailboxes.exists():
         return None
     return start
+
+
+# A national file at least this big loading into an empty mailbox table builds the secondary indexes
+# after the COPY instead of row by row (about 16 MB is 200,000 rows).
+DEFER_INDEXES_MIN_BYTES = 16 * 1024 * 1024
+
+
+def _defer_mailbox_indexes(*, organisation: Organisation | None, total_bytes: int | None) -> list[str]:
+    """For the national initial load only: drop the mailbox table's unique and secondary indexes, returning
+    the statements that build them again, exactly as the migrations defined them.
+
+    PostgreSQL's own advice for loading a fresh table ("Populating a Database"): an index built once by
+    sorting costs a fraction of the same index maintained row by row; at 2.1 million rows in file order the
+    random inserts into the address indexes were most of the load's time. The table is empty (checked
+    under the import lock), so the exclusive lock the DDL takes until COMMIT holds up no real reader; all of
+    it is inside the import's savepoint, so a rejection or a crash leaves the indexes as they were. The
+    unique constraint on the address and the foreign keys are dropped and added back too: adding them back
+    checks every row once, in one set-based pass, instead of row by row during the COPY.
+    """
+    if organisation is not None or (total_bytes or 0) < DEFER_INDEXES_MIN_BYTES:
+        return []
+    rebuild: list[str] = []
+    with connection.cursor() as cursor:
+        # Run the checks still deferred in this transaction now: PostgreSQL refuses to alter a table that has
+        # pending trigger events (the organisations' own foreign keys, when they were created just before).
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        cursor.execute(
+            "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
+            "WHERE conrelid = %s::regclass AND contype IN ('u', 'f') ORDER BY contype DESC",
+            [MAILBOX],
+        )
+        constraints = cursor.fetchall()
+        cursor.execute(
+            "SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid) FROM pg_index i "
+            "WHERE i.indrelid = %s::regclass AND NOT i.indisprimary "
+            "AND i.indexrelid NOT IN (SELECT conindid FROM pg_constraint WHERE conrelid = %s::regclass)",
+            [MAILBOX, MAILBOX],
+        )
+        indexes = cursor.fetchall()
+        for name, _definition in indexes:
+            cursor.execute(f"DROP INDEX {name}")
+        for name, definition in constraints:
+            cursor.execute(f'ALTER TABLE {MAILBOX} DROP CONSTRAINT "{name}"')
+            rebuild.append(f'ALTER TABLE {MAILBOX} ADD CONSTRAINT "{name}" {definition}')
+        rebuild.extend(definition for _name, definition in indexes)
+    return rebuild
+
+
+def _rebuild_mailbox_indexes(statements: list[str]) -> None:
+    started = time.perf_counter()
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL maintenance_work_mem = '512MB'")
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        for statement in statements:
+            cursor.execute(statement)
+        cursor.execute("SET CONSTRAINTS ALL DEFERRED")  # Django's foreign keys are initially deferred
+    logger.info(
+        "inventory import: %s mailbox indexes built in %.1f s", len(statements), time.perf_counter() - started
+    )
 
 
 def _is_unique_violation(exc: BaseException) -> bool:

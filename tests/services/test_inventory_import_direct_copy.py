@@ -6,6 +6,7 @@ import io
 import logging
 
 import pytest
+from django.db import transaction
 
 from migrations_app.models import Event, ImportJob, Mailbox
 from migrations_app.services import imports
@@ -132,3 +133,54 @@ def test_the_summary_names_the_path_on_either_database(db, org_a):
         "direct-copy" if imports.connection.vendor == "postgresql" else "staging"
     )
     assert result.created == 2
+
+
+def _mailbox_schema(connection) -> tuple[set, set]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_get_indexdef(indexrelid) FROM pg_index WHERE indrelid = %s::regclass",
+            [imports.MAILBOX],
+        )
+        indexes = {row[0] for row in cursor.fetchall()}
+        cursor.execute(
+            "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = %s::regclass",
+            [imports.MAILBOX],
+        )
+        constraints = set(cursor.fetchall())
+    return indexes, constraints
+
+
+NATIONAL = "ods_code," + HEADER + "RJ1,a@rj1.nhs.uk,A,user,1,1,,\nRRV,b@rrv.nhs.uk,B,user,1,1,,\n"
+
+
+def test_a_large_national_load_builds_the_indexes_afterwards_exactly_as_they_were(
+    postgres, org_a, org_b, monkeypatch, caplog
+):
+    before = _mailbox_schema(postgres)
+    monkeypatch.setattr(imports, "DEFER_INDEXES_MIN_BYTES", 0)
+    with caplog.at_level(logging.INFO, logger=imports.__name__):
+        result = run(NATIONAL, None)
+    assert (result.status, result.created) == (ImportJob.Status.SUCCEEDED, 2)
+    assert "mailbox indexes built" in caplog.text
+    assert _mailbox_schema(postgres) == before
+    # the rebuilt unique constraint and foreign key still hold
+    with pytest.raises(Exception, match="unique|duplicate"), transaction.atomic():
+        MailboxFactory(organisation=org_a, email="a@rj1.nhs.uk")
+    with pytest.raises(Exception, match="foreign key"), transaction.atomic():
+        Mailbox.objects.create(organisation_id=999_999, email="ghost@rj1.nhs.uk")
+        postgres.check_constraints()
+
+
+def test_a_rejected_large_national_load_leaves_the_indexes_in_place(postgres, org_a, org_b, monkeypatch):
+    before = _mailbox_schema(postgres)
+    monkeypatch.setattr(imports, "DEFER_INDEXES_MIN_BYTES", 0)
+    result = run(NATIONAL + "RJ1,not-an-address,C,user,1,1,,\n", None)
+    assert result.status == ImportJob.Status.REJECTED
+    assert not Mailbox.objects.exists()
+    assert _mailbox_schema(postgres) == before
+
+
+def test_a_small_national_load_keeps_its_indexes_while_loading(postgres, org_a, org_b, caplog):
+    with caplog.at_level(logging.INFO, logger=imports.__name__):
+        assert run(NATIONAL, None).created == 2
+    assert "mailbox indexes built" not in caplog.text
