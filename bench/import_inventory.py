@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench._scratch import log, scratch_database_url
+
 FIRST = [
     "amelia",
     "oliver",
@@ -82,35 +84,6 @@ COLUMNS = [
     "target_upn",
     "ods_code",
 ]
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def check_database_url() -> str:
-    url = os.environ.get("DATABASE_URL", "")
-    if not url.startswith(("postgres://", "postgresql://")):
-        sys.exit(
-            "This benchmark needs PostgreSQL: set DATABASE_URL=postgres://.../portal_bench "
-            "(a scratch database: its schema is dropped and recreated)."
-        )
-    name = url.rsplit("/", 1)[-1].split("?", 1)[0]
-    if "bench" not in name:
-        sys.exit(
-            f"Refusing to drop the schema of database {name!r}: use a scratch database whose name contains 'bench'."
-        )
-    return url
-
-
-def ensure_database(url: str) -> None:
-    import psycopg
-
-    base, name = url.rsplit("/", 1)
-    name = name.split("?", 1)[0]
-    with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
-            conn.execute(f'CREATE DATABASE "{name}"')
 
 
 def ods_codes(count: int, rng: random.Random) -> list[tuple[str, str]]:
@@ -210,8 +183,7 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    url = check_database_url()
-    ensure_database(url)
+    scratch_database_url("portal_bench")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
     os.environ.setdefault("DEBUG", "1")  # development defaults for the secrets; the database is DATABASE_URL
     import django

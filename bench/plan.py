@@ -24,35 +24,9 @@ import argparse
 import datetime as dt
 import json
 import os
-import sys
 import time
 
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def check_database_url() -> str:
-    url = os.environ.get("DATABASE_URL", "")
-    if not url.startswith(("postgres://", "postgresql://")):
-        sys.exit("This benchmark needs PostgreSQL: set DATABASE_URL=postgres://.../portal_plan_bench")
-    name = url.rsplit("/", 1)[-1].split("?", 1)[0]
-    if "bench" not in name:
-        sys.exit(
-            f"Refusing to drop the schema of database {name!r}: use a scratch database whose name contains 'bench'."
-        )
-    return url
-
-
-def ensure_database(url: str) -> None:
-    import psycopg
-
-    base, name = url.rsplit("/", 1)
-    name = name.split("?", 1)[0]
-    with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
-            conn.execute(f'CREATE DATABASE "{name}"')
-
+from bench._scratch import log, scratch_database_url
 
 BANK_HOLIDAYS = [
     "2026-12-25", "2026-12-28", "2027-01-01", "2027-03-26", "2027-03-29", "2027-05-03", "2027-05-31",
@@ -151,8 +125,7 @@ def main() -> None:
     parser.add_argument("--keep-data", action="store_true", help="reuse the data of the previous run")
     args = parser.parse_args()
 
-    url = check_database_url()
-    ensure_database(url)
+    scratch_database_url("portal_plan_bench")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
     os.environ.setdefault("DEBUG", "1")
     import django
