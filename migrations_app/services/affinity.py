@@ -13,7 +13,7 @@ import hashlib
 import typing
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import connection
 from django.db.models import Count, QuerySet, Sum
 from django.utils import timezone
 
@@ -24,7 +24,6 @@ from migrations_app.services.imports import (
     MAILBOX,
     STAGING_BATCH_ROWS,
     UNDECODABLE,
-    ImportFileError,
     ImportResult,
     Progress,
     Staging,
@@ -34,6 +33,7 @@ from migrations_app.services.imports import (
     _Reader,
     lock_mailbox_imports,
     read_header,
+    run_import,
 )
 
 PERMISSIONS_REQUIRED = ("mailbox", "delegate", "right")
@@ -121,28 +121,16 @@ def permissions_import(
 ) -> ImportResult:
     """Set affinity groups from a permissions CSV. With `organisation`, every address must be one of its
     mailboxes. All or nothing unless `import_valid_rows`, like the inventory import."""
-    try:
-        with transaction.atomic():
-            result = _permissions_import(
-                source=source,
-                organisation=organisation,
-                actor=actor,
-                import_valid_rows=import_valid_rows,
-                progress=progress,
-                total_bytes=total_bytes,
-            )
-    except ImportFileError as exc:
-        result = exc.as_result()
-    if result.status == ImportJob.Status.REJECTED:
-        event_record(
-            action="affinity.rejected",
-            actor=actor,
-            organisation=organisation,
-            subject=organisation.ods_code if organisation else "national",
-            message=result.errors[0].message if result.errors else "",
-            data={"rows_total": result.rows_total, "error_count": result.error_count},
-        )
-    return result
+    return run_import(
+        _permissions_import,
+        rejected_action="affinity.rejected",
+        source=source,
+        organisation=organisation,
+        actor=actor,
+        import_valid_rows=import_valid_rows,
+        progress=progress,
+        total_bytes=total_bytes,
+    )
 
 
 def _permissions_import(

@@ -494,21 +494,36 @@ def inventory_import(
     A file with any error imports nothing unless `import_valid_rows`; a file-level problem (header,
     empty, not text) is a rejected result with a line-1 error.
     """
+    return run_import(
+        _inventory_import,
+        rejected_action="inventory.rejected",
+        source=source,
+        organisation=organisation,
+        actor=actor,
+        import_valid_rows=import_valid_rows,
+        progress=progress,
+        total_bytes=total_bytes,
+    )
+
+
+def run_import(
+    importer: Callable[..., ImportResult],
+    *,
+    rejected_action: str,
+    organisation: Organisation | None,
+    actor: User | None,
+    **options,
+) -> ImportResult:
+    """Run an importer in one transaction; a file-level problem becomes a rejected result, and a rejected
+    file is recorded as an Event (`rejected_action`) after the rollback."""
     try:
         with transaction.atomic():
-            result = _inventory_import(
-                source=source,
-                organisation=organisation,
-                actor=actor,
-                import_valid_rows=import_valid_rows,
-                progress=progress,
-                total_bytes=total_bytes,
-            )
+            result = importer(organisation=organisation, actor=actor, **options)
     except ImportFileError as exc:
         result = exc.as_result()
     if result.status == ImportJob.Status.REJECTED:
         event_record(
-            action="inventory.rejected",
+            action=rejected_action,
             actor=actor,
             organisation=organisation,
             subject=organisation.ods_code if organisation else "national",
