@@ -9,6 +9,7 @@ import time
 import pytest
 from celery.contrib.testing.worker import start_worker
 from django.core.files.uploadedfile import SimpleUploadedFile
+from kombu import pools
 
 from migrations_app.models import ImportJob, Mailbox
 from migrations_app.services.imports import import_job_create, import_progress
@@ -16,11 +17,10 @@ from portal.celery import app
 
 
 def _drop_connection_pools() -> None:
-    # The app keeps its broker connections in pools made on first use, with the options of that moment:
-    # drop them so this test's broker settings apply, and so the next test does not inherit them.
-    if app._pool is not None:
-        app._pool.force_close_all()
-        app._pool = None
+    # The app keeps its broker connections in kombu's global pools, made on first use with the options of
+    # that moment: reset them so this test's broker settings apply, and the next test starts clean too.
+    pools.reset()
+    app._pool = None
     app.amqp._producer_pool = None
 
 

@@ -19,15 +19,14 @@ def test_it_needs_no_sign_in(client, db):
     assert client.get("/healthz").status_code == 200
 
 
-def test_it_answers_503_when_the_broker_is_unreachable(client, db, settings):
+def test_it_answers_503_when_the_broker_is_unreachable(client, db, monkeypatch):
     from portal.celery import app
 
-    original = app.conf.broker_url
-    app.conf.broker_url = "redis://127.0.0.1:1/0"  # nothing listens on port 1
-    try:
-        response = client.get("/healthz")
-    finally:
-        app.conf.broker_url = original
+    unreachable = "redis://127.0.0.1:1/0"  # nothing listens on port 1
+    # Celery gives the CELERY_BROKER_URL environment variable precedence over its configuration (CI sets it)
+    monkeypatch.setenv("CELERY_BROKER_URL", unreachable)
+    monkeypatch.setitem(app.conf, "broker_url", unreachable)
+    response = client.get("/healthz")
     assert response.status_code == 503
     assert response.json()["broker"]["ok"] is False
 
