@@ -150,7 +150,9 @@ def _contact_fields():
     }
 
 
-class OrganisationEnrolForm(ParentFieldMixin, ContactFieldsMixin, forms.Form):
+class OrganisationIdentityForm(ParentFieldMixin, forms.Form):
+    """What names an organisation, shared by enrolment and the programme office's pre-create and invite."""
+
     ods_code = OdsCodeField(
         label="ODS code", help_text="1 to 9 letters and digits, like RJ1, RH802 or A81001"
     )
@@ -174,6 +176,19 @@ class OrganisationEnrolForm(ParentFieldMixin, ContactFieldsMixin, forms.Form):
         choices=FieldChoices.with_blank(Organisation.Region.choices),
         error_messages={"required": "Select the region"},
     )
+
+    def identity_kwargs(self) -> dict:
+        data = self.cleaned_data
+        return {
+            "ods_code": data["ods_code"],
+            "name": data["name"],
+            "kind": data["kind"],
+            "region": data["region"],
+            "parent": self.parent_organisation,
+        }
+
+
+class OrganisationEnrolForm(ContactFieldsMixin, OrganisationIdentityForm):
     preferred_window = forms.ChoiceField(
         label="When would you prefer your mailboxes to move?",
         choices=Organisation.WindowPreference.choices,
@@ -201,11 +216,7 @@ class OrganisationEnrolForm(ParentFieldMixin, ContactFieldsMixin, forms.Form):
     def service_kwargs(self) -> dict:
         data = self.cleaned_data
         return {
-            "ods_code": data["ods_code"],
-            "name": data["name"],
-            "kind": data["kind"],
-            "region": data["region"],
-            "parent": self.parent_organisation,
+            **self.identity_kwargs(),
             "primary_contact": self.contact("primary"),
             "technical_contact": self.contact("technical"),
             "preferred_window": data["preferred_window"],
@@ -214,26 +225,7 @@ class OrganisationEnrolForm(ParentFieldMixin, ContactFieldsMixin, forms.Form):
         }
 
 
-class OrganisationInviteForm(ParentFieldMixin, forms.Form):
-    ods_code = OdsCodeField(
-        label="ODS code", help_text="1 to 9 letters and digits, like RJ1, RH802 or A81001"
-    )
-    name = forms.CharField(
-        label="Organisation name",
-        max_length=200,
-        error_messages={"required": "Enter the organisation's name"},
-    )
-    kind = forms.ChoiceField(
-        label="Type of organisation",
-        choices=FieldChoices.with_blank(Organisation.Kind.choices),
-        error_messages={"required": "Select the type of organisation"},
-    )
-    parent_ods_code = OdsCodeField(label="Parent organisation ODS code (optional)", required=False)
-    region = forms.ChoiceField(
-        label="Region",
-        choices=FieldChoices.with_blank(Organisation.Region.choices),
-        error_messages={"required": "Select the region"},
-    )
+class OrganisationInviteForm(OrganisationIdentityForm):
     invite_email = forms.EmailField(
         label="Email address of the person to invite",
         help_text="They will get a link to accept the invitation and become the organisation's admin",
@@ -244,15 +236,7 @@ class OrganisationInviteForm(ParentFieldMixin, forms.Form):
     )
 
     def service_kwargs(self) -> dict:
-        data = self.cleaned_data
-        return {
-            "ods_code": data["ods_code"],
-            "name": data["name"],
-            "kind": data["kind"],
-            "region": data["region"],
-            "parent": self.parent_organisation,
-            "invite_email": data["invite_email"],
-        }
+        return {**self.identity_kwargs(), "invite_email": self.cleaned_data["invite_email"]}
 
 
 class OrganisationEditForm(ContactFieldsMixin, forms.Form):
