@@ -12,7 +12,7 @@ from django.conf import settings
 from django.contrib.auth import password_validation
 from django.utils import timezone
 
-from migrations_app.models import ODS_CODE_PATTERN, ImportJob, Organisation, User
+from migrations_app.models import ODS_CODE_PATTERN, ApiToken, ImportJob, Organisation, User
 from migrations_app.services.organisations import ODS_CODE_MESSAGE, BlackoutData, ContactData
 
 EMAIL_MESSAGE = "Enter an email address in the correct format, like name@example.nhs.uk"
@@ -472,3 +472,27 @@ class ImportUploadForm(forms.Form):
 
 
 IMPORT_KINDS = {kind.value: kind for kind in ImportJob.Kind}
+
+
+# --- API tokens --------------------------------------------------------------------------------------------
+
+
+class ApiTokenForm(forms.Form):
+    EXPIRY_CHOICES = [("30", "30 days"), ("90", "90 days"), ("365", "1 year")]
+
+    name = forms.CharField(
+        label="Name",
+        max_length=100,
+        help_text="What the token is for, like 'Directory sync script'",
+        error_messages={"required": "Enter a name for the token"},
+    )
+    scopes = forms.MultipleChoiceField(
+        label="What the token may do",
+        choices=ApiToken.Scope.choices,
+        widget=forms.CheckboxSelectMultiple,
+        error_messages={"required": "Choose at least one thing the token may do"},
+    )
+    expires_in_days = forms.ChoiceField(label="Expires after", choices=EXPIRY_CHOICES, initial="90")
+
+    def expires_at(self) -> datetime.datetime:
+        return timezone.now() + datetime.timedelta(days=int(self.cleaned_data["expires_in_days"]))

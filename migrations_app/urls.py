@@ -1,6 +1,6 @@
 from django.urls import path, register_converter
 
-from migrations_app.views import accounts, imports, organisations, pages, waves
+from migrations_app.views import accounts, imports, organisations, pages, tokens, waves
 
 
 class OdsCodeConverter:
@@ -21,6 +21,8 @@ urlpatterns = [
     path("", pages.home, name="home"),
     path("sign-in/", accounts.SignInView.as_view(), name="login"),
     path("sign-out/", accounts.sign_out, name="sign_out"),
+    path("api-tokens/", tokens.token_list, name="token_list"),
+    path("api-tokens/<int:pk>/revoke/", tokens.token_revoke_view, name="token_revoke"),
     path("invitations/<str:token>/", accounts.invitation_accept_view, name="invitation_accept"),
     path("organisations/", organisations.organisation_list, name="organisation_list"),
     path("organisations/enrol/", organisations.organisation_enrol_view, name="organisation_enrol"),

@@ -243,21 +243,47 @@ if TESTING:
 
 # --- REST framework ----------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    # Bearer first: an unauthenticated request gets 401 with WWW-Authenticate: Bearer
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "migrations_app.api.authentication.BearerTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": [
+        "rest_framework.permissions.IsAuthenticated",
+        "migrations_app.api.permissions.TokenHasScope",
+    ],
+    "DEFAULT_THROTTLE_CLASSES": ["migrations_app.api.throttling.TokenRateThrottle"],
+    "DEFAULT_FILTER_BACKENDS": [
+        "django_filters.rest_framework.DjangoFilterBackend",
+        "rest_framework.filters.OrderingFilter",
+    ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "migrations_app.api.errors.problem_exception_handler",
 }
+# Requests per token (DRF rate syntax: "600/min", "10/s").
+API_THROTTLE_RATE = env_str("API_THROTTLE_RATE") or "600/min"
+# A bulk upsert with more rows than this is answered 202 with an import job to poll.
+API_BULK_INLINE_MAX_ROWS = env_int("API_BULK_INLINE_MAX_ROWS", 5_000)
+API_BULK_MAX_ROWS = env_int("API_BULK_MAX_ROWS", 100_000)
 SPECTACULAR_SETTINGS = {
     "TITLE": "Migration control portal API",
     "VERSION": "1",
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "PREPROCESSING_HOOKS": ["migrations_app.api.schema.drop_duplicate_routes"],
     # several models have a "kind": name their enums so the schema (and check --deploy) has no collision
     "ENUM_NAME_OVERRIDES": {
         "WaveKindEnum": "migrations_app.models.Wave.Kind",
         "DecisionKindEnum": "migrations_app.models.Decision.Kind",
+        "OrganisationKindEnum": "migrations_app.models.Organisation.Kind",
+        "MailboxKindEnum": "migrations_app.models.Mailbox.Kind",
+        "EndpointKindEnum": "migrations_app.models.Endpoint.Kind",
+        "ImportJobKindEnum": "migrations_app.models.ImportJob.Kind",
+        "OrganisationStatusEnum": "migrations_app.models.Organisation.Status",
+        "ImportJobStatusEnum": "migrations_app.models.ImportJob.Status",
+        "WaveStatusEnum": "migrations_app.models.Wave.Status",
+        "EndpointRoleEnum": "migrations_app.models.Endpoint.Role",
     },
 }
 

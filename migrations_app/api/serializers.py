@@ -2,7 +2,7 @@
 
 from rest_framework import serializers
 
-from migrations_app.models import Decision, Wave
+from migrations_app.models import Decision, Endpoint, Event, ImportJob, Mailbox, Organisation, Wave
 from migrations_app.selectors.waves import plan_unplaced_rows
 from migrations_app.services.planning import wave_name
 
@@ -106,3 +106,166 @@ def plan_as_data(plan, *, unplaced_limit: int = 500) -> dict:
         "unplaced_mailboxes": plan.unplaced_mailboxes,
         "unplaced": plan_unplaced_rows(plan, limit=unplaced_limit),
     }
+
+
+# --- organisations, mailboxes, events, endpoints, import jobs ---------------------------------------------
+
+
+class OrganisationSerializer(serializers.ModelSerializer):
+    parent = serializers.SlugRelatedField(slug_field="ods_code", read_only=True)
+    gates = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Organisation
+        fields = [
+            "ods_code",
+            "name",
+            "kind",
+            "region",
+            "status",
+            "parent",
+            "preferred_window",
+            "priority",
+            "gates",
+            "enrolled_at",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+    def get_gates(self, organisation) -> dict[str, bool]:
+        return {name: getattr(organisation, name) for name in Organisation.GATES}
+
+
+class ContactSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=200)
+    email = serializers.EmailField()
+    phone = serializers.CharField(max_length=40, required=False, allow_blank=True, default="")
+
+
+class OrganisationEnrolSerializer(serializers.Serializer):
+    ods_code = serializers.CharField(max_length=9)
+    name = serializers.CharField(max_length=200)
+    kind = serializers.ChoiceField(choices=Organisation.Kind.choices)
+    region = serializers.ChoiceField(choices=Organisation.Region.choices)
+    parent = serializers.CharField(required=False, allow_blank=True, default="", help_text="ODS code")
+    preferred_window = serializers.ChoiceField(
+        choices=Organisation.WindowPreference.choices, default=Organisation.WindowPreference.ANY
+    )
+    primary_contact = ContactSerializer()
+    technical_contact = ContactSerializer(required=False, allow_null=True, default=None)
+    gates = serializers.ListField(
+        child=serializers.ChoiceField(choices=Organisation.GATES), required=False, default=list
+    )
+    notes = serializers.CharField(required=False, allow_blank=True, default="")
+
+
+class MailboxSerializer(serializers.ModelSerializer):
+    organisation = serializers.SlugRelatedField(slug_field="ods_code", read_only=True)
+
+    class Meta:
+        model = Mailbox
+        fields = [
+            "id",
+            "email",
+            "organisation",
+            "display_name",
+            "kind",
+            "size_bytes",
+            "item_count",
+            "source_identity",
+            "target_upn",
+            "affinity_group",
+            "wave",
+            "state",
+            "attempts",
+            "last_error_code",
+            "last_error_message",
+            "bytes_copied",
+            "items_copied",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+
+class EventSerializer(serializers.ModelSerializer):
+    actor = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    organisation = serializers.SlugRelatedField(slug_field="ods_code", read_only=True)
+
+    class Meta:
+        model = Event
+        fields = [
+            "id",
+            "created_at",
+            "action",
+            "actor",
+            "organisation",
+            "mailbox",
+            "wave",
+            "subject",
+            "from_state",
+            "to_state",
+            "message",
+            "data",
+        ]
+        read_only_fields = fields
+
+
+class EndpointSerializer(serializers.ModelSerializer):
+    # Write-only: the credential is encrypted at rest and never sent back.
+    secret = serializers.CharField(
+        write_only=True, required=False, allow_blank=True, style={"input_type": "password"}
+    )
+    has_secret = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Endpoint
+        fields = [
+            "id",
+            "name",
+            "kind",
+            "role",
+            "address",
+            "port",
+            "security",
+            "username",
+            "secret",
+            "has_secret",
+            "options",
+            "max_concurrency",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = ["id", "has_secret", "created_at", "updated_at"]
+
+    def get_has_secret(self, endpoint) -> bool:
+        return bool(endpoint.secret)
+
+
+class ImportJobSerializer(serializers.ModelSerializer):
+    organisation = serializers.SlugRelatedField(slug_field="ods_code", read_only=True)
+    url = serializers.HyperlinkedIdentityField(view_name="api:import-job-detail")
+
+    class Meta:
+        model = ImportJob
+        fields = [
+            "id",
+            "url",
+            "kind",
+            "organisation",
+            "filename",
+            "status",
+            "rows_total",
+            "rows_valid",
+            "rows_created",
+            "rows_updated",
+            "rows_unchanged",
+            "error_count",
+            "errors",
+            "failure",
+            "created_at",
+            "started_at",
+            "finished_at",
+        ]
+        read_only_fields = fields

@@ -1,17 +1,29 @@
-"""/api/v1/: waves and their actions, the planner, decisions; session sign-in for the browsable API."""
+"""/api/v1/: organisations, mailboxes, events, endpoints, import jobs, waves and their actions, the planner,
+decisions. Bearer tokens for scripts; session sign-in for the browsable API."""
 
 from django.urls import include, path
 from rest_framework.routers import DefaultRouter
 
-from migrations_app.api import views
+from migrations_app.api import resources, views
 
 app_name = "api"
 
 router = DefaultRouter()
+router.register("organisations", resources.OrganisationViewSet, basename="organisation")
+router.register("mailboxes", resources.MailboxViewSet, basename="mailbox")
+router.register("events", resources.EventViewSet, basename="event")
+router.register("endpoints", resources.EndpointViewSet, basename="endpoint")
+router.register("import-jobs", resources.ImportJobViewSet, basename="import-job")
 router.register("waves", views.WaveViewSet, basename="wave")
 router.register("decisions", views.DecisionViewSet, basename="decision")
 
 urlpatterns = [
+    # as the issue spells it, without the router's trailing slash
+    path(
+        "organisations/<str:ods_code>/mailboxes/bulk",
+        resources.OrganisationViewSet.as_view({"post": "mailboxes_bulk"}, **resources.BULK_INITKWARGS),
+        name="organisation-mailboxes-bulk-noslash",
+    ),
     path("planner/preview/", views.planner_preview, name="planner-preview"),
     path("planner/commit/", views.planner_commit, name="planner-commit"),
     path("planner/pilot/", views.planner_pilot, name="planner-pilot"),

@@ -6,11 +6,13 @@ from django.core.exceptions import ValidationError
 from django.shortcuts import get_object_or_404
 from django_filters import rest_framework as filters
 from drf_spectacular.utils import extend_schema
+from rest_framework import exceptions as drf_exceptions
 from rest_framework import status, viewsets
 from rest_framework.decorators import action, api_view
 from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 
+from migrations_app.api.errors import Conflict, Problem, problem_exception_handler
 from migrations_app.api.serializers import (
     ActionSerializer,
     DecisionSerializer,
@@ -37,13 +39,12 @@ from migrations_app.services.planning import (
     require_planner,
     wave_move_organisation,
 )
-from migrations_app.services.waves import WaveConflict, wave_act
+from migrations_app.services.waves import wave_act
 
 
 def _service_error(error: ValidationError) -> Response:
-    code = status.HTTP_409_CONFLICT if isinstance(error, WaveConflict) else status.HTTP_400_BAD_REQUEST
-    detail = error.message_dict if hasattr(error, "error_dict") else {"detail": " ".join(error.messages)}
-    return Response(detail, status=code)
+    """A service's ValidationError as problem+json: WaveConflict a 409, anything else a 400."""
+    return problem_exception_handler(error, {})
 
 
 class WavePagination(CursorPagination):
@@ -174,10 +175,15 @@ class WaveViewSet(viewsets.ReadOnlyModelViewSet):
             )
         except ValidationError as error:
             return _service_error(error)
-        return Response(
-            {"moved": result.moved, "warnings": result.warnings},
-            status=status.HTTP_200_OK if result.moved else status.HTTP_409_CONFLICT,
-        )
+        if not result.moved:
+            raise Problem(
+                status_code=status.HTTP_409_CONFLICT,
+                detail="The move has warnings: send confirm=true to move anyway",
+                code="move_has_warnings",
+                moved=False,
+                warnings=result.warnings,
+            )
+        return Response({"moved": result.moved, "warnings": result.warnings})
 
     @action(detail=True, methods=["get"])
     def mailboxes(self, request, pk=None):
@@ -251,7 +257,7 @@ def planner_commit(request):
             expected_fingerprint=body.validated_data["fingerprint"],
         )
     except ValidationError as error:
-        return Response({"detail": " ".join(error.messages)}, status=status.HTTP_409_CONFLICT)
+        raise Conflict(detail=" ".join(error.messages)) from None
     data = plan_as_data(plan)
     data["waves"] = WaveSerializer(waves, many=True, context={"request": request}).data
     return Response(data, status=status.HTTP_201_CREATED)
@@ -268,7 +274,9 @@ def planner_pilot(request):
     organisations = list(Organisation.objects.filter(ods_code__in=codes))
     unknown = sorted(set(codes) - {o.ods_code for o in organisations})
     if unknown:
-        return Response({"organisations": [f"Unknown ODS code(s): {', '.join(unknown)}"]}, status=400)
+        raise drf_exceptions.ValidationError(
+            {"organisations": [f"Unknown ODS code(s): {', '.join(unknown)}"]}
+        )
     try:
         wave = pilot_wave_create(
             actor=request.user,

@@ -1042,8 +1042,10 @@ def _require_may_import(*, actor: User, organisation: Organisation | None) -> No
         require_administer(actor, organisation)
 
 
-def _queue_or_run(job: ImportJob) -> ImportJob:
-    if job.size_bytes <= settings.INVENTORY_INLINE_MAX_BYTES:
+def _queue_or_run(job: ImportJob, *, inline: bool | None = None) -> ImportJob:
+    if inline is None:
+        inline = job.size_bytes <= settings.INVENTORY_INLINE_MAX_BYTES
+    if inline:
         return import_job_run(job_id=job.id)
     from migrations_app.tasks import run_import_job
 
@@ -1060,8 +1062,10 @@ def import_job_create(
     kind: str,
     uploaded_file,
     import_valid_rows: bool,
+    inline: bool | None = None,
 ) -> ImportJob:
-    """Save an upload as a job, then import it now (small) or hand it to a worker (large)."""
+    """Save an upload as a job, then import it now (small) or hand it to a worker (large). `inline` forces
+    one or the other (the API decides by row count)."""
     _require_may_import(actor=actor, organisation=organisation)
     if kind not in ImportJob.Kind.values:
         raise ValidationError(f"Unknown import kind {kind!r}")
@@ -1082,7 +1086,7 @@ def import_job_create(
     job.file.save(name, uploaded_file, save=False)
     job.save()
     cache.set(_progress_key(job.id), {"phase": "queued", "done": 0, "total": size}, PROGRESS_TIMEOUT)
-    job = _queue_or_run(job)
+    job = _queue_or_run(job, inline=inline)
     job.refresh_from_db()
     return job
 

@@ -28,7 +28,8 @@ def post(client, url, data=None):
 
 
 def test_it_needs_a_signed_in_user(client, wave):
-    assert client.get("/api/v1/waves/").status_code == 403
+    response = client.get("/api/v1/waves/")
+    assert response.status_code == 401 and response["WWW-Authenticate"] == "Bearer"
 
 
 def test_list_filters_and_scopes(client_for, wave, other_wave, officer, admin_a):
@@ -115,7 +116,8 @@ def test_no_go_needs_a_reason_and_removes_the_organisation(client_for, wave, off
     post(client_for(officer), f"/api/v1/waves/{wave.pk}/propose/")
     client = client_for(admin_b)
     response = post(client, f"/api/v1/waves/{wave.pk}/no-go/", {"organisation": "RRV"})
-    assert response.status_code == 400 and "reason" in response.json()
+    assert response.status_code == 400
+    assert [e["field"] for e in response.json()["errors"]] == ["reason"]
     response = post(client, f"/api/v1/waves/{wave.pk}/no-go/", {"organisation": "RRV", "reason": "Go-live"})
     assert response.status_code == 200 and response.json()["planned_mailboxes"] == 3
 

@@ -1,0 +1,326 @@
+"""Organisations, mailboxes, events, endpoints and import jobs under /api/v1/. The same services and the same
+scoping (selectors.scoping) as the pages; errors are problem+json (api/errors.py)."""
+
+import csv
+import io
+import json
+
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.shortcuts import get_object_or_404
+from django.urls import reverse
+from django_filters import rest_framework as filters
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import exceptions, mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.pagination import BasePagination, CursorPagination
+from rest_framework.parsers import BaseParser, JSONParser
+from rest_framework.response import Response
+from rest_framework.utils.urls import replace_query_param
+
+from migrations_app.api.errors import Problem
+from migrations_app.api.serializers import (
+    EndpointSerializer,
+    EventSerializer,
+    ImportJobSerializer,
+    MailboxSerializer,
+    OrganisationEnrolSerializer,
+    OrganisationSerializer,
+)
+from migrations_app.models import Endpoint, Event, ImportJob, Mailbox, Organisation
+from migrations_app.selectors.scoping import (
+    events_visible_to,
+    import_jobs_visible_to,
+    mailboxes_visible_to,
+    organisations_visible_to,
+    require_administer,
+    require_programme_office,
+)
+from migrations_app.services.endpoints import endpoint_delete, endpoint_save
+from migrations_app.services.imports import INVENTORY_OPTIONAL, INVENTORY_REQUIRED, import_job_create
+from migrations_app.services.organisations import ContactData, organisation_enrol
+
+
+class IdCursorPagination(CursorPagination):
+    """Keyset paging on the primary key: page 10,000 is one index range scan, like page 1."""
+
+    ordering = ("id",)
+    page_size = 100
+    max_page_size = 1000
+    page_size_query_param = "page_size"
+
+
+class OdsCodeCursorPagination(IdCursorPagination):
+    ordering = ("ods_code",)
+
+
+class CsvParser(BaseParser):
+    """text/csv bodies reach the view as bytes, for the import service."""
+
+    media_type = "text/csv"
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        return stream.read()
+
+
+# --- organisations ------------------------------------------------------------------------------------------
+
+
+class OrganisationFilter(filters.FilterSet):
+    parent = filters.CharFilter(field_name="parent__ods_code")
+
+    class Meta:
+        model = Organisation
+        fields = ["status", "region", "kind"]
+
+
+class OrganisationViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
+    """Organisations the caller may see; POST enrols one (organisation_enrol, as the enrolment page)."""
+
+    serializer_class = OrganisationSerializer
+    pagination_class = OdsCodeCursorPagination
+    filterset_class = OrganisationFilter
+    lookup_field = "ods_code"
+    lookup_value_regex = "[A-Za-z0-9]{1,9}"
+
+    def get_queryset(self):
+        return organisations_visible_to(self.request.user).select_related("parent")
+
+    def get_object(self):
+        return get_object_or_404(self.get_queryset(), ods_code=self.kwargs["ods_code"].upper())
+
+    @extend_schema(request=OrganisationEnrolSerializer, responses={201: OrganisationSerializer})
+    def create(self, request, *args, **kwargs):
+        body = OrganisationEnrolSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        parent = None
+        if data["parent"]:
+            parent = get_object_or_404(
+                organisations_visible_to(request.user), ods_code=data["parent"].upper()
+            )
+        technical = data["technical_contact"]
+        organisation = organisation_enrol(
+            actor=request.user,
+            ods_code=data["ods_code"],
+            name=data["name"],
+            kind=data["kind"],
+            region=data["region"],
+            parent=parent,
+            primary_contact=ContactData(**data["primary_contact"]),
+            technical_contact=ContactData(**technical) if technical else None,
+            preferred_window=data["preferred_window"],
+            gates=data["gates"],
+            notes=data["notes"],
+        )
+        return Response(OrganisationSerializer(organisation).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        request={
+            "application/json": {"type": "array", "items": {"type": "object"}},
+            "text/csv": OpenApiTypes.STR,
+        },
+        parameters=[
+            OpenApiParameter("import_valid_rows", bool, description="import the good rows of a bad file")
+        ],
+        responses={200: ImportJobSerializer, 202: ImportJobSerializer},
+    )
+    @action(
+        detail=True,
+        methods=["post"],
+        url_path="mailboxes/bulk",
+        url_name="mailboxes-bulk",
+        parser_classes=[JSONParser, CsvParser],
+    )
+    def mailboxes_bulk(self, request, ods_code=None):
+        """Upsert mailboxes from a JSON list of rows or a text/csv body, through the inventory import. More
+        than API_BULK_INLINE_MAX_ROWS rows: 202 and an import job to poll."""
+        organisation = self.get_object()
+        require_administer(request.user, organisation)
+        content, rows, is_json = _bulk_body(request)
+        if rows > settings.API_BULK_MAX_ROWS:
+            raise Problem(
+                status_code=413,
+                detail=f"At most {settings.API_BULK_MAX_ROWS} rows per request",
+                code="too_many_rows",
+            )
+        inline = rows <= settings.API_BULK_INLINE_MAX_ROWS
+        job = import_job_create(
+            actor=request.user,
+            organisation=organisation,
+            kind=ImportJob.Kind.INVENTORY,
+            uploaded_file=ContentFile(content, name=f"api-bulk-{organisation.ods_code}.csv"),
+            import_valid_rows=request.query_params.get("import_valid_rows", "").lower()
+            in {"1", "true", "yes"},
+            inline=inline,
+        )
+        data = ImportJobSerializer(job, context={"request": request}).data
+        if not inline:
+            location = reverse("api:import-job-detail", args=[job.pk])
+            return Response(data, status=status.HTTP_202_ACCEPTED, headers={"Location": location})
+        if job.status == ImportJob.Status.REJECTED:
+            errors = [dict(e, row=e["line"] - 2) if is_json else e for e in job.errors]
+            raise Problem(
+                status_code=422,
+                detail=f"Nothing was imported: {job.error_count} error(s) in the rows",
+                code="import_rejected",
+                import_job=job.pk,
+                error_count=job.error_count,
+                errors=errors,
+            )
+        if job.status == ImportJob.Status.FAILED:
+            raise Problem(status_code=500, detail=job.failure, code="import_failed", import_job=job.pk)
+        return Response(data)
+
+
+BULK_INITKWARGS = OrganisationViewSet.mailboxes_bulk.kwargs
+BULK_COLUMNS = INVENTORY_REQUIRED + INVENTORY_OPTIONAL
+
+
+def _bulk_body(request) -> tuple[bytes, int, bool]:
+    """(CSV bytes for the import service, number of rows, whether the body was JSON)."""
+    data = request.data
+    if isinstance(data, bytes):  # text/csv
+        return data, max(0, len(data.splitlines()) - 1), False
+    if isinstance(data, dict) and "rows" in data:
+        data = data["rows"]
+    if not isinstance(data, list) or not all(isinstance(row, dict) for row in data):
+        raise exceptions.ValidationError(
+            {"non_field_errors": ["Send a JSON list of mailbox objects, or text/csv"]}
+        )
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(BULK_COLUMNS)
+    for row in data:
+        writer.writerow(
+            [
+                "" if row.get(c) is None else (json.dumps(row[c]) if isinstance(row[c], bool) else row[c])
+                for c in BULK_COLUMNS
+            ]
+        )
+    return out.getvalue().encode(), len(data), True
+
+
+# --- mailboxes ---------------------------------------------------------------------------------------------
+
+
+class MailboxFilter(filters.FilterSet):
+    organisation = filters.CharFilter(method="by_ods_code", help_text="ODS code")
+    updated_since = filters.IsoDateTimeFilter(field_name="updated_at", lookup_expr="gte")
+
+    class Meta:
+        model = Mailbox
+        fields = ["state", "wave", "kind", "last_error_code"]
+
+    def by_ods_code(self, queryset, name, value):
+        return queryset.filter(organisation__ods_code=value.strip().upper())
+
+
+class MailboxViewSet(viewsets.ReadOnlyModelViewSet):
+    serializer_class = MailboxSerializer
+    pagination_class = IdCursorPagination
+    filterset_class = MailboxFilter
+
+    def get_queryset(self):
+        return mailboxes_visible_to(self.request.user).select_related("organisation")
+
+
+# --- events --------------------------------------------------------------------------------------------------
+
+
+class AfterIdPagination(BasePagination):
+    """`?after=<id>`: the next events after the last one the caller has seen, oldest first. `next` is the
+    link to follow (it stays valid: events are append-only)."""
+
+    page_size = 100
+    max_page_size = 1000
+
+    def paginate_queryset(self, queryset, request, view=None):
+        try:
+            after = int(request.query_params.get("after", 0) or 0)
+            size = min(int(request.query_params.get("page_size", self.page_size)), self.max_page_size)
+        except ValueError:
+            raise exceptions.ValidationError({"after": ["Send the id of the last event you have"]}) from None
+        self.request = request
+        self.page = list(queryset.filter(id__gt=after).order_by("id")[: max(size, 1)])
+        self.last = self.page[-1].pk if self.page else after
+        return self.page
+
+    def get_paginated_response(self, data):
+        url = replace_query_param(self.request.build_absolute_uri(), "after", self.last)
+        return Response({"next": url, "after": self.last, "results": data})
+
+    def get_paginated_response_schema(self, schema):
+        return {
+            "type": "object",
+            "required": ["next", "after", "results"],
+            "properties": {
+                "next": {"type": "string", "format": "uri"},
+                "after": {"type": "integer"},
+                "results": schema,
+            },
+        }
+
+    def get_schema_operation_parameters(self, view):
+        return [
+            {"name": "after", "in": "query", "required": False, "schema": {"type": "integer"}},
+            {"name": "page_size", "in": "query", "required": False, "schema": {"type": "integer"}},
+        ]
+
+
+class EventFilter(filters.FilterSet):
+    organisation = filters.CharFilter(method="by_ods_code", help_text="ODS code")
+
+    class Meta:
+        model = Event
+        fields = ["action", "wave", "mailbox"]
+
+    def by_ods_code(self, queryset, name, value):
+        return queryset.filter(organisation__ods_code=value.strip().upper())
+
+
+class EventViewSet(viewsets.ReadOnlyModelViewSet):
+    serializer_class = EventSerializer
+    pagination_class = AfterIdPagination
+    filterset_class = EventFilter
+
+    def get_queryset(self):
+        return events_visible_to(self.request.user).select_related("actor", "organisation")
+
+
+# --- endpoints ----------------------------------------------------------------------------------------------
+
+
+class EndpointViewSet(viewsets.ModelViewSet):
+    """Programme office only. `secret` is write-only: it is never returned."""
+
+    serializer_class = EndpointSerializer
+    pagination_class = IdCursorPagination
+    queryset = Endpoint.objects.none()
+
+    def get_queryset(self):
+        require_programme_office(self.request.user)
+        return Endpoint.objects.all()
+
+    def perform_create(self, serializer):
+        serializer.instance = endpoint_save(actor=self.request.user, data=serializer.validated_data)
+
+    def perform_update(self, serializer):
+        serializer.instance = endpoint_save(
+            actor=self.request.user, data=serializer.validated_data, endpoint=serializer.instance
+        )
+
+    def perform_destroy(self, instance):
+        endpoint_delete(actor=self.request.user, endpoint=instance)
+
+
+# --- import jobs --------------------------------------------------------------------------------------------
+
+
+class ImportJobViewSet(viewsets.ReadOnlyModelViewSet):
+    serializer_class = ImportJobSerializer
+    pagination_class = IdCursorPagination
+
+    def get_queryset(self):
+        return import_jobs_visible_to(self.request.user).select_related("organisation")
