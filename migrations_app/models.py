@@ -230,6 +230,13 @@ class Wave(models.Model):
     planned_bytes = models.BigIntegerField(default=0)
     # Set when approval stamped the wave on its mailbox rows; membership is then mailbox.wave alone.
     stamped_at = models.DateTimeField(null=True, blank=True)
+    # Where the wave's mailboxes move from and to; both empty means the simulated engine (demos, drills).
+    source_endpoint = models.ForeignKey(
+        "Endpoint", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    target_endpoint = models.ForeignKey(
+        "Endpoint", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -327,6 +334,13 @@ class Mailbox(models.Model):
     items_copied = models.BigIntegerField(default=0, db_default=0)
     checkpoint = models.JSONField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # The run that owns the mailbox while it is syncing or cutting over (empty: claimed, not started yet).
+    lease = models.CharField(max_length=32, blank=True, default="", db_default="")
+    # A retryable failure waits until then before it is claimed again (exponential back-off with jitter).
+    retry_at = models.DateTimeField(null=True, blank=True)
+    # Not finished when its wave's window closed: left for the programme office to place again, never cut
+    # over late.
+    carried_over = models.BooleanField(default=False, db_default=False)
     created_at = models.DateTimeField(auto_now_add=True, db_default=Now())
     updated_at = models.DateTimeField(auto_now=True, db_default=Now())
 

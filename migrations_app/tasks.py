@@ -18,3 +18,39 @@ def run_import_job(job_id: int) -> None:
     from migrations_app.services.imports import import_job_run
 
     import_job_run(job_id=job_id)
+
+
+@shared_task
+def wave_tick() -> None:
+    """Beat, every minute: start, fill, carry over and complete waves."""
+    from migrations_app.services.execution import wave_tick as tick
+
+    tick()
+
+
+@shared_task
+def wave_pump(wave_id: int) -> None:
+    """Fill a running wave's free slots (queued after every finished mailbox)."""
+    from migrations_app.models import Wave
+    from migrations_app.services.execution import wave_pump as pump
+
+    wave = Wave.objects.select_related("source_endpoint", "target_endpoint").filter(pk=wave_id).first()
+    if wave is not None:
+        pump(wave=wave)
+
+
+# acks_late: a worker that dies mid-copy leaves the message unacknowledged and the broker redelivers it; the
+# lease makes a redelivery harmless while the first run is still alive.
+@shared_task(acks_late=True, reject_on_worker_lost=True)
+def mailbox_work(mailbox_id: int, phase: str) -> None:
+    from migrations_app.services.execution import mailbox_run
+
+    mailbox_run(mailbox_id=mailbox_id, phase=phase)
+
+
+@shared_task
+def reconcile_stale() -> None:
+    """Requeue mailboxes whose heartbeat went stale."""
+    from migrations_app.services.execution import reconcile_stale as reconcile
+
+    reconcile()

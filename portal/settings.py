@@ -158,6 +158,26 @@ CELERY_TIMEZONE = "Europe/London"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE = {
     "worker-heartbeat": {"task": "migrations_app.tasks.worker_heartbeat", "schedule": 30.0},
+    # starts pre-stage syncs and cutovers, carries over at window close, completes waves
+    "wave-tick": {"task": "migrations_app.tasks.wave_tick", "schedule": 60.0},
+    # requeues mailboxes whose worker died (heartbeat stale)
+    "reconcile-stale": {"task": "migrations_app.tasks.reconcile_stale", "schedule": 120.0},
+}
+
+# --- execution (services/execution.py) ----------------------------------------------------------------------
+# Mailboxes syncing or cutting over at once, programme-wide; each endpoint also has its own max_concurrency.
+MIGRATION_MAX_CONCURRENCY = env_int("MIGRATION_MAX_CONCURRENCY", 200)
+# Retryable failures (network, throttled, busy) per phase before a mailbox is failed for a person to look at.
+MIGRATION_RETRY_LIMIT = env_int("MIGRATION_RETRY_LIMIT", 5)
+MIGRATION_RETRY_BASE_SECONDS = env_int("MIGRATION_RETRY_BASE_SECONDS", 30)
+MIGRATION_RETRY_MAX_SECONDS = env_int("MIGRATION_RETRY_MAX_SECONDS", 3600)
+# A mailbox whose heartbeat is older than this is taken to have lost its worker and is requeued.
+MIGRATION_HEARTBEAT_STALE_SECONDS = env_int("MIGRATION_HEARTBEAT_STALE_SECONDS", 600)
+# How long before a wave's window its pre-stage copy starts.
+MIGRATION_PRESTAGE_HOURS = env_int("MIGRATION_PRESTAGE_HOURS", 72)
+# Constructor options per engine kind; SIMULATED_THROUGHPUT=0 makes the simulated engine instant.
+MIGRATION_ENGINE_OPTIONS = {
+    "simulated": {"throughput_bytes_per_s": env_int("SIMULATED_THROUGHPUT", 50_000_000)},
 }
 
 # --- files -------------------------------------------------------------------------------------------------

@@ -6,7 +6,9 @@ import os
 
 import pytest
 from django.db import connection
+from kombu import pools
 
+from portal.celery import app
 from tests.factories import OrganisationFactory, UserFactory
 
 REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
@@ -76,3 +78,35 @@ def client_for(client):
         return client
 
     return sign_in
+
+
+def _drop_connection_pools() -> None:
+    # The app keeps its broker connections in kombu's global pools, made on first use with the options of
+    # that moment: reset them so this test's broker settings apply, and the next test starts clean too.
+    pools.reset()
+    app._pool = None
+    app.amqp._producer_pool = None
+
+
+@pytest.fixture
+def real_broker(settings, tmp_path):
+    """Tasks go to a real broker (the configured one, or a private filesystem queue) for start_worker()."""
+    saved = {
+        "task_always_eager": app.conf.task_always_eager,
+        "broker_url": app.conf.broker_url,
+        "broker_transport_options": app.conf.broker_transport_options,
+    }
+    app.conf.task_always_eager = False
+    if app.conf.broker_url.startswith("filesystem://"):
+        (tmp_path / "queue").mkdir()
+        app.conf.broker_transport_options = {
+            "control_folder": str(tmp_path),
+            "data_folder_in": str(tmp_path / "queue"),
+            "data_folder_out": str(tmp_path / "queue"),
+        }
+    _drop_connection_pools()
+    with app.connection_for_write() as conn:
+        conn.default_channel.queue_purge("celery")
+    yield app
+    app.conf.update(saved)
+    _drop_connection_pools()

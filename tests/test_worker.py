@@ -9,42 +9,9 @@ import time
 import pytest
 from celery.contrib.testing.worker import start_worker
 from django.core.files.uploadedfile import SimpleUploadedFile
-from kombu import pools
 
 from migrations_app.models import ImportJob, Mailbox
 from migrations_app.services.imports import import_job_create, import_progress
-from portal.celery import app
-
-
-def _drop_connection_pools() -> None:
-    # The app keeps its broker connections in kombu's global pools, made on first use with the options of
-    # that moment: reset them so this test's broker settings apply, and the next test starts clean too.
-    pools.reset()
-    app._pool = None
-    app.amqp._producer_pool = None
-
-
-@pytest.fixture
-def real_broker(settings, tmp_path):
-    saved = {
-        "task_always_eager": app.conf.task_always_eager,
-        "broker_url": app.conf.broker_url,
-        "broker_transport_options": app.conf.broker_transport_options,
-    }
-    app.conf.task_always_eager = False
-    if app.conf.broker_url.startswith("filesystem://"):
-        (tmp_path / "queue").mkdir()
-        app.conf.broker_transport_options = {
-            "control_folder": str(tmp_path),
-            "data_folder_in": str(tmp_path / "queue"),
-            "data_folder_out": str(tmp_path / "queue"),
-        }
-    _drop_connection_pools()
-    with app.connection_for_write() as conn:
-        conn.default_channel.queue_purge("celery")
-    yield app
-    app.conf.update(saved)
-    _drop_connection_pools()
 
 
 def _csv(rows: int) -> bytes:

@@ -1,0 +1,176 @@
+"""A wave's mailboxes from scheduled to migrated, driven by the tick with explicit times."""
+
+import datetime as dt
+
+import pytest
+from django.utils import timezone
+
+from migrations_app.models import Event, Mailbox, Wave
+from migrations_app.services.execution import (
+    CUTOVER,
+    SYNC,
+    mailbox_claim,
+    mailbox_run_cutover,
+    mailbox_run_sync,
+    reconcile_stale,
+    wave_tick,
+)
+from migrations_app.services.waves import wave_pause, wave_resume
+from tests.execution_fixtures import approved_wave, transitions
+
+M = Mailbox.State
+
+
+@pytest.fixture(autouse=True)
+def instant_engine(settings):
+    settings.MIGRATION_ENGINE_OPTIONS = {"simulated": {"instant": True, "chunk_bytes": 100_000}}
+
+
+def test_a_mailbox_runs_to_migrated_with_every_transition_in_the_event_table(db, org_a):
+    now = timezone.now()
+    wave, [mailbox] = approved_wave(org_a, 1, now=now)
+
+    stats = wave_tick(now=now)
+    assert stats["started"] == 1 and stats["claimed"] == 1
+    mailbox.refresh_from_db()
+    assert mailbox.state == M.SYNCING
+
+    mailbox_run_sync(mailbox_id=mailbox.pk)
+    mailbox.refresh_from_db()
+    assert mailbox.state == M.SYNCED
+    assert mailbox.bytes_copied == mailbox.size_bytes and mailbox.items_copied == 100
+    assert mailbox.checkpoint["bytes"] == mailbox.size_bytes
+    assert mailbox.heartbeat_at is not None and mailbox.lease == ""
+
+    wave_tick(now=now)
+    mailbox.refresh_from_db()
+    assert mailbox.state == M.CUTOVER
+    mailbox_run_cutover(mailbox_id=mailbox.pk)
+    mailbox.refresh_from_db()
+    assert mailbox.state == M.MIGRATED
+
+    wave_tick(now=now)
+    wave.refresh_from_db()
+    assert wave.status == Wave.Status.COMPLETED
+    assert transitions(mailbox) == [
+        (M.SCHEDULED, M.SYNCING),
+        (M.SYNCING, M.SYNCED),
+        (M.SYNCED, M.CUTOVER),
+        (M.CUTOVER, M.VERIFYING),
+        (M.VERIFYING, M.MIGRATED),
+    ]
+    wave_events = Event.objects.filter(wave_id=wave.pk, mailbox__isnull=True).order_by("id")
+    assert list(wave_events.values_list("action", flat=True)) == ["wave.started", "wave.completed"]
+
+
+def test_progress_is_saved_after_every_chunk(db, org_a):
+    now = timezone.now()
+    wave, [mailbox] = approved_wave(org_a, 1, now=now)
+    wave_tick(now=now)
+    seen = []
+
+    from migrations_app.engines.simulated import SimulatedEngine
+
+    class Watching(SimulatedEngine):
+        def sync(self, spec, checkpoint=None, progress=None):
+            def watch(items, size, cp):
+                progress(items, size, cp)
+                seen.append(Mailbox.objects.values_list("bytes_copied", flat=True).get(pk=mailbox.pk))
+
+            return super().sync(spec, checkpoint, watch)
+
+    mailbox_run_sync(mailbox_id=mailbox.pk, engine=Watching(instant=True, chunk_bytes=100_000))
+    assert len(seen) == 10
+    assert seen == sorted(seen) and seen[-1] == mailbox.size_bytes
+
+
+def test_an_approved_wave_waits_for_its_pre_stage_time(db, org_a, settings):
+    settings.MIGRATION_PRESTAGE_HOURS = 24
+    now = timezone.now()
+    wave, mailboxes = approved_wave(org_a, 2, starts_in=dt.timedelta(hours=30), now=now)
+    assert wave_tick(now=now)["started"] == 0
+    assert wave_tick(now=now + dt.timedelta(hours=7))["started"] == 1
+    assert Mailbox.objects.filter(wave=wave, state=M.SYNCING).count() == 2
+
+
+def test_cutover_is_refused_outside_the_window(db, org_a):
+    now = timezone.now()
+    wave, [mailbox] = approved_wave(org_a, 1, starts_in=dt.timedelta(hours=2), now=now)
+    wave_tick(now=now)
+    mailbox_run_sync(mailbox_id=mailbox.pk)
+
+    wave_tick(now=now)  # pre-stage done, window not open yet
+    assert mailbox_claim(wave=wave, phase=CUTOVER, now=now) == []
+    mailbox.refresh_from_db()
+    assert mailbox.state == M.SYNCED
+
+    assert mailbox_claim(wave=wave, phase=CUTOVER, now=now + dt.timedelta(hours=2)) == [mailbox.pk]
+
+
+def test_at_window_close_unfinished_mailboxes_are_carried_over_not_cut_over(db, org_a):
+    now = timezone.now()
+    wave, [done, synced, waiting] = approved_wave(org_a, 3, now=now)
+    wave_tick(now=now)
+    for mailbox in (done, synced, waiting):
+        mailbox_run_sync(mailbox_id=mailbox.pk)
+    assert mailbox_claim(wave=wave, phase=CUTOVER, now=now, limit=1) == [done.pk]
+    mailbox_run_cutover(mailbox_id=done.pk)
+
+    closed = wave.ends_at + dt.timedelta(minutes=1)
+    stats = wave_tick(now=closed)
+    assert stats["carried_over"] == 2 and stats["completed"] == 1
+    assert mailbox_claim(wave=wave, phase=CUTOVER, now=closed) == []
+    states = dict(Mailbox.objects.filter(wave=wave).values_list("pk", "state"))
+    assert states == {done.pk: M.MIGRATED, synced.pk: M.SYNCED, waiting.pk: M.SYNCED}
+    assert set(Mailbox.objects.filter(wave=wave, carried_over=True).values_list("pk", flat=True)) == {
+        synced.pk,
+        waiting.pk,
+    }
+    wave.refresh_from_db()
+    assert wave.status == Wave.Status.COMPLETED
+    assert Event.objects.filter(wave_id=wave.pk, action="wave.carried_over").get().data["mailboxes"] == 2
+
+
+def test_pause_stops_claiming_and_resume_starts_it_again(db, org_a, officer):
+    now = timezone.now()
+    wave, mailboxes = approved_wave(org_a, 3, now=now)
+    wave_tick(
+        now=now,
+    )
+    Mailbox.objects.filter(wave=wave).update(state=M.SCHEDULED)  # as if none had been claimed yet
+    wave.refresh_from_db()
+
+    wave_pause(wave=wave, actor=officer, reason="incident on the target")
+    assert wave_tick(now=now)["claimed"] == 0
+    assert mailbox_claim(wave=wave, phase=SYNC, now=now) == []
+
+    wave_resume(wave=wave, actor=officer)
+    assert len(mailbox_claim(wave=wave, phase=SYNC, now=now)) == 3
+
+
+def test_a_redelivered_task_does_nothing_while_another_run_holds_the_lease(db, org_a):
+    now = timezone.now()
+    wave, [mailbox] = approved_wave(org_a, 1, now=now)
+    wave_tick(now=now)
+    Mailbox.objects.filter(pk=mailbox.pk).update(lease="another-run", heartbeat_at=timezone.now())
+
+    assert mailbox_run_sync(mailbox_id=mailbox.pk) is None
+    mailbox.refresh_from_db()
+    assert mailbox.state == M.SYNCING and mailbox.lease == "another-run" and mailbox.bytes_copied == 0
+
+
+def test_the_reconciler_requeues_a_mailbox_whose_heartbeat_went_stale(db, org_a, settings):
+    settings.MIGRATION_HEARTBEAT_STALE_SECONDS = 600
+    now = timezone.now()
+    wave, [alive, dead] = approved_wave(org_a, 2, now=now)
+    wave_tick(now=now)
+    Mailbox.objects.filter(pk=alive.pk).update(lease="alive", heartbeat_at=now)
+    Mailbox.objects.filter(pk=dead.pk).update(lease="dead", heartbeat_at=now - dt.timedelta(minutes=11))
+
+    assert reconcile_stale(now=now) == [dead.pk]
+    dead.refresh_from_db()
+    assert dead.lease == "" and dead.state == M.SYNCING
+    assert Event.objects.filter(mailbox_id=dead.pk, action="mailbox.requeued").exists()
+    mailbox_run_sync(mailbox_id=dead.pk)  # the requeued task takes it and finishes it
+    dead.refresh_from_db()
+    assert dead.state == M.SYNCED
