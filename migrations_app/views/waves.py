@@ -299,19 +299,7 @@ def wave_move(request, pk: int):
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))
         return redirect("wave_detail", pk=source.pk)
-    if not result.moved:
-        context = {
-            "nav": NAV,
-            "wave": source,
-            "target": target,
-            "organisation": organisation,
-            "warnings": result.warnings,
-        }
-        return render(request, "waves/move_confirm.html", context)
-    messages.success(request, f"{organisation.ods_code} moved to {target.name}")
-    for warning in result.warnings:
-        messages.warning(request, warning)
-    return redirect("wave_detail", pk=target.pk)
+    return _move_outcome(request, result, source=source, target=target, organisation=organisation)
 
 
 @login_required
@@ -336,16 +324,25 @@ def wave_move_mailbox_view(request, pk: int):
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))
         return redirect("wave_detail", pk=source.pk)
+    return _move_outcome(request, result, source=source, target=target, mailbox=mailbox)
+
+
+def _move_outcome(request, result, *, source: Wave, target: Wave, organisation=None, mailbox=None):
+    """Either side of a move: ask to confirm its warnings, or say it moved (warnings kept as messages)."""
     if not result.moved:
         context = {
             "nav": NAV,
             "wave": source,
             "target": target,
+            "organisation": organisation,
             "mailbox": mailbox,
             "warnings": result.warnings,
         }
         return render(request, "waves/move_confirm.html", context)
-    messages.success(request, f"{mailbox.email} moved to {target.name}")
+    moved = organisation.ods_code if organisation is not None else mailbox.email
+    messages.success(request, f"{moved} moved to {target.name}")
+    for warning in result.warnings:
+        messages.warning(request, warning)
     return redirect("wave_detail", pk=target.pk)
 
 

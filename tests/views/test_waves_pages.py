@@ -150,6 +150,27 @@ def test_moving_an_organisation_from_the_page(client_for, officer, org_a, org_b)
     assert Wave.objects.get(pk=first.pk).planned_mailboxes == 5
 
 
+def test_moving_a_mailbox_from_the_page_confirms_then_keeps_the_warnings(client_for, officer, org_a, org_b):
+    ready_mailboxes(org_a, 4)
+    [mover] = ready_mailboxes(org_b, 1)
+    first = wave_with(org_a, capacity=4)
+    second = wave_with(org_b, name="Second", day=dt.date(2026, 6, 2))
+    client = client_for(officer)
+    page = client.post(
+        f"/waves/{second.pk}/move-mailbox/", {"email": mover.email, "target": first.pk}
+    ).content.decode()
+    assert "Check this move" in page and "over its capacity of 4" in page
+    response = client.post(
+        f"/waves/{second.pk}/move-mailbox/",
+        {"email": mover.email, "target": first.pk, "confirm": "1"},
+        follow=True,
+    )
+    page = response.content.decode()
+    assert f"{mover.email} moved to {first.name}" in page
+    assert "over its capacity of 4" in page  # the warning the mover accepted stays on record
+    assert Wave.objects.get(pk=first.pk).planned_mailboxes == 5
+
+
 def test_a_pilot_from_the_page(client_for, officer, org_a):
     ready_mailboxes(org_a, 10)
     client = client_for(officer)
