@@ -273,10 +273,10 @@ REST_FRAMEWORK = {
         "migrations_app.api.permissions.TokenHasScope",
     ],
     "DEFAULT_THROTTLE_CLASSES": ["migrations_app.api.throttling.TokenRateThrottle"],
-    "DEFAULT_FILTER_BACKENDS": [
-        "django_filters.rest_framework.DjangoFilterBackend",
-        "rest_framework.filters.OrderingFilter",
-    ],
+    # No OrderingFilter: every list is cursor-paged on a unique, indexed key (id, ODS code, start + id), so
+    # page 10,000 costs what page 1 does; an ?ordering= on a non-unique column would page unstably and sort
+    # 2.1 million rows.
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "migrations_app.api.errors.problem_exception_handler",
 }

@@ -87,6 +87,12 @@ def test_mailbox_cursor_pages_are_stable(api, officer, org_a):
     assert client.get(page["next"]).json() == second
 
 
+def test_mailbox_pages_keep_their_stable_order_whatever_ordering_is_asked(api, officer, org_a):
+    made = [MailboxFactory(organisation=org_a, size_bytes=size).pk for size in (5, 1, 4, 2, 3)]
+    page = api(officer).get("/api/v1/mailboxes/?ordering=size_bytes&page_size=5").json()
+    assert [r["id"] for r in page["results"]] == made
+
+
 def test_events_feed_follows_after(api, admin_a, officer, org_a, org_b):
     officer_client, admin_client = api(officer), api(admin_a)  # (making a token records an event)
     first = Event.objects.create(action="a", organisation=org_a)
