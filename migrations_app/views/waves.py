@@ -230,9 +230,9 @@ def wave_action(request, pk: int, action: str):
     _, needs_org, needs_reason, destructive = ACTIONS[action]
     label, explanation = ACTION_LABELS[action]
     form = ReasonForm(request.POST or None)
-    if request.method == "GET" or (
-        request.method == "POST" and "confirmed" not in request.POST and (needs_reason or destructive)
-    ):
+
+    def confirmation(**extra):
+        """The confirmation step (a fragment for htmx, a page otherwise), before acting or after a refusal."""
         context = {
             "nav": NAV,
             "wave": wave,
@@ -242,9 +242,16 @@ def wave_action(request, pk: int, action: str):
             "organisation": organisation,
             "form": form,
             "needs_reason": needs_reason,
+            **extra,
         }
         template = "waves/_confirm.html" if request.htmx else "waves/confirm.html"
-        return render(request, template, context)
+        status = 400 if extra.get("errors") and not request.htmx else 200
+        return render(request, template, context, status=status)
+
+    if request.method == "GET" or (
+        request.method == "POST" and "confirmed" not in request.POST and (needs_reason or destructive)
+    ):
+        return confirmation()
     reason = form.cleaned_data.get("reason", "") if form.is_valid() else ""
     error = ""
     try:
@@ -252,19 +259,7 @@ def wave_action(request, pk: int, action: str):
     except ValidationError as exc:
         if hasattr(exc, "error_dict") and "reason" in exc.error_dict:
             form.add_error("reason", " ".join(exc.message_dict["reason"]))
-            context = {
-                "nav": NAV,
-                "wave": wave,
-                "action": action,
-                "label": label,
-                "explanation": explanation,
-                "organisation": organisation,
-                "form": form,
-                "needs_reason": needs_reason,
-                "errors": error_summary_items(form),
-            }
-            template = "waves/_confirm.html" if request.htmx else "waves/confirm.html"
-            return render(request, template, context, status=200 if request.htmx else 400)
+            return confirmation(errors=error_summary_items(form))
         error = " ".join(exc.messages)
     # the service may have refreshed our copy before refusing: read the wave as it is now
     wave = Wave.objects.select_related("proposed_by", "approved_by").get(pk=wave.pk)
