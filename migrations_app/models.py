@@ -341,6 +341,10 @@ class Mailbox(models.Model):
     # Not finished when its wave's window closed: left for the programme office to place again, never cut
     # over late.
     carried_over = models.BooleanField(default=False, db_default=False)
+    # Held by a person: not claimed until resumed (a running copy stops at its next progress report).
+    paused = models.BooleanField(default=False, db_default=False)
+    # What the engine could not copy (too big for the target, rejected): folder, subject, size, reason.
+    skipped_items = models.JSONField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_default=Now())
     updated_at = models.DateTimeField(auto_now=True, db_default=Now())
 
@@ -356,8 +360,8 @@ class Mailbox(models.Model):
             models.Index(fields=["organisation", "state", "id"], name="mailbox_org_state_idx"),
             # programme-wide counts by state, and work queues (ready, failed, ...)
             models.Index(fields=["state", "id"], name="mailbox_state_idx"),
-            # a wave's members by state
-            models.Index(fields=["wave", "state"], name="mailbox_wave_state_idx"),
+            # a wave's members by state, and the workers' claims (by id) of the next ones to run
+            models.Index(fields=["wave", "state", "id"], name="mailbox_wave_state_idx"),
             # affinity groups: only the mailboxes that have one
             models.Index(
                 fields=["affinity_group"], name="mailbox_affinity_idx", condition=~Q(affinity_group="")

@@ -42,10 +42,10 @@ def wave_pump(wave_id: int) -> None:
 # acks_late: a worker that dies mid-copy leaves the message unacknowledged and the broker redelivers it; the
 # lease makes a redelivery harmless while the first run is still alive.
 @shared_task(acks_late=True, reject_on_worker_lost=True)
-def mailbox_work(mailbox_id: int, phase: str) -> None:
-    from migrations_app.services.execution import mailbox_run
+def mailboxes_work(mailbox_ids: list[int], phase: str) -> None:
+    from migrations_app.services.execution import mailboxes_run
 
-    mailbox_run(mailbox_id=mailbox_id, phase=phase)
+    mailboxes_run(mailbox_ids=mailbox_ids, phase=phase)
 
 
 @shared_task

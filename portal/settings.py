@@ -11,7 +11,7 @@ import dj_database_url
 import django
 from django.core.exceptions import ImproperlyConfigured
 
-from portal.env import env_bool, env_int, env_list, env_str
+from portal.env import env_bool, env_float, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("PORTAL_VAR_DIR", str(BASE_DIR / "var")))
@@ -173,6 +173,14 @@ MIGRATION_RETRY_BASE_SECONDS = env_int("MIGRATION_RETRY_BASE_SECONDS", 30)
 MIGRATION_RETRY_MAX_SECONDS = env_int("MIGRATION_RETRY_MAX_SECONDS", 3600)
 # A mailbox whose heartbeat is older than this is taken to have lost its worker and is requeued.
 MIGRATION_HEARTBEAT_STALE_SECONDS = env_int("MIGRATION_HEARTBEAT_STALE_SECONDS", 600)
+# Work is queued in tasks of about this many seconds of expected engine time (a slow mailbox gets a task of
+# its own; mailboxes that take no time share one, up to MIGRATION_TASK_MAILBOXES).
+MIGRATION_TASK_SECONDS = env_int("MIGRATION_TASK_SECONDS", 30)
+MIGRATION_TASK_MAILBOXES = env_int("MIGRATION_TASK_MAILBOXES", 100)
+# Progress (checkpoint, items, bytes, heartbeat) is saved after each folder or chunk, at most this often.
+MIGRATION_PROGRESS_SECONDS = env_float("MIGRATION_PROGRESS_SECONDS", 1.0)
+# Transitions of mailboxes that finish within this time are written together, one commit per group.
+MIGRATION_JOURNAL_SECONDS = env_float("MIGRATION_JOURNAL_SECONDS", 0.25)
 # How long before a wave's window its pre-stage copy starts.
 MIGRATION_PRESTAGE_HOURS = env_int("MIGRATION_PRESTAGE_HOURS", 72)
 # Constructor options per engine kind; SIMULATED_THROUGHPUT=0 makes the simulated engine instant.

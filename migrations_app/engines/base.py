@@ -201,6 +201,13 @@ ProgressCallback = Callable[[int, int, dict], None]
 
 class Engine(abc.ABC):
     kind: str = ""
+    # A planning figure for sizing work, not a promise: what one connection of this engine moves per second.
+    expected_bytes_per_s: float = 20_000_000
+
+    def expected_seconds(self, size_bytes: int) -> float:
+        """Roughly how long a mailbox of this size takes: the orchestrator gives slow mailboxes a task each
+        and lets quick ones share."""
+        return size_bytes / self.expected_bytes_per_s
 
     @abc.abstractmethod
     def preflight(self, spec: MailboxSpec) -> PreflightResult: ...

@@ -140,6 +140,9 @@ class SimulatedEngine(Engine):
             target_free_bytes=self.target_quota_bytes,
         )
 
+    def expected_seconds(self, size_bytes: int) -> float:
+        return 0.0 if self.instant else size_bytes / self.throughput
+
     def sync(
         self,
         spec: MailboxSpec,

@@ -33,7 +33,7 @@ def claimed(db, org_a, settings):
     settings.MIGRATION_RETRY_BASE_SECONDS = 30
     settings.MIGRATION_RETRY_MAX_SECONDS = 3600
     now = timezone.now()
-    wave, [mailbox] = approved_wave(org_a, 1, now=now)
+    wave, [mailbox] = approved_wave(org_a, 1, now=now, starts_in=dt.timedelta(hours=2))  # pre-stage
     wave_tick(now=now)
     return wave, mailbox, now
 

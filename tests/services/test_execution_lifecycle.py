@@ -28,7 +28,7 @@ def instant_engine(settings):
 
 def test_a_mailbox_runs_to_migrated_with_every_transition_in_the_event_table(db, org_a):
     now = timezone.now()
-    wave, [mailbox] = approved_wave(org_a, 1, now=now)
+    wave, [mailbox] = approved_wave(org_a, 1, now=now, starts_in=dt.timedelta(hours=2))
 
     stats = wave_tick(now=now)
     assert stats["started"] == 1 and stats["claimed"] == 1
@@ -42,6 +42,10 @@ def test_a_mailbox_runs_to_migrated_with_every_transition_in_the_event_table(db,
     assert mailbox.checkpoint["bytes"] == mailbox.size_bytes
     assert mailbox.heartbeat_at is not None and mailbox.lease == ""
 
+    wave_tick(now=now)
+    mailbox.refresh_from_db()
+    assert mailbox.state == M.SYNCED  # pre-staged: waits for its window
+    now = wave.starts_at
     wave_tick(now=now)
     mailbox.refresh_from_db()
     assert mailbox.state == M.CUTOVER
@@ -63,9 +67,40 @@ def test_a_mailbox_runs_to_migrated_with_every_transition_in_the_event_table(db,
     assert list(wave_events.values_list("action", flat=True)) == ["wave.started", "wave.completed"]
 
 
-def test_progress_is_saved_after_every_chunk(db, org_a):
+def test_a_mailbox_synced_inside_its_open_window_goes_straight_on_to_its_cutover(db, org_a):
+    now = timezone.now()
+    wave, [mailbox] = approved_wave(org_a, 1, now=now)  # the window opened an hour ago
+    assert wave_tick(now=now)["claimed"] == 1
+
+    mailbox_run_sync(mailbox_id=mailbox.pk)  # one run, no second claim or task
+    mailbox.refresh_from_db()
+    assert mailbox.state == M.MIGRATED and mailbox.lease == ""
+    assert mailbox.bytes_copied == mailbox.size_bytes
+    assert transitions(mailbox) == [
+        (M.SCHEDULED, M.SYNCING),
+        (M.SYNCING, M.SYNCED),
+        (M.SYNCED, M.CUTOVER),
+        (M.CUTOVER, M.VERIFYING),
+        (M.VERIFYING, M.MIGRATED),
+    ]
+
+
+def test_a_mailbox_synced_while_its_wave_is_paused_waits(db, org_a, officer):
     now = timezone.now()
     wave, [mailbox] = approved_wave(org_a, 1, now=now)
+    wave_tick(now=now)
+    wave.refresh_from_db()
+    wave_pause(wave=wave, actor=officer, reason="incident on the target")
+
+    mailbox_run_sync(mailbox_id=mailbox.pk)  # the copy that was running finishes its pre-stage only
+    mailbox.refresh_from_db()
+    assert mailbox.state == M.SYNCED and mailbox.lease == ""
+
+
+def test_progress_is_saved_after_every_chunk(db, org_a, settings):
+    settings.MIGRATION_PROGRESS_SECONDS = 0  # chunks a second or more apart, as real copies are
+    now = timezone.now()
+    wave, [mailbox] = approved_wave(org_a, 1, now=now, starts_in=dt.timedelta(hours=2))
     wave_tick(now=now)
     seen = []
 
@@ -82,6 +117,34 @@ def test_progress_is_saved_after_every_chunk(db, org_a):
     mailbox_run_sync(mailbox_id=mailbox.pk, engine=Watching(instant=True, chunk_bytes=100_000))
     assert len(seen) == 10
     assert seen == sorted(seen) and seen[-1] == mailbox.size_bytes
+
+
+def test_progress_of_quick_chunks_is_saved_at_most_once_per_interval_and_at_the_end(db, org_a, settings):
+    settings.MIGRATION_PROGRESS_SECONDS = 3600
+    now = timezone.now()
+    wave, [mailbox] = approved_wave(org_a, 1, now=now, starts_in=dt.timedelta(hours=2))
+    wave_tick(now=now)
+    seen = []
+
+    from migrations_app.engines.simulated import SimulatedEngine
+
+    class Watching(SimulatedEngine):
+        def sync(self, spec, checkpoint=None, progress=None):
+            def watch(items, size, cp):
+                progress(items, size, cp)
+                seen.append(Mailbox.objects.values_list("bytes_copied", flat=True).get(pk=mailbox.pk))
+
+            return super().sync(spec, checkpoint, watch)
+
+    mailbox_run_sync(mailbox_id=mailbox.pk, engine=Watching(instant=True, chunk_bytes=100_000))
+    assert seen == [0] * 10  # ten chunks inside one interval: no write between them
+    mailbox.refresh_from_db()
+    assert (mailbox.state, mailbox.bytes_copied, mailbox.items_copied) == (
+        M.SYNCED,
+        mailbox.size_bytes,
+        mailbox.item_count,
+    )
+    assert mailbox.checkpoint["bytes"] == mailbox.size_bytes
 
 
 def test_an_approved_wave_waits_for_its_pre_stage_time(db, org_a, settings):
@@ -109,10 +172,11 @@ def test_cutover_is_refused_outside_the_window(db, org_a):
 
 def test_at_window_close_unfinished_mailboxes_are_carried_over_not_cut_over(db, org_a):
     now = timezone.now()
-    wave, [done, synced, waiting] = approved_wave(org_a, 3, now=now)
+    wave, [done, synced, waiting] = approved_wave(org_a, 3, now=now, starts_in=dt.timedelta(hours=2))
     wave_tick(now=now)
     for mailbox in (done, synced, waiting):
         mailbox_run_sync(mailbox_id=mailbox.pk)
+    now = wave.starts_at
     assert mailbox_claim(wave=wave, phase=CUTOVER, now=now, limit=1) == [done.pk]
     mailbox_run_cutover(mailbox_id=done.pk)
 
@@ -162,7 +226,7 @@ def test_a_redelivered_task_does_nothing_while_another_run_holds_the_lease(db, o
 def test_the_reconciler_requeues_a_mailbox_whose_heartbeat_went_stale(db, org_a, settings):
     settings.MIGRATION_HEARTBEAT_STALE_SECONDS = 600
     now = timezone.now()
-    wave, [alive, dead] = approved_wave(org_a, 2, now=now)
+    wave, [alive, dead] = approved_wave(org_a, 2, now=now, starts_in=dt.timedelta(hours=2))
     wave_tick(now=now)
     Mailbox.objects.filter(pk=alive.pk).update(lease="alive", heartbeat_at=now)
     Mailbox.objects.filter(pk=dead.pk).update(lease="dead", heartbeat_at=now - dt.timedelta(minutes=11))
