@@ -16,7 +16,9 @@ ROOT = Path(__file__).resolve().parent.parent
 class WorkerProcess:
     """`celery -A portal worker` in a process group of its own, its log in a file."""
 
-    def __init__(self, name: str, log_dir: Path, *, env: dict[str, str], pool: str = "solo", concurrency: int = 1):
+    def __init__(
+        self, name: str, log_dir: Path, *, env: dict[str, str], pool: str = "solo", concurrency: int = 1
+    ):
         self.name = name
         self.log_path = Path(log_dir) / f"worker-{name}.log"
         command = [
@@ -47,7 +49,9 @@ class WorkerProcess:
             if " ready." in self.log():
                 return
             if self.process.poll() is not None:
-                raise RuntimeError(f"worker {self.name} exited with {self.process.returncode}:\n{self.log()[-3000:]}")
+                raise RuntimeError(
+                    f"worker {self.name} exited with {self.process.returncode}:\n{self.log()[-3000:]}"
+                )
             time.sleep(0.1)
         raise RuntimeError(f"worker {self.name} not ready after {timeout} s:\n{self.log()[-3000:]}")
 

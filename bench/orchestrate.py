@@ -66,7 +66,9 @@ def main() -> None:
     database_url = scratch_database_url("portal_orchestrate_bench")
     broker_url = os.environ.get("CELERY_BROKER_URL", "")
     if not broker_url.startswith("redis://"):
-        raise SystemExit("This benchmark needs the real broker: set CELERY_BROKER_URL=redis://127.0.0.1:6379/12")
+        raise SystemExit(
+            "This benchmark needs the real broker: set CELERY_BROKER_URL=redis://127.0.0.1:6379/12"
+        )
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
     os.environ.setdefault("DEBUG", "1")
     import django
