@@ -17,7 +17,14 @@ class WorkerProcess:
     """`celery -A portal worker` in a process group of its own, its log in a file."""
 
     def __init__(
-        self, name: str, log_dir: Path, *, env: dict[str, str], pool: str = "solo", concurrency: int = 1
+        self,
+        name: str,
+        log_dir: Path,
+        *,
+        env: dict[str, str],
+        pool: str = "solo",
+        concurrency: int = 1,
+        beat: bool = False,
     ):
         self.name = name
         self.log_path = Path(log_dir) / f"worker-{name}.log"
@@ -26,6 +33,8 @@ class WorkerProcess:
             "--hostname", f"{name}@%h", "--pool", pool, "--concurrency", str(concurrency),
             "--without-gossip", "--without-mingle", "--loglevel", "INFO",
         ]  # fmt: skip
+        if beat:  # the beat inside this worker: the every-minute tick and the reconciler, on their schedule
+            command += ["--beat", "--scheduler", "celery.beat:Scheduler"]  # in memory: nothing on disk
         self._log = open(self.log_path, "w")  # noqa: SIM115 (closed in stop())
         self.process = subprocess.Popen(
             command,
@@ -79,6 +88,8 @@ def worker_env(database_url: str, broker_url: str, **extra: str) -> dict[str, st
     return {
         "DJANGO_SETTINGS_MODULE": "portal.settings",
         "DEBUG": "0",
+        "PORTAL_TESTING": "0",  # a pytest run's test profile must not leak into the workers it starts
+        "CELERY_TASK_ALWAYS_EAGER": "0",
         "SECRET_KEY": secrets.token_urlsafe(50),
         "PORTAL_ENCRYPTION_KEYS": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
         "DATABASE_URL": database_url,
@@ -86,3 +97,15 @@ def worker_env(database_url: str, broker_url: str, **extra: str) -> dict[str, st
         "PYTHONUNBUFFERED": "1",
         **extra,
     }
+
+
+def database_url(settings_dict: dict) -> str:
+    """A DATABASE_URL for Django's connection settings (the test database, in tests)."""
+    from urllib.parse import quote
+
+    user = quote(settings_dict.get("USER") or "")
+    password = settings_dict.get("PASSWORD") or ""
+    auth = f"{user}:{quote(password)}@" if password else (f"{user}@" if user else "")
+    host = settings_dict.get("HOST") or "127.0.0.1"
+    port = settings_dict.get("PORT") or 5432
+    return f"postgres://{auth}{host}:{port}/{settings_dict['NAME']}"

@@ -161,7 +161,10 @@ CELERY_BEAT_SCHEDULE = {
     # starts pre-stage syncs and cutovers, carries over at window close, completes waves
     "wave-tick": {"task": "migrations_app.tasks.wave_tick", "schedule": 60.0},
     # requeues mailboxes whose worker died (heartbeat stale)
-    "reconcile-stale": {"task": "migrations_app.tasks.reconcile_stale", "schedule": 120.0},
+    "reconcile-stale": {
+        "task": "migrations_app.tasks.reconcile_stale",
+        "schedule": float(env_int("MIGRATION_RECONCILE_SECONDS", 120)),
+    },
 }
 
 # --- execution (services/execution.py) ----------------------------------------------------------------------
@@ -185,7 +188,11 @@ MIGRATION_JOURNAL_SECONDS = env_float("MIGRATION_JOURNAL_SECONDS", 0.25)
 MIGRATION_PRESTAGE_HOURS = env_int("MIGRATION_PRESTAGE_HOURS", 72)
 # Constructor options per engine kind; SIMULATED_THROUGHPUT=0 makes the simulated engine instant.
 MIGRATION_ENGINE_OPTIONS = {
-    "simulated": {"throughput_bytes_per_s": env_int("SIMULATED_THROUGHPUT", 50_000_000)},
+    "simulated": {
+        "throughput_bytes_per_s": env_int("SIMULATED_THROUGHPUT", 50_000_000),
+        # drills: a file that records every copy's start and end, to check no mailbox ran twice at once
+        "run_log": env_str("SIMULATED_RUN_LOG") or None,
+    },
 }
 
 # --- files -------------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ instant=True means no waiting at all: 22,000 mailboxes take well under a second 
 from __future__ import annotations
 
 import hashlib
+import os
 import struct
 import time
 from collections.abc import Callable
@@ -67,6 +68,7 @@ class SimulatedEngine(Engine):
         skip_rate: float = 0.0,
         target_quota_bytes: int | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        run_log: str | None = None,
     ):
         failure_rates = dict(failure_rates or {})
         unknown = set(failure_rates) - ERROR_CODES
@@ -86,6 +88,9 @@ class SimulatedEngine(Engine):
         self.skip_rate = skip_rate
         self.target_quota_bytes = target_quota_bytes
         self.sleep = sleep
+        # Drills: one line per copy started and ended (time, process, mailbox), to prove afterwards that no
+        # mailbox was ever copied by two runs at once. Appends of a short line are atomic.
+        self.run_log = run_log
 
     # --- the rolls ------------------------------------------------------------------------------------------
 
@@ -143,11 +148,26 @@ class SimulatedEngine(Engine):
     def expected_seconds(self, size_bytes: int) -> float:
         return 0.0 if self.instant else size_bytes / self.throughput
 
+    def _log_run(self, what: str, spec: MailboxSpec) -> None:
+        with open(self.run_log, "a") as log:
+            log.write(f"{time.time():.6f} {os.getpid()} {what} {spec.email}\n")
+
     def sync(
         self,
         spec: MailboxSpec,
         checkpoint: dict | None = None,
         progress: ProgressCallback | None = None,
+    ) -> SyncResult:
+        if not self.run_log:
+            return self._sync(spec, checkpoint, progress)
+        self._log_run("start", spec)
+        try:
+            return self._sync(spec, checkpoint, progress)
+        finally:
+            self._log_run("end", spec)
+
+    def _sync(
+        self, spec: MailboxSpec, checkpoint: dict | None, progress: ProgressCallback | None
     ) -> SyncResult:
         cp = dict(checkpoint or {})
         done_bytes = int(cp.get("bytes", 0))

@@ -533,6 +533,32 @@ def _run_one(mailbox: Mailbox, phase: str, engine: Engine | None, journal: Journ
             journal.flush()
 
 
+class _BatchHeartbeat:
+    """The mailboxes of a batch that wait their turn keep a live heartbeat: refreshed, with a check that the
+    run still holds them, at least three times per staleness period. One that went stale while a slow one
+    ran may have been handed to another run by the reconciler: it is skipped, never copied twice at once."""
+
+    def __init__(self, journal: Journal, held: list[int]):
+        self.journal = journal
+        self.waiting = list(held)
+        self.held = set(held)
+        self.at = time.monotonic()
+
+    def still_held(self, pk: int) -> bool:
+        if time.monotonic() - self.at > settings.MIGRATION_HEARTBEAT_STALE_SECONDS / 3:
+            self.journal.flush()
+            lease = self.journal.lease
+            waiting = self.waiting[self.waiting.index(pk) :]
+            Mailbox.objects.filter(pk__in=waiting, lease=lease).update(heartbeat_at=timezone.now())
+            self.held = set(Mailbox.objects.filter(pk__in=waiting, lease=lease).values_list("id", flat=True))
+            self.at = time.monotonic()
+        if pk not in self.held:
+            self.journal.lost.add(pk)
+            logger.warning("mailbox %s: handed to another run while it waited in this batch: skipped", pk)
+            return False
+        return True
+
+
 def mailboxes_run(*, mailbox_ids: Iterable[int], phase: str, engine: Engine | None = None) -> list[Mailbox]:
     """Run a batch of claimed mailboxes, one after another, under one lease: the pre-stage sync (syncing ->
     synced, and straight on to the cutover when the window is open) or the cutover (cutover -> verifying ->
@@ -551,8 +577,10 @@ def mailboxes_run(*, mailbox_ids: Iterable[int], phase: str, engine: Engine | No
         .select_related("organisation", "wave", "wave__source_endpoint", "wave__target_endpoint")
         .order_by("id")
     )
+    beat = _BatchHeartbeat(journal, held)
     for mailbox in mailboxes:
-        _run_one(mailbox, phase, engine, journal, waves)
+        if beat.still_held(mailbox.pk):
+            _run_one(mailbox, phase, engine, journal, waves)
     journal.flush()
     for wave_id in {m.wave_id for m in mailboxes if m.wave_id}:
         transaction.on_commit(lambda wave_id=wave_id: wave_pump_later(wave_id))
@@ -706,7 +734,7 @@ def reconcile_stale(*, now: dt.datetime | None = None, limit: int = 1000) -> lis
     for phase in PHASES:
         ids = [pk for pk, p in requeued if p == phase]
         if ids:
-            transaction.on_commit(lambda ids=ids, phase=phase: _queue(ids, phase))
+            transaction.on_commit(lambda ids=ids, phase=phase: _queue([[pk] for pk in ids], phase))
     return [pk for pk, _ in requeued]
 
 
