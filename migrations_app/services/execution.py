@@ -65,6 +65,10 @@ class LeaseLost(Exception):
     """This run no longer owns the mailbox (the reconciler handed it to another run): stop quietly."""
 
 
+class PauseRequested(Exception):
+    """A person paused the mailbox while it was being copied: stop, keep the checkpoint, hand it back."""
+
+
 # --- engines and specs --------------------------------------------------------------------------------------
 
 
@@ -368,9 +372,11 @@ class _Progress:
         if time.monotonic() - self.saved_at < settings.MIGRATION_PROGRESS_SECONDS:
             return
         now = timezone.now()
-        if not Mailbox.objects.filter(pk=self.mailbox.pk, lease=self.journal.lease).update(
+        if not Mailbox.objects.filter(pk=self.mailbox.pk, lease=self.journal.lease, paused=False).update(
             checkpoint=checkpoint, items_copied=items, bytes_copied=size, heartbeat_at=now, updated_at=now
         ):
+            if Mailbox.objects.filter(pk=self.mailbox.pk, lease=self.journal.lease, paused=True).exists():
+                raise PauseRequested(self.mailbox.pk)
             raise LeaseLost(self.mailbox.pk)
         self.saved_at = time.monotonic()
 
@@ -520,12 +526,22 @@ def _run_one(mailbox: Mailbox, phase: str, engine: Engine | None, journal: Journ
         if not verified.ok:
             folders = ", ".join(f.folder for f in verified.differences[:5])
             raise PermanentError(VERIFY_MISMATCH, f"source and target differ in {folders}")
-        journal.move(mailbox, state, M.MIGRATED, action="mailbox.migrated", lease="", attempts=0)
-    except LeaseLost:
-        logger.warning(
-            "mailbox %s: lease lost (paused, cancelled or handed to another run): stopped", mailbox.pk
+        journal.move(
+            mailbox, state, M.MIGRATED, action="mailbox.migrated", lease="", attempts=0, paused=False
         )
+    except LeaseLost:
+        logger.warning("mailbox %s: lease lost (handed to another run): stopped", mailbox.pk)
         journal.lost.add(mailbox.pk)
+    except PauseRequested:
+        journal.move(
+            mailbox,
+            state,
+            _CLAIM[phase][0],
+            action="mailbox.stopped",
+            message="paused while copying: stopped at a checkpoint, resumes from there",
+            lease="",
+            **progress.fields(),
+        )
     except (RetryableError, PermanentError) as error:
         _failed(journal, mailbox, state, error, phase, progress)
     finally:
@@ -789,21 +805,107 @@ def mailbox_retry(*, mailbox: Mailbox, actor: User, reason: str = "") -> Mailbox
     return _person_move(mailbox, actor, (M.FAILED,), to_state, "mailbox.retried", reason, **_CLEARED)
 
 
+_RUNNING_MESSAGE = "it is being copied now: pause it first, and act once it has stopped (within seconds)"
+
+
+def _refuse_running(mailbox: Mailbox) -> None:
+    if mailbox.state in ACTIVE_STATES:
+        raise MailboxConflict(f"{mailbox.email} is {mailbox.get_state_display().lower()}: {_RUNNING_MESSAGE}")
+
+
 @transaction.atomic
 def mailbox_rollback(*, mailbox: Mailbox, actor: User, reason: str = "") -> Mailbox:
-    """Take a mailbox out of its wave, back to ready, when no worker is running it."""
+    """Back to ready and out of its wave, to be planned again: before its cutover (scheduled, synced,
+    failed) or after it (migrated: mail is delivered to the old system again; a reason is required).
+    The checkpoint is kept, so its next copy is incremental. Never while a worker is copying it."""
     require_administer(actor, mailbox.organisation)
+    _refuse_running(mailbox)
+    if mailbox.state == M.MIGRATED and not reason.strip():
+        raise ValidationError("Give the reason for rolling back a migrated mailbox")
     return _person_move(
         mailbox,
         actor,
-        (M.SCHEDULED, M.SYNCED, M.FAILED),
+        (M.SCHEDULED, M.SYNCED, M.FAILED, M.MIGRATED),
         M.READY,
         "mailbox.rolled_back",
         reason,
         wave=None,
         carried_over=False,
+        paused=False,
         **_CLEARED,
     )
+
+
+@transaction.atomic
+def mailbox_cancel(*, mailbox: Mailbox, actor: User, reason: str = "") -> Mailbox:
+    """Take a mailbox out of its wave before its cutover: back to ready, to be planned again (its
+    checkpoint kept). Never while a worker is copying it: pause first."""
+    require_administer(actor, mailbox.organisation)
+    _refuse_running(mailbox)
+    return _person_move(
+        mailbox,
+        actor,
+        (M.SCHEDULED, M.SYNCED, M.FAILED),
+        M.READY,
+        "mailbox.cancelled",
+        reason,
+        wave=None,
+        carried_over=False,
+        paused=False,
+        **_CLEARED,
+    )
+
+
+@transaction.atomic
+def mailbox_pause(*, mailbox: Mailbox, actor: User, reason: str = "") -> Mailbox:
+    """Hold a mailbox: it is not claimed until resumed. One being copied stops at its next progress report
+    (within seconds), keeps its checkpoint and goes back to scheduled (or synced, in its cutover)."""
+    require_administer(actor, mailbox.organisation)
+    pausable = (M.SCHEDULED, M.SYNCING, M.SYNCED, M.CUTOVER, M.VERIFYING)
+    updated = Mailbox.objects.filter(pk=mailbox.pk, state__in=pausable, paused=False).update(
+        paused=True, updated_at=timezone.now()
+    )
+    mailbox.refresh_from_db()
+    if not updated:
+        if mailbox.paused:
+            raise MailboxConflict(f"{mailbox.email} is already paused")
+        raise MailboxConflict(
+            f"{mailbox.email} is {mailbox.get_state_display().lower()}: only a mailbox waiting for or in "
+            "its copy can be paused"
+        )
+    event_record(
+        action="mailbox.paused",
+        actor=actor,
+        organisation=mailbox.organisation,
+        mailbox=mailbox,
+        wave=mailbox.wave,
+        subject=mailbox.email,
+        message=reason,
+        data={"state": mailbox.state},
+    )
+    return mailbox
+
+
+@transaction.atomic
+def mailbox_resume(*, mailbox: Mailbox, actor: User, reason: str = "") -> Mailbox:
+    """Release a paused mailbox: claimed again with its wave's next free slot (resuming from its
+    checkpoint)."""
+    require_administer(actor, mailbox.organisation)
+    if not Mailbox.objects.filter(pk=mailbox.pk, paused=True).update(paused=False, updated_at=timezone.now()):
+        raise MailboxConflict(f"{mailbox.email} is not paused")
+    mailbox.refresh_from_db()
+    event_record(
+        action="mailbox.resumed",
+        actor=actor,
+        organisation=mailbox.organisation,
+        mailbox=mailbox,
+        wave=mailbox.wave,
+        subject=mailbox.email,
+        message=reason,
+    )
+    if mailbox.wave_id and mailbox.wave.status == W.RUNNING:
+        transaction.on_commit(lambda: wave_pump_later(mailbox.wave_id))
+    return mailbox
 
 
 @transaction.atomic

@@ -922,6 +922,77 @@ def wave_move_mailbox(*, actor: User, mailbox: Mailbox, target: Wave, confirm: b
     return MoveResult(True, warnings)
 
 
+@transaction.atomic
+def wave_place_carried_over(*, actor: User, source: Wave, target: Wave, confirm: bool = False) -> MoveResult:
+    """Give the mailboxes a wave carried over (not finished when its window closed) to another wave: they
+    go back to ready, pinned to the target, with their checkpoints kept (their next copy is incremental)
+    and their errors cleared; the target, if approved, goes back to proposed. Mailboxes still being
+    copied stay where they are until their copy ends. With warnings (capacity, blackouts, preference)
+    nothing moves unless confirm=True."""
+    from migrations_app.services.events import event_record_many
+    from migrations_app.services.waves import wave_changed, wave_refresh_totals
+
+    require_programme_office(actor)
+    if source.pk == target.pk:
+        raise ValidationError("Choose a different wave to place them in")
+    _check_movable(target, "Wave")
+    waiting = Mailbox.objects.filter(wave=source, carried_over=True).exclude(
+        state__in=(Mailbox.State.SYNCING, Mailbox.State.CUTOVER, Mailbox.State.VERIFYING)
+    )
+    part = waiting.aggregate(n=Count("id"), b=Sum("size_bytes"))
+    if not part["n"]:
+        raise ValidationError(f"{source.name} has no carried-over mailboxes waiting to be placed")
+    warnings = _capacity_warnings(target, part["n"], part["b"] or 0)
+    for organisation in Organisation.objects.filter(pk__in=waiting.values("organisation_id")).order_by(
+        "ods_code"
+    ):
+        warnings += _fit_warnings(target, organisation)
+    if warnings and not confirm:
+        return MoveResult(False, warnings)
+    _lock_movable(target)
+    rows = list(
+        waiting.select_for_update().order_by("id").values_list("id", "organisation_id", "email", "state")
+    )
+    Mailbox.objects.filter(pk__in=[r[0] for r in rows]).update(
+        wave=target,
+        state=Mailbox.State.READY,
+        carried_over=False,
+        paused=False,
+        attempts=0,
+        retry_at=None,
+        lease="",
+        last_error_code="",
+        last_error_message="",
+        updated_at=timezone.now(),
+    )
+    event_record_many(
+        dict(
+            action="mailbox.placed",
+            actor_id=actor.pk,
+            organisation_id=org_id,
+            mailbox_id=pk,
+            wave_id=target.pk,
+            subject=email,
+            from_state=state,
+            to_state=Mailbox.State.READY,
+            message=f"carried over from {source.name}, placed in {target.name}",
+            data={"from_wave": source.pk},
+        )
+        for pk, org_id, email, state in rows
+    )
+    wave_changed(wave=target, actor=actor, reason=f"{len(rows)} carried-over mailbox(es) from {source.name}")
+    wave_refresh_totals(wave=target)
+    event_record(
+        action="wave.carried_over_placed",
+        actor=actor,
+        wave=source,
+        subject=source.name,
+        message=f"{len(rows)} carried-over mailbox(es) placed in {target.name}",
+        data={"to_wave": target.pk, "mailboxes": len(rows), "warnings": warnings},
+    )
+    return MoveResult(True, warnings)
+
+
 # --- pilot waves ---------------------------------------------------------------------------------------------
 
 
