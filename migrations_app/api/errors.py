@@ -12,6 +12,7 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
+from migrations_app.services.execution import MailboxConflict
 from migrations_app.services.waves import WaveConflict
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
@@ -87,7 +88,7 @@ def _from_django(exc):
         return exceptions.NotFound()
     if isinstance(exc, DjangoPermissionDenied):
         return exceptions.PermissionDenied(detail=str(exc) or None)
-    if isinstance(exc, WaveConflict):
+    if isinstance(exc, WaveConflict | MailboxConflict):
         return Conflict(detail=" ".join(exc.messages))
     if isinstance(exc, DjangoValidationError):
         if hasattr(exc, "error_dict"):

@@ -24,6 +24,7 @@ from migrations_app.api.serializers import (
     EndpointSerializer,
     EventSerializer,
     ImportJobSerializer,
+    MailboxActionSerializer,
     MailboxSerializer,
     OrganisationEnrolSerializer,
     OrganisationSerializer,
@@ -38,6 +39,13 @@ from migrations_app.selectors.scoping import (
     require_programme_office,
 )
 from migrations_app.services.endpoints import endpoint_delete, endpoint_save
+from migrations_app.services.execution import (
+    mailbox_cancel,
+    mailbox_pause,
+    mailbox_resume,
+    mailbox_retry,
+    mailbox_rollback,
+)
 from migrations_app.services.imports import INVENTORY_OPTIONAL, INVENTORY_REQUIRED, import_job_create
 from migrations_app.services.organisations import ContactData, organisation_enrol
 
@@ -224,6 +232,42 @@ class MailboxViewSet(viewsets.ReadOnlyModelViewSet):
 
     def get_queryset(self):
         return mailboxes_visible_to(self.request.user).select_related("organisation")
+
+    def _act(self, request, service):
+        mailbox = self.get_object()
+        body = MailboxActionSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        mailbox = service(mailbox=mailbox, actor=request.user, reason=body.validated_data["reason"])
+        return Response(MailboxSerializer(mailbox, context={"request": request}).data)
+
+    @extend_schema(request=MailboxActionSerializer, responses=MailboxSerializer)
+    @action(detail=True, methods=["post"])
+    def pause(self, request, pk=None):
+        """Hold the mailbox; a copy in progress stops at its next checkpoint."""
+        return self._act(request, mailbox_pause)
+
+    @extend_schema(request=MailboxActionSerializer, responses=MailboxSerializer)
+    @action(detail=True, methods=["post"])
+    def resume(self, request, pk=None):
+        return self._act(request, mailbox_resume)
+
+    @extend_schema(request=MailboxActionSerializer, responses=MailboxSerializer)
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        """Out of its wave, back to ready (not while it is being copied: pause first)."""
+        return self._act(request, mailbox_cancel)
+
+    @extend_schema(request=MailboxActionSerializer, responses=MailboxSerializer)
+    @action(detail=True, methods=["post"])
+    def retry(self, request, pk=None):
+        """A failed mailbox back to scheduled; its copy resumes from its checkpoint."""
+        return self._act(request, mailbox_retry)
+
+    @extend_schema(request=MailboxActionSerializer, responses=MailboxSerializer)
+    @action(detail=True, methods=["post"])
+    def rollback(self, request, pk=None):
+        """Back to ready, out of its wave (a migrated mailbox needs a reason)."""
+        return self._act(request, mailbox_rollback)
 
 
 # --- events --------------------------------------------------------------------------------------------------

@@ -62,6 +62,22 @@ class ActionSerializer(serializers.Serializer):
     )
 
 
+class MailboxActionSerializer(serializers.Serializer):
+    reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
+
+
+class RetryFailuresSerializer(serializers.Serializer):
+    code = serializers.CharField(max_length=40, help_text="the error code whose failures to retry")
+    reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
+
+
+class PlaceCarriedOverSerializer(serializers.Serializer):
+    target_wave = serializers.IntegerField(
+        help_text="id of the wave to place them in (draft, proposed, approved)"
+    )
+    confirm = serializers.BooleanField(default=False, help_text="place them despite the warnings")
+
+
 class MoveOrganisationSerializer(serializers.Serializer):
     organisation = serializers.CharField(help_text="ODS code")
     target = serializers.IntegerField(help_text="id of the wave to move to")
@@ -183,6 +199,9 @@ class MailboxSerializer(serializers.ModelSerializer):
             "last_error_message",
             "bytes_copied",
             "items_copied",
+            "paused",
+            "carried_over",
+            "skipped_items",
             "created_at",
             "updated_at",
         ]

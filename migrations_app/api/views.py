@@ -5,6 +5,7 @@ the selectors, permissions from the services (PermissionDenied -> 403). A servic
 from django.core.exceptions import ValidationError
 from django.shortcuts import get_object_or_404
 from django_filters import rest_framework as filters
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions as drf_exceptions
 from rest_framework import status, viewsets
@@ -18,7 +19,9 @@ from migrations_app.api.serializers import (
     DecisionSerializer,
     MoveOrganisationSerializer,
     PilotRequestSerializer,
+    PlaceCarriedOverSerializer,
     PlanRequestSerializer,
+    RetryFailuresSerializer,
     WaveOrganisationSerializer,
     WaveSerializer,
     plan_as_data,
@@ -32,12 +35,14 @@ from migrations_app.selectors.waves import (
     wave_organisation_totals,
     waves_visible_to,
 )
+from migrations_app.services.execution import wave_retry_failures
 from migrations_app.services.planning import (
     pilot_wave_create,
     plan_commit,
     plan_preview,
     require_planner,
     wave_move_organisation,
+    wave_place_carried_over,
 )
 from migrations_app.services.waves import wave_act
 
@@ -154,6 +159,33 @@ class WaveViewSet(viewsets.ReadOnlyModelViewSet):
     @action(detail=True, methods=["post"])
     def cancel(self, request, pk=None):
         return self._act(request, "cancel")
+
+    @extend_schema(request=RetryFailuresSerializer, responses={200: OpenApiTypes.OBJECT})
+    @action(detail=True, methods=["post"], url_path="retry-failures", url_name="retry-failures")
+    def retry_failures(self, request, pk=None):
+        """Retry every failed mailbox of the wave with this error code (programme office)."""
+        wave = self.get_object()
+        body = RetryFailuresSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        retried = wave_retry_failures(wave=wave, actor=request.user, **body.validated_data)
+        return Response({"retried": retried})
+
+    @extend_schema(request=PlaceCarriedOverSerializer, responses={200: OpenApiTypes.OBJECT})
+    @action(detail=True, methods=["post"], url_path="place-carried-over", url_name="place-carried-over")
+    def place_carried_over(self, request, pk=None):
+        """Place the mailboxes this wave carried over in another wave (programme office). With warnings
+        and no confirm, nothing moves: the answer lists the warnings."""
+        wave = self.get_object()
+        body = PlaceCarriedOverSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        target = get_object_or_404(self.get_queryset(), pk=body.validated_data["target_wave"])
+        try:
+            result = wave_place_carried_over(
+                actor=request.user, source=wave, target=target, confirm=body.validated_data["confirm"]
+            )
+        except ValidationError as error:
+            return _service_error(error)
+        return Response({"placed": result.moved, "warnings": result.warnings})
 
     @extend_schema(request=MoveOrganisationSerializer)
     @action(detail=True, methods=["post"], url_path="move-organisation", url_name="move-organisation")
