@@ -44,6 +44,18 @@ def env_float(name: str, default: float) -> float:
         raise ImproperlyConfigured(f"{name}={raw!r} is not a number") from None
 
 
+def env_rates(name: str) -> dict[str, float]:
+    """`CODE=rate,CODE=rate` (probabilities between 0 and 1), e.g. SIMULATED_FAILURE_RATES=THROTTLED=0.03."""
+    rates = {}
+    for item in env_list(name):
+        code, _, rate = item.partition("=")
+        try:
+            rates[code.strip()] = float(rate)
+        except ValueError:
+            raise ImproperlyConfigured(f"{name}: {item!r} is not CODE=rate (a number between 0 and 1)") from None
+    return rates
+
+
 def env_list(name: str, default: list[str] | None = None) -> list[str]:
     raw = os.environ.get(name)
     if raw is None:

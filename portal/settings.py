@@ -11,7 +11,7 @@ import dj_database_url
 import django
 from django.core.exceptions import ImproperlyConfigured
 
-from portal.env import env_bool, env_float, env_int, env_list, env_str
+from portal.env import env_bool, env_float, env_int, env_list, env_rates, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("PORTAL_VAR_DIR", str(BASE_DIR / "var")))
@@ -190,6 +190,8 @@ MIGRATION_PRESTAGE_HOURS = env_int("MIGRATION_PRESTAGE_HOURS", 72)
 MIGRATION_ENGINE_OPTIONS = {
     "simulated": {
         "throughput_bytes_per_s": env_int("SIMULATED_THROUGHPUT", 50_000_000),
+        # e.g. THROTTLED=0.03,AUTH_FAILED=0.01: the share of copies failing with each code (the demo's mix)
+        "failure_rates": env_rates("SIMULATED_FAILURE_RATES"),
         # drills: a file that records every copy's start and end, to check no mailbox ran twice at once
         "run_log": env_str("SIMULATED_RUN_LOG") or None,
     },

@@ -30,11 +30,9 @@ def test_the_mailboxes_of_ready_organisations_can_be_planned(db, settings, tmp_p
     ready = Organisation.objects.filter(status=Organisation.Status.READY)
     assert ready.exists()
     assert all(org.gates_met for org in ready)
-    assert (
-        Mailbox.objects.filter(state="ready").count()
-        == Mailbox.objects.filter(organisation__in=ready).count()
-    )
-    assert not Mailbox.objects.filter(state="ready").exclude(organisation__in=ready).exists()
+    plannable = Mailbox.objects.filter(state__in=["ready", "scheduled"])  # scheduled: the demo pilot wave
+    assert plannable.count() == Mailbox.objects.filter(organisation__in=ready).count()
+    assert not plannable.exclude(organisation__in=ready).exists()
 
 
 def test_it_prints_working_passwords_for_each_role(db, settings, tmp_path):
@@ -59,3 +57,23 @@ def test_running_it_again_changes_nothing_and_prints_the_same_credentials(db, se
     second = _seed(settings, tmp_path)
     assert (Organisation.objects.count(), Mailbox.objects.count(), User.objects.count()) == counts
     assert first == second
+
+
+def test_it_leaves_an_approved_pilot_wave_whose_window_is_open_now(db, settings, tmp_path):
+    from django.utils import timezone
+
+    from migrations_app.models import Decision, Wave
+    from migrations_app.services.execution import wave_tick
+
+    _seed(settings, tmp_path)
+    wave = Wave.objects.get(status=Wave.Status.APPROVED)
+    assert wave.is_pilot and wave.starts_at <= timezone.now() < wave.ends_at
+    assert wave.approved_by.username == "approver" and wave.proposed_by.username == "programme"
+    organisations = set(Mailbox.objects.filter(wave=wave).values_list("organisation", flat=True))
+    assert len(organisations) > 5
+    assert (
+        set(Decision.objects.filter(wave=wave, kind="go").values_list("organisation", flat=True))
+        == organisations
+    )
+    assert set(Mailbox.objects.filter(wave=wave).values_list("state", flat=True)) == {"scheduled"}
+    assert wave_tick()["started"] == 1  # the beat's first tick starts it

@@ -5,6 +5,7 @@ Running it again changes nothing and prints the same credentials (kept in var/de
 """
 
 import csv
+import datetime as dt
 import io
 import json
 import random
@@ -12,14 +13,16 @@ import secrets
 from pathlib import Path
 
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from django.utils import timezone
 
-from migrations_app.models import Contact, Organisation, User
+from migrations_app.models import Contact, Organisation, User, Wave
 from migrations_app.services.affinity import permissions_import
 from migrations_app.services.imports import inventory_import
-from migrations_app.services.planning import mailboxes_mark_ready
+from migrations_app.services.planning import mailboxes_mark_ready, pilot_wave_create
+from migrations_app.services.waves import wave_approve, wave_go, wave_propose
 
 R = Organisation.Region
 K = Organisation.Kind
@@ -237,6 +240,36 @@ class Command(BaseCommand):
             )
         path.write_text(json.dumps(creds, indent=2))
         path.chmod(0o600)
+        _demo_wave(User.objects.get(username="programme"), User.objects.get(username="approver"))
+
+
+def _demo_wave(officer: User, approver: User) -> Wave:
+    """A pilot wave through the real workflow (created, proposed, go from every organisation in it,
+    approved by a second person), its window moved to open now, so the beat starts it within a minute of
+    `make run` and the workers are seen moving mailboxes."""
+    today = timezone.localdate()
+    for offset in range(14):
+        try:
+            wave = pilot_wave_create(
+                actor=officer, starts_on=today + dt.timedelta(days=offset), per_organisation=15
+            )
+            break
+        except ValidationError:
+            continue  # no evening window that day (weekend, bank holiday)
+    else:
+        raise CommandError("no evening window in the next fortnight for the demo wave")
+    now = timezone.now()
+    Wave.objects.filter(pk=wave.pk).update(
+        name="Demo pilot (runs now)",
+        starts_at=now - dt.timedelta(minutes=1),
+        ends_at=now + dt.timedelta(hours=4),
+    )
+    wave.refresh_from_db()
+    wave_propose(wave=wave, actor=officer, reason="demo: the first pilot")
+    for organisation in Organisation.objects.filter(mailboxes__wave=wave).distinct():
+        wave_go(wave=wave, organisation=organisation, actor=officer, reason="demo")
+    wave_approve(wave=wave, actor=approver, reason="demo: approved to run now")
+    return wave
 
 
 def _demo_files(rng: random.Random) -> tuple[bytes, bytes]:
