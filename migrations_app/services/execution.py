@@ -92,7 +92,7 @@ def mailbox_spec(mailbox: Mailbox, wave: Wave) -> MailboxSpec:
         source=_endpoint_spec(wave.source_endpoint),
         target=_endpoint_spec(wave.target_endpoint),
         source_user=mailbox.source_identity or mailbox.email,
-        target_user=mailbox.email,
+        target_user=mailbox.target_upn or mailbox.email,
         size_bytes=mailbox.size_bytes,
         item_count=mailbox.item_count,
         seed=mailbox.pk,

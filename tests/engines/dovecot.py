@@ -148,6 +148,13 @@ namespace inbox {{
   separator = {separator}
   prefix =
 }}
+auth_master_user_separator = *
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {root}/master-users
+  master = yes
+  pass = yes
+}}
 passdb {{
   driver = passwd-file
   args = scheme=PLAIN username_format=%u {root}/passwd
@@ -200,6 +207,7 @@ plugin {
 }
 """
 PASSWORD = "secret"  # noqa: S105 - a test server
+MASTER_USER = "migrator"
 SMALL_QUOTA = "100K"
 SMALL_MAX_MAIL = "60k"  # the server refuses a bigger message: NO [LIMIT] or [TOOBIG]
 
@@ -242,6 +250,8 @@ def start_dovecot(
             for name in pool
         )
     )
+    # A master user (as a migration service account is): logs in as any user with "<user>*migrator".
+    (root / "master-users").write_text(f"{MASTER_USER}:{{PLAIN}}{PASSWORD}\n")
     cert, key = make_certificate(root)
     port, tls_port = free_port(), free_port()
     if os.geteuid() == 0:
