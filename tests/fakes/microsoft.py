@@ -185,8 +185,34 @@ class FakeMicrosoft:
         self._thread.start()
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        for server in (self.server, self.tls_server):
+            if server is not None:
+                server.shutdown()
+                server.server_close()
+
+    tls_server = None
+
+    def serve_tls(self) -> int:
+        """Also answer over TLS (a self-signed certificate made here), by the Host header, for a browser
+        whose resolver maps login.microsoftonline.com to this port. Returns the port."""
+        if self.tls_server is None:
+            import ssl
+            import tempfile
+            from pathlib import Path
+
+            from tests.engines.dovecot import make_certificate
+
+            directory = Path(tempfile.mkdtemp(prefix="fake-microsoft-"))
+            cert, key = make_certificate(directory)
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(cert, key)
+            self.tls_server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+            self.tls_server.daemon_threads = True
+            self.tls_server.socket = context.wrap_socket(self.tls_server.socket, server_side=True)
+            threading.Thread(
+                target=self.tls_server.serve_forever, name="fake-microsoft-tls", daemon=True
+            ).start()
+        return self.tls_server.server_address[1]
 
     # --- setup -------------------------------------------------------------------------------------------
 
@@ -984,6 +1010,8 @@ def _handler_for(fake: FakeMicrosoft):
             parts = urlsplit(self.path)
             host, _, path = parts.path.lstrip("/").partition("/")
             path = "/" + path
+            if host not in HOSTS:  # a browser talking to us as the real host (serve_tls)
+                host, path = (self.headers.get("Host") or "").split(":")[0], parts.path
             query = parse_qs(parts.query)
             headers = {k.lower(): v for k, v in self.headers.items()}
             if host == LOGIN:
