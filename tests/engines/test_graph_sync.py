@@ -228,3 +228,27 @@ def test_a_wrong_client_secret_is_an_auth_failure(graphbox, fake):  # noqa: F811
     result = _engine(fake).preflight(spec)
     assert result.ok is False and result.code == "AUTH_FAILED"
     assert "7000215" in result.message
+
+
+def test_a_certificate_credential_gets_app_only_tokens(graphbox, fake):  # noqa: F811
+    from cryptography.hazmat.primitives import hashes
+
+    from tests.identity.certificates import make_client_certificate
+
+    certificate, pem, _ = make_client_certificate()
+    fake.add_certificate(certificate)
+    key = pem.split(b"-----BEGIN CERTIFICATE")[0].decode()
+    _seed(graphbox, "INBOX", 2)
+    spec = graphbox.spec()
+    from dataclasses import replace
+
+    target = replace(
+        spec.target,
+        password=key,
+        options={"certificate_thumbprint": certificate.fingerprint(hashes.SHA1()).hex()},  # noqa: S303
+    )
+
+    result = _engine(fake).sync(replace(spec, target=target))
+
+    assert result.items_copied == 2
+    assert fake.tokens_issued["client_credentials"] == 1
