@@ -48,6 +48,7 @@ from typing import Any
 import requests
 
 from migrations_app.engines.base import (
+    AUTH_FAILED,
     OVER_QUOTA,
     PROTOCOL,
     SERVER_BUSY,
@@ -87,8 +88,9 @@ MSGFLAG_READ, MSGFLAG_UNSENT = 0x1, 0x8
 # Our marker: which source message a target item came from. A named property in our own property set.
 MARKER = "String {5b1a6f42-9c3e-4d0b-8f7e-2a9d64c1e7b3} Name MigrationPortalSource"
 PENDING = "pending:"
-# Graph takes at most 4 MB per request; base64 and JSON add a third, so the raw cap is about 3 MB.
-INLINE_BYTES = 3 * 1024 * 1024
+# Graph takes at most 4 MB per request (a $batch included); base64 adds a third, so about 2.5 MB of raw
+# message or attachments per request. A bigger message is created alone, its large attachments uploaded.
+INLINE_BYTES = 2_500_000
 BATCH_MESSAGES = 20
 EXCHANGE_MAX_MESSAGE_BYTES = 150 * 1024 * 1024
 UPLOAD_CHUNK = 10 * 320 * 1024  # upload session chunks: multiples of 320 KiB, under 4 MB
@@ -315,11 +317,13 @@ def message_json(
     importance = str(parsed.get("Importance", "") or "").lower()
     if importance in ("low", "high"):
         message["importance"] = importance
-    inline_budget = INLINE_BYTES - len(raw if len(raw) < INLINE_BYTES else b"")
+    # Attachments ride inline while the request stays under Graph's 4 MB (base64 adds a third); the
+    # rest go through upload sessions after the create.
+    budget = max(0, INLINE_BYTES - len(str(body["content"]).encode()))
     small, large = [], []
     used = 0
     for attachment in attachments:
-        if used + len(attachment.data) <= min(inline_budget, INLINE_BYTES):
+        if used + len(attachment.data) <= budget:
             small.append(attachment.as_json())
             used += len(attachment.data)
         else:
@@ -836,8 +840,8 @@ class GraphEngine(Engine):
         if 200 <= status < 300:
             return True
         error = graph_error(body, status)
-        if error.code in (OVER_QUOTA,) or isinstance(error, RetryableError) or error.code == TARGET_MISSING:
-            raise error
+        if isinstance(error, RetryableError) or error.code in (OVER_QUOTA, TARGET_MISSING, AUTH_FAILED):
+            raise error  # about the mailbox or the app, not this message
         subject = _imap()._subject(raw.split(b"\r\n\r\n", 1)[0])
         result.skipped.append(
             SkippedItem(
@@ -898,7 +902,7 @@ class GraphEngine(Engine):
         every large attachment through an upload session, then the final marker."""
         item, large = self._create_item(user, batch, message, raw, marker)
         response = graph.request(
-            "POST", item.url, json=item.body, upload=min(len(raw), INLINE_BYTES), ok=(400, 403, 413)
+            "POST", item.url, json=item.body, upload=min(len(raw), INLINE_BYTES), ok=(400, 413)
         )
         if response.status_code >= 400:
             self._judge(batch, message, raw, response.status_code, response.json(), result)
