@@ -61,7 +61,7 @@ def _check_graph(endpoint: Endpoint) -> None:
     if "PRIVATE KEY-----" in secret and not options.get("certificate_thumbprint"):
         errors["options"] = "A certificate key needs options.certificate_thumbprint (its SHA-1 thumbprint)"
     if not secret:
-        errors["secret"] = "Enter the client secret, or the certificate's private key (PEM)"
+        errors["secret"] = "Enter the client secret, or the certificate's private key (PEM)"  # noqa: S105
     if errors:
         raise ValidationError(errors)
 

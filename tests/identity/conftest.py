@@ -7,6 +7,7 @@ import os
 import shutil
 
 import pytest
+from django.db import connections
 
 from tests.conftest import skip_or_fail
 from tests.fakes.microsoft import LOGIN, FakeMicrosoft
@@ -79,4 +80,6 @@ def chromium_page(live_server, entra):
         finally:
             context.close()
             browser.close()
+            # The test's own queries ran while Playwright's loop was current, on a connection of their own.
+            connections.close_all()
             os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
