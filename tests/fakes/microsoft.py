@@ -167,7 +167,8 @@ class FakeMicrosoft:
         self._tokens: dict[str, float] = {}  # access token -> expiry (epoch)
         self.token_lifetime = 3599
         self.tokens_issued = Counter()  # grant type -> count
-        self.requests: list[tuple[str, str]] = []
+        self.requests: list[tuple[str, str]] = []  # every Graph call, $batch sub-requests included
+        self.http_requests: Counter = Counter()  # (method, host, first path segments) per HTTP request
         self.latency = 0.0
         self._lock = threading.Lock()
         self._active: Counter = Counter()
@@ -1014,6 +1015,8 @@ def _handler_for(fake: FakeMicrosoft):
                 host, path = (self.headers.get("Host") or "").split(":")[0], parts.path
             query = parse_qs(parts.query)
             headers = {k.lower(): v for k, v in self.headers.items()}
+            with fake._lock:
+                fake.http_requests[(self.command, host, path.rsplit("/", 1)[-1])] += 1
             if host == LOGIN:
                 status, out_headers, out = fake.login(self.command, path, query, headers, body)
             elif host == GRAPH:

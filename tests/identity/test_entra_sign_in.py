@@ -85,6 +85,16 @@ def test_a_user_with_no_role_is_refused_with_a_clear_page(client, db, entra):
     assert not User.objects.filter(entra_oid=person.oid).exists()
 
 
+def test_an_account_from_another_tenant_is_refused(client, db, entra):
+    person = entra.add_person(
+        "guest@other.org", "Guest", ["Programme.Officer"], tid="0b1b2c3d-0000-4000-8000-000000000000"
+    )
+    response = _sign_in(client, entra, person)
+    assert response.status_code == 400
+    assert "another organisation" in response.content.decode()
+    assert not User.objects.filter(entra_oid=person.oid).exists()
+
+
 def test_a_state_mismatch_is_refused(client, db, entra):
     person = entra.add_person("jane@nhs.net", "Jane", ["Programme.Officer"])
     callback = follow_fake_authority(entra, _start(client), person)
