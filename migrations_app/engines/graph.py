@@ -44,6 +44,7 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Any
+from urllib.parse import quote
 
 import requests
 
@@ -155,6 +156,8 @@ def source_folders(client) -> list[SourceFolder]:
             name[len(namespace.prefix) :] if namespace.prefix and name.startswith(namespace.prefix) else name
         )
         parts = [p for p in (relative.split(separator) if separator else [relative]) if p]
+        if not parts:
+            continue  # the namespace prefix itself
         root = ""
         if parts[0].upper() == "INBOX":
             root, parts = "inbox", parts[1:]
@@ -451,7 +454,7 @@ class GraphEngine(Engine):
 
     @staticmethod
     def _user(spec: MailboxSpec) -> str:
-        return spec.target_user or spec.email
+        return quote(spec.target_user or spec.email, safe="@'+")
 
     @staticmethod
     def _mode(spec: MailboxSpec) -> str:
@@ -516,15 +519,23 @@ class GraphEngine(Engine):
             user = self._user(spec)
             resolver = FolderResolver(graph, user)
             src = self._source(spec)
-            result = VerifyResult()
+            # Several source folders may land in one target folder ("Sent" and "Sent Items" both in sentitems):
+            # compare each target folder with the sum of its sources.
+            by_target: dict[str, list] = {}
             for folder in source_folders(src):
                 count, size = _imap()._folder_totals(src, folder.name)
+                entry = by_target.setdefault(folder.target, [folder, [], 0, 0])
+                entry[1].append(folder.name)
+                entry[2] += count
+                entry[3] += size
+            result = VerifyResult()
+            for target_path, (folder, names, count, size) in by_target.items():
                 target_id = resolver.resolve(folder, create=False)
                 target = graph.get(f"users/{user}/mailFolders/{target_id}") if target_id else {}
                 result.folders.append(
                     FolderComparison(
-                        folder.name,
-                        folder.target,
+                        " + ".join(names),
+                        target_path,
                         count,
                         size,
                         int(target.get("totalItemCount", 0)),

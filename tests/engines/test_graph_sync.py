@@ -255,3 +255,18 @@ def test_a_certificate_credential_gets_app_only_tokens(graphbox, fake):  # noqa:
 
     assert result.items_copied == 2
     assert fake.tokens_issued["client_credentials"] == 1
+
+
+def test_two_source_folders_into_one_well_known_folder_verify_together(graphbox, fake):  # noqa: F811
+    _seed(graphbox, "Sent", 2)
+    _seed(graphbox, "Sent Items", 3, start=10)
+    _seed(graphbox, "Junk", 1, start=20)
+
+    _engine(fake).sync(graphbox.spec())
+
+    assert len(messages_in(fake, graphbox.upn, "sentitems")) == 5
+    assert len(messages_in(fake, graphbox.upn, "junkemail")) == 1
+    verified = _engine(fake).verify(graphbox.spec())
+    assert verified.ok
+    sent = next(f for f in verified.folders if f.target_folder == "sentitems")
+    assert (sent.folder, sent.source_count, sent.target_count) == ("Sent + Sent Items", 5, 5)
