@@ -71,6 +71,8 @@ from migrations_app.engines.base import (
 )
 from migrations_app.engines.graph_client import (
     NO_MAILBOX_MESSAGE,
+    UPLOAD_BUDGET_BYTES,
+    UPLOAD_WINDOW_SECONDS,
     BatchItem,
     GraphClient,
     graph_error,
@@ -430,6 +432,8 @@ class GraphEngine(Engine):
         timeout: float = 60.0,
         batch_messages: int = BATCH_MESSAGES,
         batch_bytes: int = INLINE_BYTES,
+        upload_budget_bytes: int = UPLOAD_BUDGET_BYTES,
+        upload_window: float = UPLOAD_WINDOW_SECONDS,
     ):
         if not 1 <= connections <= 4:
             raise ValueError("connections must be 1 to 4 (Graph allows 4 concurrent requests per mailbox)")
@@ -439,6 +443,9 @@ class GraphEngine(Engine):
         self.timeout = timeout
         self.batch_messages = min(batch_messages, 20)
         self.batch_bytes = batch_bytes
+        # Graph's per-mailbox upload limit (150 MB in 5 minutes); smaller only for tests and drills.
+        self.upload_budget_bytes = upload_budget_bytes
+        self.upload_window = upload_window
 
     # --- plumbing -----------------------------------------------------------------------------------------
 
@@ -450,6 +457,8 @@ class GraphEngine(Engine):
             concurrency=min(4, spec.target.options.get("concurrency", 4)),
             max_wait=self.max_wait,
             timeout=self.timeout,
+            upload_budget_bytes=self.upload_budget_bytes,
+            upload_window=self.upload_window,
         )
 
     @staticmethod

@@ -270,3 +270,28 @@ def test_two_source_folders_into_one_well_known_folder_verify_together(graphbox,
     assert verified.ok
     sent = next(f for f in verified.folders if f.target_folder == "sentitems")
     assert (sent.folder, sent.source_count, sent.target_count) == ("Sent + Sent Items", 5, 5)
+
+
+def test_the_upload_limit_hands_back_a_retry_with_the_wait_and_the_checkpoint(graphbox, fake):  # noqa: F811
+    _seed(graphbox, "INBOX", 30, size=3000)  # ~90 KB in all
+    limited = get_engine(
+        "graph",
+        http_client=fake.session(),
+        max_wait=1,
+        connections=1,
+        batch_messages=5,
+        upload_budget_bytes=40_000,  # a stand-in for 150 MB
+        upload_window=60,
+    )
+
+    with pytest.raises(RetryableError) as error:
+        limited.sync(graphbox.spec())
+
+    assert error.value.code == THROTTLED and 50 < error.value.retry_after <= 60
+    made = len(messages_in(fake, graphbox.upn, "inbox"))
+    assert 0 < made < 30
+    assert error.value.checkpoint["items"] == made  # what it copied is recorded, so a retry resumes
+
+    result = _engine(fake).sync(graphbox.spec(), error.value.checkpoint)
+    assert result.items_copied == 30 - made
+    assert len(messages_in(fake, graphbox.upn, "inbox")) == 30
