@@ -15,13 +15,16 @@ Several roles: the strongest wins (programme office, then trust admin, then view
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import warnings
 from collections.abc import Mapping
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlencode
 
+import requests
 from django.conf import settings
 from django.db import transaction
 
@@ -46,7 +49,8 @@ SIGNED_IN_WITH_ENTRA = "entra_signed_in"
 
 
 class EntraSignInError(Exception):
-    """Sign-in refused. `reason` is stable (state, refused, no_role, inactive, failed); message is for people."""
+    """Sign-in refused. `reason` is stable (state, refused, no_role, inactive, failed, unavailable); message is
+    for people."""
 
     def __init__(self, reason: str, message: str):
         super().__init__(message)
@@ -71,7 +75,7 @@ def entra_app():
     key = (
         config["authority"],
         config["client_id"],
-        repr(config["credential"]),
+        hashlib.sha256(repr(config["credential"]).encode()).hexdigest(),  # never the secret itself
         id(config.get("http_client")),
     )
     with _apps_lock:
@@ -85,6 +89,17 @@ def entra_app():
         return _apps[key]
 
 
+@contextmanager
+def _unreachable_is_a_sign_in_error():
+    try:
+        yield
+    except requests.RequestException as exc:
+        log.warning("Entra ID unreachable: %s", type(exc).__name__)
+        raise EntraSignInError(
+            "unavailable", "Microsoft sign-in cannot be reached just now. Try again in a few minutes."
+        ) from exc
+
+
 def entra_sign_in_start(*, session, redirect_uri: str, next_url: str = "") -> str:
     """Start the flow: MSAL's flow dict (state, nonce, PKCE verifier) goes into the session; returns the
     Entra authorize URL to send the browser to."""
@@ -92,7 +107,7 @@ def entra_sign_in_start(*, session, redirect_uri: str, next_url: str = "") -> st
     # which the browser withholds our SameSite=Lax session cookie, and with it the flow (state, nonce, PKCE
     # verifier). The code in the URL is single-use, bound to the PKCE verifier, and the callback answers with
     # a redirect, so it stays out of Referer headers.
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _unreachable_is_a_sign_in_error():
         warnings.filterwarnings("ignore", message="response_mode='form_post' is recommended")
         flow = entra_app().initiate_auth_code_flow(
             scopes=[],
@@ -110,7 +125,8 @@ def entra_sign_in_complete(*, session, auth_response: Mapping[str, str]) -> tupl
     if not saved:
         raise EntraSignInError("state", "This sign-in was not started here, or it was already used.")
     try:
-        result = entra_app().acquire_token_by_auth_code_flow(saved["flow"], dict(auth_response))
+        with _unreachable_is_a_sign_in_error():
+            result = entra_app().acquire_token_by_auth_code_flow(saved["flow"], dict(auth_response))
     except ValueError as exc:  # MSAL: state mismatch, or a response that does not belong to this flow
         log.warning("Entra sign-in refused: %s", str(exc).split(":")[0])
         raise EntraSignInError(

@@ -26,12 +26,23 @@ def _safe_next(request, url: str) -> str:
 def entra_start(request):
     if not entra_enabled():
         raise Http404("Entra ID sign-in is not configured")
-    auth_uri = entra_sign_in_start(
-        session=request.session,
-        redirect_uri=request.build_absolute_uri(reverse("entra_callback")),
-        next_url=request.GET.get("next", ""),
-    )
+    try:
+        auth_uri = entra_sign_in_start(
+            session=request.session,
+            redirect_uri=request.build_absolute_uri(reverse("entra_callback")),
+            next_url=request.GET.get("next", ""),
+        )
+    except EntraSignInError as error:
+        return _refused(request, error)
     return redirect(auth_uri)
+
+
+_STATUS = {"no_role": 403, "inactive": 403, "unavailable": 503}
+
+
+def _refused(request, error: EntraSignInError):
+    status = _STATUS.get(error.reason, 400)
+    return render(request, "accounts/entra_refused.html", {"error": error}, status=status)
 
 
 @require_GET
@@ -41,8 +52,7 @@ def entra_callback(request):
     try:
         user, next_url = entra_sign_in_complete(session=request.session, auth_response=request.GET.dict())
     except EntraSignInError as error:
-        status = 403 if error.reason in ("no_role", "inactive") else 400
-        return render(request, "accounts/entra_refused.html", {"error": error}, status=status)
+        return _refused(request, error)
     login(request, user, backend="django.contrib.auth.backends.ModelBackend")  # rotates the session key
     request.session[SIGNED_IN_WITH_ENTRA] = True
     return redirect(_safe_next(request, next_url))

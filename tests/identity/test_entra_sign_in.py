@@ -233,3 +233,12 @@ def test_a_certificate_credential_signs_in(client, db, entra, settings, tmp_path
 
     assert response.status_code == 302
     assert User.objects.get(entra_oid=person.oid).role == User.Role.VIEWER
+
+
+def test_an_unreachable_entra_is_a_clear_page_not_a_crash(client, db, entra):
+    entra.stop()  # nothing answers for login.microsoftonline.com now
+
+    response = client.get("/sign-in/entra/")
+
+    assert response.status_code == 503
+    assert "cannot be reached just now" in response.content.decode()
