@@ -147,7 +147,7 @@ def test_a_rerun_without_a_checkpoint_finds_what_is_there(graphbox, fake):  # no
 
 def test_a_throttling_storm_stays_within_the_limits(graphbox, fake):  # noqa: F811
     _seed(graphbox, "INBOX", 60)
-    fake.latency = 0.02
+    fake.op_time = 0.02  # each call takes a while, so they overlap
     fake.throttle(every=4, retry_after="1")  # every fourth call is refused with 429, Retry-After: 1
 
     engine = _engine(fake, batch_messages=5)

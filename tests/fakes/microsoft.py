@@ -169,7 +169,8 @@ class FakeMicrosoft:
         self.tokens_issued = Counter()  # grant type -> count
         self.requests: list[tuple[str, str]] = []  # every Graph call, $batch sub-requests included
         self.http_requests: Counter = Counter()  # (method, host, first path segments) per HTTP request
-        self.latency = 0.0
+        self.latency = 0.0  # seconds per HTTP request (the round trip to Microsoft)
+        self.op_time = 0.0  # seconds per Graph operation, $batch sub-requests each (Exchange's own work)
         self._lock = threading.Lock()
         self._active: Counter = Counter()
         self.max_concurrency: Counter = Counter()
@@ -421,8 +422,8 @@ class FakeMicrosoft:
             mailbox_key = mailbox.user_id if mailbox else parts[1].lower()
         throttled = self.enter(mailbox_key)
         try:
-            if self.latency:
-                time.sleep(self.latency)
+            if self.op_time:
+                time.sleep(self.op_time)
             if throttled:
                 status, retry_after = throttled
                 extra = {"Retry-After": retry_after} if retry_after else {}
@@ -1017,6 +1018,8 @@ def _handler_for(fake: FakeMicrosoft):
             headers = {k.lower(): v for k, v in self.headers.items()}
             with fake._lock:
                 fake.http_requests[(self.command, host, path.rsplit("/", 1)[-1])] += 1
+            if fake.latency:
+                time.sleep(fake.latency)
             if host == LOGIN:
                 status, out_headers, out = fake.login(self.command, path, query, headers, body)
             elif host == GRAPH:
