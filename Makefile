@@ -35,9 +35,9 @@ setup: $(VENV)/.installed node_modules/.installed
 	@mkdir -p var
 
 run: export DEBUG := 1
-# The demo's simulated engine: 200 MB/s per copy (a demo wave takes minutes, not hours) and a realistic mix
+# The demo's simulated engine: 1 GB/s per copy (a demo wave takes minutes, not hours) and a realistic mix
 # of failures (throttling that retries by itself, a few bad credentials and full mailboxes for triage).
-run: export SIMULATED_THROUGHPUT ?= 200000000
+run: export SIMULATED_THROUGHPUT ?= 1000000000
 run: export SIMULATED_FAILURE_RATES ?= THROTTLED=0.03,AUTH_FAILED=0.01,OVER_QUOTA=0.005
 run: setup
 	$(BIN)/python manage.py migrate --noinput

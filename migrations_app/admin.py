@@ -21,7 +21,10 @@ from migrations_app.models import (
 
 @admin.register(User)
 class UserAdmin(BaseUserAdmin):
-    fieldsets = (*BaseUserAdmin.fieldsets, ("Portal", {"fields": ("role", "organisations")}))
+    # Entra ID users: role comes from their app roles at each sign-in (editing it here lasts until then);
+    # organisations are assigned here unless ENTRA_ORGANISATIONS_CLAIM brings them in the token.
+    fieldsets = (*BaseUserAdmin.fieldsets, ("Portal", {"fields": ("role", "organisations", "entra_oid")}))
+    readonly_fields = ("entra_oid",)
     list_display = ("username", "email", "role", "is_active", "last_login")
     list_filter = ("role", "is_active")
     filter_horizontal = ("organisations", "groups", "user_permissions")

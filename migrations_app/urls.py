@@ -1,6 +1,6 @@
 from django.urls import path, register_converter
 
-from migrations_app.views import accounts, imports, organisations, pages, tokens, waves
+from migrations_app.views import accounts, entra, imports, organisations, pages, tokens, waves
 
 
 class OdsCodeConverter:
@@ -20,6 +20,8 @@ register_converter(OdsCodeConverter, "ods")
 urlpatterns = [
     path("", pages.home, name="home"),
     path("sign-in/", accounts.SignInView.as_view(), name="login"),
+    path("sign-in/entra/", entra.entra_start, name="entra_start"),
+    path("sign-in/entra/callback/", entra.entra_callback, name="entra_callback"),
     path("sign-out/", accounts.sign_out, name="sign_out"),
     path("api-tokens/", tokens.token_list, name="token_list"),
     path("api-tokens/<int:pk>/revoke/", tokens.token_revoke_view, name="token_revoke"),

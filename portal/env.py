@@ -52,7 +52,9 @@ def env_rates(name: str) -> dict[str, float]:
         try:
             rates[code.strip()] = float(rate)
         except ValueError:
-            raise ImproperlyConfigured(f"{name}: {item!r} is not CODE=rate (a number between 0 and 1)") from None
+            raise ImproperlyConfigured(
+                f"{name}: {item!r} is not CODE=rate (a number between 0 and 1)"
+            ) from None
     return rates
 
 

@@ -11,6 +11,7 @@ import dj_database_url
 import django
 from django.core.exceptions import ImproperlyConfigured
 
+from portal.entra import entra_settings
 from portal.env import env_bool, env_float, env_int, env_list, env_rates, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -275,6 +276,9 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# Entra ID sign-in (portal/entra.py): None keeps local accounts only.
+ENTRA = entra_settings()
+
 if TESTING:
     PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 

@@ -42,6 +42,7 @@ from migrations_app.engines.base import (
 _REGISTRY: dict[str, str] = {
     "simulated": "migrations_app.engines.simulated:SimulatedEngine",
     "imap": "migrations_app.engines.imap:ImapEngine",
+    "graph": "migrations_app.engines.graph:GraphEngine",
 }
 
 

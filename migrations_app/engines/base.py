@@ -141,6 +141,7 @@ class PreflightResult:
     source_size_bytes: int | None = None
     source_item_count: int | None = None
     target_free_bytes: int | None = None  # None: the target does not say (no quota)
+    target_kind: str | None = None  # what the target says the mailbox is (graph: user, shared, room, ...)
 
 
 @dataclass
@@ -174,9 +175,13 @@ class FolderComparison:
     source_bytes: int
     target_count: int
     target_bytes: int
+    # False where the two sides measure size differently (Exchange item sizes are not MIME sizes): counts only.
+    compare_bytes: bool = True
 
     @property
     def matches(self) -> bool:
+        if not self.compare_bytes:
+            return self.source_count == self.target_count
         return self.source_count == self.target_count and self.source_bytes == self.target_bytes
 
 

@@ -1,9 +1,11 @@
 """Source and target systems: the programme office registers them. The secret is encrypted at rest (the field
 does it) and never returned by anything."""
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from migrations_app.models import Endpoint, User
@@ -25,6 +27,8 @@ def endpoint_save(*, actor: User, data: Mapping[str, Any], endpoint: Endpoint | 
     if data.get("secret"):
         endpoint.secret = data["secret"]
     endpoint.full_clean(exclude=["secret"])
+    if endpoint.kind == Endpoint.Kind.GRAPH:
+        _check_graph(endpoint)
     endpoint.save()
     changed = sorted(k for k in data if k in FIELDS or k == "secret")
     event_record(
@@ -34,6 +38,32 @@ def endpoint_save(*, actor: User, data: Mapping[str, Any], endpoint: Endpoint | 
         data={"endpoint": endpoint.pk, "fields": changed},
     )
     return endpoint
+
+
+GRAPH_IMPORT_MODES = ("json", "mime")
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
+
+
+def _check_graph(endpoint: Endpoint) -> None:
+    """A Graph endpoint: address = tenant ID (never a multi-tenant alias), username = application (client) ID,
+    secret = client secret or a PEM private key (then options.certificate_thumbprint), options.import_mode
+    json (default) or mime (docs/adr/009-graph-engine.md)."""
+    errors: dict[str, str] = {}
+    tenant = endpoint.address.strip()
+    if not tenant or tenant.lower() in ("common", "organizations", "consumers"):
+        errors["address"] = "Enter the Entra tenant ID (a GUID) of the Exchange Online tenant"
+    if not _GUID.match(endpoint.username.strip()):
+        errors["username"] = "Enter the application (client) ID of the app registration (a GUID)"
+    options = endpoint.options or {}
+    if options.get("import_mode", "json") not in GRAPH_IMPORT_MODES:
+        errors["options"] = "import_mode must be json or mime"
+    secret = endpoint.secret or ""
+    if "PRIVATE KEY-----" in secret and not options.get("certificate_thumbprint"):
+        errors["options"] = "A certificate key needs options.certificate_thumbprint (its SHA-1 thumbprint)"
+    if not secret:
+        errors["secret"] = "Enter the client secret, or the certificate's private key (PEM)"  # noqa: S105
+    if errors:
+        raise ValidationError(errors)
 
 
 @transaction.atomic

@@ -1,15 +1,18 @@
 """Signing in and out, and accepting an invitation (with a new local account when needed)."""
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login, logout
 from django.contrib.auth.forms import AuthenticationForm
 from django.contrib.auth.views import LoginView
 from django.core.exceptions import ValidationError
+from django.http import HttpResponseForbidden
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
 from migrations_app.forms import AccountCreateForm
+from migrations_app.services.entra import SIGNED_IN_WITH_ENTRA, entra_enabled, entra_logout_url
 from migrations_app.services.organisations import (
     account_create_and_accept_invitation,
     invitation_accept,
@@ -31,22 +34,42 @@ class SignInForm(AuthenticationForm):
         self.fields["password"].error_messages["required"] = "Enter your password"
 
 
+def _local_sign_in_allowed() -> bool:
+    """With Entra ID configured, local passwords are off unless ENTRA_ALLOW_LOCAL_SIGN_IN (break-glass)."""
+    return not entra_enabled() or settings.ENTRA["allow_local_sign_in"]
+
+
 class SignInView(LoginView):
     template_name = "accounts/sign_in.html"
     authentication_form = SignInForm
     redirect_authenticated_user = True
 
+    def post(self, request, *args, **kwargs):
+        if not _local_sign_in_allowed():
+            return HttpResponseForbidden("Sign in with your Microsoft account")
+        return super().post(request, *args, **kwargs)
+
     def get_context_data(self, **kwargs):
         context = super().get_context_data(**kwargs)
         context["errors"] = error_summary_items(context["form"])
+        context["entra"] = entra_enabled()
+        context["local_sign_in"] = _local_sign_in_allowed()
+        if entra_enabled() and self.request.GET.get("signed_out") == "entra":
+            context["entra_logout_url"] = entra_logout_url(
+                post_logout_redirect_uri=self.request.build_absolute_uri(reverse("login"))
+            )
         return context
 
 
 @require_http_methods(["GET", "POST"])
 def sign_out(request):
-    """GET asks to confirm (a link must not sign anyone out); POST signs out."""
+    """GET asks to confirm (a link must not sign anyone out); POST signs out (the whole session goes), and
+    offers Entra's own sign-out to someone who came through Entra."""
     if request.method == "POST":
+        through_entra = bool(request.session.get(SIGNED_IN_WITH_ENTRA))
         logout(request)
+        if through_entra and entra_enabled():
+            return redirect(f"{reverse('login')}?signed_out=entra")
         return redirect("login")
     if not request.user.is_authenticated:
         return redirect("login")

@@ -1,0 +1,107 @@
+"""What $batch and the 4 concurrent requests buy the graph engine, against a Graph that takes time to answer.
+
+    python -m bench.graph_copy [--messages 1000] [--mb 40] [--latency-ms 40]
+
+A private Dovecot (tests/engines/dovecot.py) holds one generated mailbox (bench.imap_copy's mix of folders,
+flags and sizes); the fake Exchange Online (tests/fakes/microsoft.py) answers each Graph call after
+`--latency-ms` per HTTP request (the round trip to Microsoft) plus `--op-ms` per operation (a $batch's
+sub-requests each). The mailbox is copied twice into fresh users:
+the engine as it is ($batch of up to 20 creates, 4 threads), and with one message per request
+(`batch_messages=1`). Prints one JSON line: seconds, messages per second and HTTP requests per message for
+both, the highest number of concurrent requests the fake saw for the mailbox (Graph's limit is 4), and
+ratio = batched seconds / unbatched seconds. No Microsoft service is contacted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from bench.imap_copy import generate, seed_source
+from migrations_app.engines import EndpointSpec, MailboxSpec, get_engine
+from tests.engines import mailgen
+from tests.engines.dovecot import dovecot_binary, start_dovecot
+from tests.fakes.microsoft import FakeMicrosoft
+
+
+def copy_once(fake: FakeMicrosoft, source, user: str, upn: str, **engine_options) -> dict:
+    mailbox = fake.add_user(upn)
+    spec = MailboxSpec(
+        email=upn,
+        source=EndpointSpec("imap", source.host, source.port, "plain", user, "secret"),
+        target=EndpointSpec("graph", fake.tenant_id, 0, "tls", fake.client_id, fake.client_secret),
+        target_user=upn,
+    )
+    engine = get_engine("graph", http_client=fake.session(), **engine_options)
+    before = sum(fake.http_requests.values())
+    started = time.perf_counter()
+    result = engine.sync(spec)
+    seconds = time.perf_counter() - started
+    requests = sum(fake.http_requests.values()) - before
+    verified = engine.verify(spec)
+    assert verified.ok, verified.differences
+    return {
+        "seconds": round(seconds, 2),
+        "messages": result.items_copied,
+        "messages_per_s": round(result.items_copied / seconds, 1),
+        "requests_per_message": round(requests / max(1, result.items_copied), 3),
+        "max_concurrency": fake.max_concurrency[mailbox.user_id],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--messages", type=int, default=1000)
+    parser.add_argument("--mb", type=float, default=40)
+    parser.add_argument("--latency-ms", type=float, default=40, help="per HTTP request (round trip)")
+    parser.add_argument("--op-ms", type=float, default=5, help="per Graph operation (Exchange's work)")
+    parser.add_argument("--seed", type=int, default=42)
+    args = parser.parse_args(argv)
+    if dovecot_binary() is None:
+        print("needs dovecot: apt-get install dovecot-imapd", file=sys.stderr)
+        return 2
+
+    source = start_dovecot("/", quota=False)
+    fake = FakeMicrosoft()
+    fake.latency = args.latency_ms / 1000
+    fake.op_time = args.op_ms / 1000
+    try:
+        user = source.new_user()
+        client = mailgen.client(source, user, tls=False)
+        messages = generate(args.messages, int(args.mb * 1024 * 1024), args.seed)
+        seed_source(client, messages)
+        client.logout()
+        batched = copy_once(fake, source, user, "batched@bench.onmicrosoft.com")
+        print(f"# batched: {batched}", file=sys.stderr)
+        single = copy_once(fake, source, user, "single@bench.onmicrosoft.com", batch_messages=1)
+        print(f"# one per request: {single}", file=sys.stderr)
+        print(
+            json.dumps(
+                {
+                    "bench": "graph_copy",
+                    "messages": batched["messages"],
+                    "mb": round(sum(len(m["msg"]) for _, m in messages) / 1024 / 1024, 1),
+                    "latency_ms": args.latency_ms,
+                    "op_ms": args.op_ms,
+                    "seconds": batched["seconds"],
+                    "messages_per_s": batched["messages_per_s"],
+                    "requests_per_message": batched["requests_per_message"],
+                    "max_concurrency": batched["max_concurrency"],
+                    "unbatched_seconds": single["seconds"],
+                    "unbatched_requests_per_message": single["requests_per_message"],
+                    "ratio": round(batched["seconds"] / single["seconds"], 3),
+                }
+            )
+        )
+    finally:
+        fake.stop()
+        source.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

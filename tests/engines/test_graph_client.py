@@ -1,0 +1,48 @@
+"""The Graph client's limits on their own: the upload window, back-off without Retry-After, and the tenant."""
+
+import time
+
+import pytest
+
+from migrations_app.engines import SERVER_BUSY, THROTTLED, PermanentError, RetryableError
+from migrations_app.engines.graph_client import GraphClient, authority_for
+from tests.engines.graph_fixtures import fake, graph_endpoint  # noqa: F401 - fixture
+
+
+def test_uploads_wait_for_room_in_the_window_and_hand_back_a_long_wait(fake):  # noqa: F811
+    client = GraphClient(graph_endpoint(fake), "u@x", upload_budget_bytes=1000, upload_window=1.0, max_wait=5)
+    client.reserve_upload(600)
+    started = time.monotonic()
+    client.reserve_upload(600)  # waits until the first leaves the 1 s window
+    assert 0.8 <= time.monotonic() - started < 3
+
+    strict = GraphClient(graph_endpoint(fake), "u@x", upload_budget_bytes=1000, upload_window=60, max_wait=1)
+    strict.reserve_upload(900)
+    with pytest.raises(RetryableError) as error:
+        strict.reserve_upload(900)
+    assert error.value.code == THROTTLED and 55 < error.value.retry_after <= 60
+
+
+def test_a_503_without_retry_after_backs_off_then_gives_a_retryable_error(fake):  # noqa: F811
+    mailbox = fake.add_user("a@trust.onmicrosoft.com")
+    fake.throttle(count=100, status=503, retry_after=None)
+    client = GraphClient(
+        graph_endpoint(fake), mailbox.upn, http_client=fake.session(), max_wait=1.5, backoff_base=0.2
+    )
+    started = time.monotonic()
+    with pytest.raises(RetryableError) as error:
+        client.get(f"users/{mailbox.upn}/mailboxSettings")
+    assert error.value.code == SERVER_BUSY
+    assert 0.2 < time.monotonic() - started < 3  # it waited (exponential, with jitter) before giving up
+    assert client.stats["throttled"] >= 2
+
+
+def test_it_never_asks_a_multi_tenant_authority():
+    for tenant in ("", "common", "organizations", "consumers"):
+        with pytest.raises(PermanentError):
+            authority_for(tenant)
+
+
+def test_more_than_four_concurrent_requests_per_mailbox_is_refused(fake):  # noqa: F811
+    with pytest.raises(ValueError):
+        GraphClient(graph_endpoint(fake), "u@x", concurrency=5)

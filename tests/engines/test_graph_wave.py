@@ -1,0 +1,89 @@
+"""A wave with an IMAP source endpoint and a Graph (Exchange Online) target endpoint runs through the execution
+services to migrated: the endpoint's tenant, client id and secret come from the Endpoint row (secret encrypted)."""
+
+from __future__ import annotations
+
+import pytest
+from django.utils import timezone
+
+from migrations_app.engines import TARGET_MISSING
+from migrations_app.engines.graph import GraphEngine
+from migrations_app.models import Endpoint, Event, Mailbox
+from migrations_app.services.execution import mailbox_run_sync, wave_engine, wave_tick
+from tests.engines import mailgen
+from tests.engines.graph_fixtures import fake, when  # noqa: F401 - fixture
+from tests.execution_fixtures import approved_wave
+
+M = Mailbox.State
+
+
+@pytest.fixture
+def endpoints(dovecots, fake, settings):  # noqa: F811
+    source_server = dovecots[0]
+    settings.MIGRATION_ENGINE_OPTIONS = {"graph": {"http_client": fake.session(), "max_wait": 30}}
+    source = Endpoint.objects.create(
+        name="nhsmail-imap",
+        kind="imap",
+        role="source",
+        address=source_server.host,
+        port=source_server.tls_port,
+        security="tls",
+        secret=next(iter(source_server.users.values()), "") or "secret",
+        options={"ca_file": str(source_server.ca_file)},
+    )
+    target = Endpoint.objects.create(
+        name="exchange-online",
+        kind="graph",
+        role="target",
+        address=fake.tenant_id,  # tenant ID
+        username=fake.client_id,  # application (client) ID
+        secret=fake.client_secret,  # encrypted at rest
+        options={"import_mode": "json"},
+    )
+    return source_server, source, target
+
+
+def _mailbox_for(org, endpoints, fake, *, licensed=True):  # noqa: F811
+    source_server, source, target = endpoints
+    user = source_server.new_user()
+    source.secret = source_server.users[user]
+    source.save()
+    client = mailgen.client(source_server, user)
+    mailgen.append(
+        client,
+        "INBOX",
+        [{"msg": mailgen.message(n), "flags": (b"\\Seen",), "date": when(n)} for n in range(8)],
+    )
+    client.logout()
+    upn = f"{user}@trust.onmicrosoft.com"
+    fake.add_user(upn, licensed=licensed)
+    wave, [mailbox] = approved_wave(org, 1, source_endpoint=source, target_endpoint=target)
+    Mailbox.objects.filter(pk=mailbox.pk).update(source_identity=user, target_upn=upn, size_bytes=0)
+    return wave, mailbox, upn
+
+
+def test_a_wave_moves_an_imap_mailbox_into_exchange_online(db, org_a, endpoints, fake):  # noqa: F811
+    wave, mailbox, upn = _mailbox_for(org_a, endpoints, fake)
+    assert isinstance(wave_engine(wave), GraphEngine)
+    now = timezone.now()
+
+    wave_tick(now=now)
+    mailbox_run_sync(mailbox_id=mailbox.pk)  # its window is open: synced, then straight on to its cutover
+    mailbox.refresh_from_db()
+    assert mailbox.state == M.MIGRATED, mailbox.last_error_message
+    assert mailbox.checkpoint["engine"] == "graph" and mailbox.items_copied == 8
+    assert Event.objects.filter(mailbox_id=mailbox.pk, action="mailbox.synced").exists()
+    inbox = fake.folder_by_path(upn, "inbox").messages.values()
+    assert len(inbox) == 8 and all(not m["isDraft"] and m["isRead"] for m in inbox)
+
+
+def test_an_unlicensed_target_fails_the_mailbox_with_a_clear_reason(db, org_a, endpoints, fake):  # noqa: F811
+    wave, mailbox, upn = _mailbox_for(org_a, endpoints, fake, licensed=False)
+
+    wave_tick(now=timezone.now())
+    mailbox_run_sync(mailbox_id=mailbox.pk)
+
+    mailbox.refresh_from_db()
+    assert mailbox.state == M.FAILED
+    assert mailbox.last_error_code == TARGET_MISSING
+    assert "Exchange Online licence" in mailbox.last_error_message
