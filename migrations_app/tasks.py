@@ -54,3 +54,11 @@ def reconcile_stale() -> None:
     from migrations_app.services.execution import reconcile_stale as reconcile
 
     reconcile()
+
+
+@shared_task
+def idempotency_keys_purge() -> None:
+    """Beat, hourly: forget Idempotency-Key responses past their time."""
+    from migrations_app.services.idempotency import idempotency_keys_purge as purge
+
+    purge()
