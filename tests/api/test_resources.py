@@ -176,3 +176,33 @@ def test_large_bulk_is_a_job_to_poll(api, admin_a, org_a, settings):
     import_job_run(job_id=response.json()["id"])  # what the worker does
     assert client.get(job_url).json()["status"] == "succeeded"
     assert ImportJob.objects.get().rows_created == 2
+
+
+@pytest.mark.parametrize("url", ["/api/v1/nothing-here/", "/api/v1/organisations/RJ1/nope", "/api/v2/"])
+def test_unknown_api_urls_are_problems_not_pages(api, officer, org_a, url):
+    response = api(officer).get(url)
+    assert response.status_code == 404 and response["Content-Type"] == "application/problem+json"
+    assert response.json()["code"] == "not_found" and url in response.json()["detail"]
+
+
+def test_unknown_pages_outside_the_api_stay_pages(client, officer):
+    client.force_login(officer)
+    response = client.get("/no-such-page/")
+    assert response.status_code == 404 and response["Content-Type"].startswith("text/html")
+
+
+def test_a_wrong_method_on_a_known_api_url_is_a_problem(api, officer):
+    response = api(officer).put("/api/v1/mailboxes/", {}, content_type="application/json")
+    assert response.status_code == 405 and response["Content-Type"] == "application/problem+json"
+    assert response["Allow"] and response.json()["code"] == "method_not_allowed"
+
+
+def test_a_server_error_under_the_api_is_a_problem(api, officer, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("migrations_app.api.resources.MailboxViewSet.list", broken)
+    client = api(officer)
+    client.raise_request_exception = False
+    response = client.get("/api/v1/mailboxes/")
+    assert response.status_code == 500 and response.json()["code"] == "server_error"
