@@ -2,7 +2,17 @@
 
 from rest_framework import serializers
 
-from migrations_app.models import Decision, Endpoint, Event, ImportJob, Mailbox, Organisation, Wave
+from migrations_app.models import (
+    Decision,
+    Endpoint,
+    Event,
+    ImportJob,
+    Mailbox,
+    Organisation,
+    Wave,
+    Webhook,
+    WebhookDelivery,
+)
 from migrations_app.selectors.waves import plan_unplaced_rows
 from migrations_app.services.planning import wave_name
 
@@ -267,5 +277,61 @@ class ImportJobSerializer(serializers.ModelSerializer):
             "created_at",
             "started_at",
             "finished_at",
+        ]
+        read_only_fields = fields
+
+
+class WebhookSerializer(serializers.ModelSerializer):
+    # Write-only: the signing secret is encrypted at rest and never sent back.
+    secret = serializers.CharField(
+        write_only=True,
+        required=True,
+        min_length=24,
+        max_length=500,
+        style={"input_type": "password"},
+        help_text="A random string of 24+ characters, used to sign every delivery (HMAC-SHA256)",
+    )
+    organisation = serializers.SlugRelatedField(slug_field="ods_code", read_only=True)
+    event_types = serializers.ListField(
+        child=serializers.CharField(max_length=60),
+        required=False,
+        default=list,
+        help_text='Event actions ("mailbox.migrated") or prefixes ending in "." ("mailbox."); empty: all',
+    )
+
+    class Meta:
+        model = Webhook
+        fields = [
+            "id",
+            "organisation",
+            "url",
+            "secret",
+            "event_types",
+            "active",
+            "description",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = ["id", "organisation", "created_at", "updated_at"]
+
+
+class WebhookDeliverySerializer(serializers.ModelSerializer):
+    class Meta:
+        model = WebhookDelivery
+        fields = [
+            "id",
+            "kind",
+            "message_id",
+            "event",
+            "status",
+            "attempts",
+            "http_status",
+            "response_excerpt",
+            "error",
+            "duration_ms",
+            "next_attempt_at",
+            "last_attempt_at",
+            "created_at",
+            "payload",
         ]
         read_only_fields = fields

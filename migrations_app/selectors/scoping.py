@@ -9,7 +9,7 @@ and change; nothing else filters by role.
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 
-from migrations_app.models import Event, ImportJob, Mailbox, Organisation, User
+from migrations_app.models import Event, ImportJob, Mailbox, Organisation, User, Webhook
 
 
 def organisations_visible_to(user: User) -> QuerySet[Organisation]:
@@ -49,6 +49,11 @@ def events_visible_to(user: User) -> QuerySet[Event]:
     if user.is_authenticated and (user.is_programme_office or user.is_viewer):
         return Event.objects.all()
     return Event.objects.filter(organisation__in=organisations_visible_to(user))
+
+
+def webhooks_visible_to(user: User) -> QuerySet[Webhook]:
+    """Webhooks carry an organisation's integration settings: only those who administer it see them."""
+    return Webhook.objects.filter(organisation__in=organisations_administered_by(user))
 
 
 def can_administer(user: User, organisation: Organisation) -> bool:
