@@ -311,6 +311,8 @@ WEBHOOK_FANOUT_LAG_SECONDS = env_int("WEBHOOK_FANOUT_LAG_SECONDS", 2)
 SPECTACULAR_SETTINGS = {
     "TITLE": "Migration control portal API",
     "VERSION": "1",
+    # the schema endpoint is not part of the API it describes
+    "SERVE_INCLUDE_SCHEMA": False,
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",

@@ -10,6 +10,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, JsonResponse
 from django.views import defaults
 from rest_framework import exceptions, status
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
@@ -127,8 +128,13 @@ def problem_exception_handler(exc, context):
     response = Response(body, status=status_code, headers=headers)
     request = context.get("request")
     renderer = getattr(request, "accepted_renderer", None)
-    if renderer is None or getattr(renderer, "format", "json") == "json":
-        response.content_type = PROBLEM_CONTENT_TYPE
+    if getattr(renderer, "format", None) == "api":
+        return response  # the browsable API shows the problem in its page
+    if request is not None and getattr(renderer, "format", None) != "json":
+        # No renderer agreed yet (e.g. ?format= names none) or a non-JSON one (the schema's YAML): a problem is
+        # always JSON, whatever the view would have rendered.
+        request.accepted_renderer, request.accepted_media_type = JSONRenderer(), PROBLEM_CONTENT_TYPE
+    response.content_type = PROBLEM_CONTENT_TYPE
     return response
 
 

@@ -47,7 +47,7 @@ def add_problems_and_idempotency(result, generator, request, public):
         "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
     }
     for path, operations in result.get("paths", {}).items():
-        if not path.startswith("/api/v1/"):
+        if not path.startswith("/api/"):
             continue
         for method, operation in operations.items():
             if method not in {"get", "post", "put", "patch", "delete"}:

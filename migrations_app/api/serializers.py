@@ -18,8 +18,8 @@ from migrations_app.services.planning import wave_name
 
 
 class WaveSerializer(serializers.ModelSerializer):
-    proposed_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
-    approved_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    proposed_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
+    approved_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
     url = serializers.HyperlinkedIdentityField(view_name="api:wave-detail")
 
     class Meta:
@@ -56,7 +56,7 @@ class WaveOrganisationSerializer(serializers.Serializer):
 
 
 class DecisionSerializer(serializers.ModelSerializer):
-    organisation = serializers.SlugRelatedField(slug_field="ods_code", read_only=True)
+    organisation = serializers.SlugRelatedField(slug_field="ods_code", read_only=True, allow_null=True)
     actor = serializers.SlugRelatedField(slug_field="username", read_only=True)
 
     class Meta:
@@ -70,6 +70,20 @@ class ActionSerializer(serializers.Serializer):
     organisation = serializers.CharField(
         required=False, allow_blank=True, default="", help_text="ODS code (go, no-go)"
     )
+
+
+class WaveMailboxSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    email = serializers.CharField()
+    organisation = serializers.CharField(help_text="ODS code")
+    state = serializers.CharField()
+    size_bytes = serializers.IntegerField()
+    affinity_group = serializers.CharField()
+
+
+class MoveResultSerializer(serializers.Serializer):
+    moved = serializers.BooleanField()
+    warnings = serializers.ListField(child=serializers.CharField())
 
 
 class MoveOrganisationSerializer(serializers.Serializer):
@@ -122,7 +136,7 @@ def plan_as_data(plan, *, unplaced_limit: int = 500) -> dict:
 
 
 class OrganisationSerializer(serializers.ModelSerializer):
-    parent = serializers.SlugRelatedField(slug_field="ods_code", read_only=True)
+    parent = serializers.SlugRelatedField(slug_field="ods_code", read_only=True, allow_null=True)
     gates = serializers.SerializerMethodField()
 
     class Meta:
@@ -200,8 +214,8 @@ class MailboxSerializer(serializers.ModelSerializer):
 
 
 class EventSerializer(serializers.ModelSerializer):
-    actor = serializers.SlugRelatedField(slug_field="username", read_only=True)
-    organisation = serializers.SlugRelatedField(slug_field="ods_code", read_only=True)
+    actor = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
+    organisation = serializers.SlugRelatedField(slug_field="ods_code", read_only=True, allow_null=True)
 
     class Meta:
         model = Event
@@ -254,7 +268,7 @@ class EndpointSerializer(serializers.ModelSerializer):
 
 
 class ImportJobSerializer(serializers.ModelSerializer):
-    organisation = serializers.SlugRelatedField(slug_field="ods_code", read_only=True)
+    organisation = serializers.SlugRelatedField(slug_field="ods_code", read_only=True, allow_null=True)
     url = serializers.HyperlinkedIdentityField(view_name="api:import-job-detail")
 
     class Meta:

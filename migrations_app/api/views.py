@@ -17,8 +17,10 @@ from migrations_app.api.serializers import (
     ActionSerializer,
     DecisionSerializer,
     MoveOrganisationSerializer,
+    MoveResultSerializer,
     PilotRequestSerializer,
     PlanRequestSerializer,
+    WaveMailboxSerializer,
     WaveOrganisationSerializer,
     WaveSerializer,
     plan_as_data,
@@ -155,7 +157,7 @@ class WaveViewSet(viewsets.ReadOnlyModelViewSet):
     def cancel(self, request, pk=None):
         return self._act(request, "cancel")
 
-    @extend_schema(request=MoveOrganisationSerializer)
+    @extend_schema(request=MoveOrganisationSerializer, responses=MoveResultSerializer)
     @action(detail=True, methods=["post"], url_path="move-organisation", url_name="move-organisation")
     def move_organisation(self, request, pk=None):
         wave = self.get_object()
@@ -185,6 +187,7 @@ class WaveViewSet(viewsets.ReadOnlyModelViewSet):
             )
         return Response({"moved": result.moved, "warnings": result.warnings})
 
+    @extend_schema(responses=WaveMailboxSerializer(many=True))
     @action(detail=True, methods=["get"])
     def mailboxes(self, request, pk=None):
         """The wave's mailboxes the caller may see (through the one membership selector), by id."""
@@ -243,7 +246,7 @@ def planner_preview(request):
     return Response(plan_as_data(plan))
 
 
-@extend_schema(request=PlanRequestSerializer, responses=dict)
+@extend_schema(request=PlanRequestSerializer, responses={201: dict})
 @api_view(["POST"])
 def planner_commit(request):
     """Save the plan as draft waves (replacing drafts nobody has proposed). Pass the preview's fingerprint to
@@ -263,7 +266,7 @@ def planner_commit(request):
     return Response(data, status=status.HTTP_201_CREATED)
 
 
-@extend_schema(request=PilotRequestSerializer, responses=WaveSerializer)
+@extend_schema(request=PilotRequestSerializer, responses={201: WaveSerializer})
 @api_view(["POST"])
 def planner_pilot(request):
     """A pilot wave: a handful of ready mailboxes from each named organisation."""
