@@ -13,6 +13,7 @@ from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 
 from migrations_app.api.errors import Conflict, Problem, problem_exception_handler
+from migrations_app.api.filters import IsoDateTimeFilter
 from migrations_app.api.serializers import (
     ActionSerializer,
     DecisionSerializer,
@@ -64,8 +65,8 @@ class IdPagination(CursorPagination):
 
 
 class WaveFilter(filters.FilterSet):
-    starts_after = filters.IsoDateTimeFilter(field_name="starts_at", lookup_expr="gte")
-    starts_before = filters.IsoDateTimeFilter(field_name="starts_at", lookup_expr="lt")
+    starts_after = IsoDateTimeFilter(field_name="starts_at", lookup_expr="gte")
+    starts_before = IsoDateTimeFilter(field_name="starts_at", lookup_expr="lt")
 
     class Meta:
         model = Wave

@@ -1,5 +1,7 @@
 """Organisations, mailboxes, events, endpoints, import jobs: scoped like the pages, problem+json errors."""
 
+from urllib.parse import quote
+
 import pytest
 
 from migrations_app.models import Endpoint, Event, ImportJob, Mailbox
@@ -206,3 +208,20 @@ def test_a_server_error_under_the_api_is_a_problem(api, officer, monkeypatch):
     client.raise_request_exception = False
     response = client.get("/api/v1/mailboxes/")
     assert response.status_code == 500 and response.json()["code"] == "server_error"
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["2138-09-29T02:08:09+16:51", "9999-12-31T23:59:59-10:00", "0001-01-01T00:00:00+10:00", "yesterday"],
+)
+def test_impossible_date_times_in_filters_are_a_400(api, officer, value):
+    """Found by schemathesis on PostgreSQL, which refuses offsets beyond +-15:59 with a server error."""
+    for url in ("/api/v1/mailboxes/?updated_since=", "/api/v1/waves/?starts_after="):
+        response = api(officer).get(url + quote(value))
+        assert response.status_code == 400 and response.json()["code"] == "invalid"
+
+
+def test_date_time_filters_take_any_real_offset(api, officer, org_a):
+    made = MailboxFactory(organisation=org_a)
+    rows = api(officer).get("/api/v1/mailboxes/?updated_since=" + quote("2000-01-01T00:00:00+14:00")).json()
+    assert [r["id"] for r in rows["results"]] == [made.pk]
