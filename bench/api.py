@@ -9,11 +9,11 @@ generator; later runs reuse that data when it is complete and say so on stderr (
 
 Every request goes through the whole Django stack in this process (django.test.Client: middleware, Bearer
 token authentication, throttling, DRF, serializers), timed from the client's side, repeated --requests times:
-- list: the programme office's first page of /api/v1/mailboxes/, and a trust admin's filtered list
-  (/api/v1/mailboxes/?state=ready, scoped to a large trust and a small practice late in the table);
+- list: the programme office's first page of /api/v1/mailboxes/, and the filtered list of the admin of the
+  largest trust (/api/v1/mailboxes/?state=ready, scoped to their organisation);
   `list_p95_ms` is the worse of the two p95s;
 - deep page: the mailbox page whose cursor sits after the 2,000,000th mailbox;
-- bulk: one 100,000-row CSV upsert to /api/v1/organisations/{ods}/mailboxes/bulk, end to end: the 202, the
+- bulk: the programme office's 100,000-row CSV upsert to /api/v1/organisations/{ods}/mailboxes/bulk, end to end: the 202, the
   import job (run by Celery in eager mode, in this process, as a worker would), polled until it succeeded.
 
 Prints one JSON line:
@@ -87,6 +87,7 @@ def main() -> None:
     from django.conf import settings
     from django.core.management import call_command
     from django.db import connection
+    from django.db.models import Count
     from django.test import Client
 
     from bench.plan import generate
@@ -122,13 +123,18 @@ def main() -> None:
 
     officer, _ = User.objects.get_or_create(username="bench-officer", defaults={"role": "programme_office"})
     admin, _ = User.objects.get_or_create(username="bench-trust-admin", defaults={"role": "trust_admin"})
-    largest_trust = Organisation.objects.filter(kind="trust").order_by("-id").first()
-    late_practice = Organisation.objects.exclude(ods_code=BULK_ODS).order_by("-id").first()
-    admin.organisations.set([largest_trust, late_practice])
+    # the trust admin of the largest trust: the most rows behind their filtered list
+    largest_trust = (
+        Organisation.objects.filter(kind="trust")
+        .exclude(ods_code=BULK_ODS)
+        .annotate(n=Count("mailboxes"))
+        .order_by("-n")
+        .first()
+    )
+    admin.organisations.set([largest_trust])
     bulk_org, _ = Organisation.objects.get_or_create(
         ods_code=BULK_ODS, defaults={"name": "Bench bulk upload", "kind": "trust", "region": "london"}
     )
-    admin.organisations.add(bulk_org)
 
     def client_for(user) -> Client:
         _, raw = token_create(user=user, name="bench", scopes=["read", "write"], expires_at=None)
@@ -141,8 +147,8 @@ def main() -> None:
     log(f"programme office, first page: p95 {first_p95:.1f} ms ({len(first['results'])} rows)")
     admin_p95, page = timed_get(trust_admin, "/api/v1/mailboxes/?state=ready", repeats)
     log(
-        f"trust admin ({largest_trust.ods_code} + {late_practice.ods_code}), ?state=ready: p95 {admin_p95:.1f} ms "
-        f"({len(page['results'])} rows)"
+        f"trust admin of {largest_trust.ods_code} ({largest_trust.n:,} mailboxes), ?state=ready: "
+        f"p95 {admin_p95:.1f} ms ({len(page['results'])} rows)"
     )
     deep_after = national.order_by("id").values_list("id", flat=True)[1_999_999]
     deep_p95, deep = timed_get(office, f"/api/v1/mailboxes/?cursor={cursor_after(deep_after)}", repeats)
@@ -154,15 +160,13 @@ def main() -> None:
         log(f"removed the {deleted:,} mailboxes of the previous run's bulk upload (not timed)")
     body = bulk_csv(BULK_ROWS)
     started = time.perf_counter()
-    response = trust_admin.post(
-        f"/api/v1/organisations/{BULK_ODS}/mailboxes/bulk", body, content_type="text/csv"
-    )
+    response = office.post(f"/api/v1/organisations/{BULK_ODS}/mailboxes/bulk", body, content_type="text/csv")
     if response.status_code not in (200, 202):
         raise SystemExit(f"bulk upsert: {response.status_code} {response.content[:1000]!r}")
     job = response.json()
     while job["status"] in ("queued", "running"):
         time.sleep(0.05)
-        job = trust_admin.get(response["Location"]).json()
+        job = office.get(response["Location"]).json()
     bulk_seconds = time.perf_counter() - started
     if job["status"] != "succeeded" or job["rows_created"] != BULK_ROWS:
         raise SystemExit(f"bulk upsert did not succeed: {json.dumps(job)[:1000]}")

@@ -228,7 +228,13 @@ class MailboxViewSet(viewsets.ReadOnlyModelViewSet):
     filterset_class = MailboxFilter
 
     def get_queryset(self):
-        return mailboxes_visible_to(self.request.user).select_related("organisation")
+        # only what the serializer shows: the execution columns (checkpoint JSON, lease, ...) stay unread
+        fields = [f for f in MailboxSerializer.Meta.fields if f != "organisation"]
+        return (
+            mailboxes_visible_to(self.request.user)
+            .select_related("organisation")
+            .only(*fields, "organisation__ods_code")
+        )
 
 
 # --- events --------------------------------------------------------------------------------------------------

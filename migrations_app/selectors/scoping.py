@@ -36,7 +36,11 @@ def organisations_administered_by(user: User) -> QuerySet[Organisation]:
 def mailboxes_visible_to(user: User) -> QuerySet[Mailbox]:
     if user.is_authenticated and (user.is_programme_office or user.is_viewer):
         return Mailbox.objects.all()
-    return Mailbox.objects.filter(organisation__in=organisations_visible_to(user))
+    # The ids as a list, not a subquery: for a trust admin of one organisation PostgreSQL then reads
+    # "organisation = X ... ORDER BY id" straight off mailbox_org_state_idx and stops after a page, instead of
+    # fetching and sorting every mailbox of the trust (tens of thousands) for each page.
+    ids = list(organisations_visible_to(user).values_list("id", flat=True))
+    return Mailbox.objects.filter(organisation_id__in=ids)
 
 
 def import_jobs_visible_to(user: User) -> QuerySet[ImportJob]:

@@ -225,3 +225,13 @@ def test_date_time_filters_take_any_real_offset(api, officer, org_a):
     made = MailboxFactory(organisation=org_a)
     rows = api(officer).get("/api/v1/mailboxes/?updated_since=" + quote("2000-01-01T00:00:00+14:00")).json()
     assert [r["id"] for r in rows["results"]] == [made.pk]
+
+
+def test_the_fast_path_matches_the_declared_fields(org_a):
+    from migrations_app.api.serializers import MailboxSerializer
+
+    mailbox = MailboxFactory(organisation=org_a, last_error_code="auth", last_error_message="No")
+    mailbox = Mailbox.objects.select_related("organisation").get(pk=mailbox.pk)
+    serializer = MailboxSerializer()
+    assert serializer.to_representation(mailbox) == serializer.to_representation_declared(mailbox)
+    assert list(serializer.to_representation(mailbox)) == MailboxSerializer.Meta.fields
