@@ -686,3 +686,115 @@ class ApiToken(models.Model):
 
     def has_scope(self, scope: str) -> bool:
         return scope in self.scopes
+
+
+class IdempotencyKey(models.Model):
+    """The first response to a POST sent with an `Idempotency-Key` header, kept for a day so a retry of the
+    same request gets it back instead of doing the work twice (api/idempotency.py, services/idempotency.py).
+
+    One row per (user, key): the unique constraint is what stops two concurrent duplicates from both running.
+    A row with no response yet is a request still in flight."""
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=255)
+    # SHA-256 of method, path, query string, content type and body: the same key with another request is refused.
+    fingerprint = models.CharField(max_length=64)
+    method = models.CharField(max_length=10)
+    path = models.CharField(max_length=2000)
+    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_headers = models.JSONField(default=dict, blank=True)
+    response_body = models.BinaryField(blank=True, default=b"")
+    created_at = models.DateTimeField()
+    completed_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "key"], name="idempotencykey_user_key_unique")]
+        indexes = [models.Index(fields=["expires_at"], name="idempotencykey_expires_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.path} ({self.key})"
+
+    @property
+    def in_flight(self) -> bool:
+        return self.response_status is None
+
+
+class Webhook(models.Model):
+    """An organisation's subscription to its events: each matching event is POSTed, signed with `secret`
+    (HMAC-SHA256, services/webhooks.py), to `url` by the workers. `last_event_id` is the fan-out cursor:
+    events up to it have been turned into deliveries."""
+
+    organisation = models.ForeignKey(Organisation, on_delete=models.CASCADE, related_name="webhooks")
+    url = models.URLField(max_length=500)
+    secret = EncryptedTextField(help_text="Signing secret; encrypted at rest and never shown back")
+    # Event actions to send ("mailbox.migrated") or prefixes ending in "." ("mailbox."); empty: every event.
+    event_types = models.JSONField(default=list, blank=True)
+    active = models.BooleanField(default=True)
+    description = models.CharField(max_length=200, blank=True)
+    last_event_id = models.BigIntegerField(default=0)
+    created_by = models.ForeignKey(User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["organisation", "id"], name="webhook_org_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.organisation_id}: {self.url}"
+
+    def wants(self, action: str) -> bool:
+        if not self.event_types:
+            return True
+        return any(action == t or (t.endswith(".") and action.startswith(t)) for t in self.event_types)
+
+
+class WebhookDelivery(models.Model):
+    """One message to one webhook (an event, or a test ping) and how its attempts went. Retries keep the
+    same body and the same `Portal-Event-Id`, so a receiver can drop duplicates."""
+
+    class Kind(models.TextChoices):
+        EVENT = "event", "Event"
+        PING = "ping", "Test ping"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        SUCCEEDED = "succeeded", "Delivered"
+        FAILED = "failed", "Failed"
+
+    webhook = models.ForeignKey(Webhook, on_delete=models.CASCADE, related_name="deliveries")
+    kind = models.CharField(max_length=5, choices=Kind.choices, default=Kind.EVENT)
+    event = models.ForeignKey(
+        Event, null=True, blank=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+    )
+    message_id = models.CharField(max_length=64)
+    payload = models.JSONField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    http_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_excerpt = models.TextField(blank=True)
+    error = models.CharField(max_length=500, blank=True)
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            # fan-out may look at an event twice; it becomes one delivery per webhook
+            models.UniqueConstraint(
+                fields=["webhook", "event"], name="webhookdelivery_once_per_event", condition=Q(kind="event")
+            )
+        ]
+        indexes = [
+            models.Index(fields=["webhook", "-id"], name="webhookdelivery_webhook_idx"),
+            # the due queue: pending deliveries only
+            models.Index(
+                fields=["next_attempt_at"], name="webhookdelivery_due_idx", condition=Q(status="pending")
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.message_id} to webhook {self.webhook_id}"

@@ -54,3 +54,28 @@ def reconcile_stale() -> None:
     from migrations_app.services.execution import reconcile_stale as reconcile
 
     reconcile()
+
+
+@shared_task
+def idempotency_keys_purge() -> None:
+    """Beat, hourly: forget Idempotency-Key responses past their time."""
+    from migrations_app.services.idempotency import idempotency_keys_purge as purge
+
+    purge()
+
+
+@shared_task
+def webhooks_dispatch() -> None:
+    """Beat, every 10 s: turn new events into webhook deliveries and queue the due ones."""
+    from migrations_app.services.webhooks import webhooks_dispatch as dispatch
+
+    dispatch()
+
+
+# acks_late: a delivery whose worker died is redelivered; the attempt count in the conditional UPDATE keeps
+# two workers from both recording the same attempt.
+@shared_task(acks_late=True)
+def webhook_deliver(delivery_id: int) -> None:
+    from migrations_app.services.webhooks import webhook_deliver as deliver
+
+    deliver(delivery_id=delivery_id)

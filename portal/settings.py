@@ -65,6 +65,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # after authentication: keys are per user (api/idempotency.py)
+    "migrations_app.api.idempotency.IdempotencyMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
@@ -166,6 +168,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "migrations_app.tasks.reconcile_stale",
         "schedule": float(env_int("MIGRATION_RECONCILE_SECONDS", 120)),
     },
+    # forgets Idempotency-Key responses older than API_IDEMPOTENCY_TTL_HOURS
+    "idempotency-keys-purge": {"task": "migrations_app.tasks.idempotency_keys_purge", "schedule": 3600.0},
+    # turns new events into webhook deliveries and sends the ones that are due
+    "webhooks-dispatch": {"task": "migrations_app.tasks.webhooks_dispatch", "schedule": 10.0},
 }
 
 # --- execution (services/execution.py) ----------------------------------------------------------------------
@@ -306,13 +312,36 @@ API_THROTTLE_RATE = env_str("API_THROTTLE_RATE") or "600/min"
 # A bulk upsert with more rows than this is answered 202 with an import job to poll.
 API_BULK_INLINE_MAX_ROWS = env_int("API_BULK_INLINE_MAX_ROWS", 5_000)
 API_BULK_MAX_ROWS = env_int("API_BULK_MAX_ROWS", 100_000)
+# Idempotency-Key: how long a first response is kept for retries, and after how long a request that never
+# finished (its process died) stops holding its key.
+API_IDEMPOTENCY_TTL_HOURS = env_int("API_IDEMPOTENCY_TTL_HOURS", 24)
+API_IDEMPOTENCY_IN_FLIGHT_SECONDS = env_int("API_IDEMPOTENCY_IN_FLIGHT_SECONDS", 600)
+
+# --- outbound webhooks (services/webhooks.py) ----------------------------------------------------------------
+# Webhooks go over https only; hosts listed here may use http (a receiver on the same private network).
+WEBHOOK_ALLOWED_HTTP_HOSTS = env_list("WEBHOOK_ALLOWED_HTTP_HOSTS")
+WEBHOOK_MAX_ATTEMPTS = env_int("WEBHOOK_MAX_ATTEMPTS", 8)
+WEBHOOK_RETRY_BASE_SECONDS = env_int("WEBHOOK_RETRY_BASE_SECONDS", 30)
+WEBHOOK_RETRY_MAX_SECONDS = env_int("WEBHOOK_RETRY_MAX_SECONDS", 6 * 3600)
+WEBHOOK_TIMEOUT_SECONDS = env_int("WEBHOOK_TIMEOUT_SECONDS", 10)
+# A claimed delivery is not queued again for this long (longer than the timeout).
+WEBHOOK_CLAIM_SECONDS = env_int("WEBHOOK_CLAIM_SECONDS", 120)
+# Events are fanned out once they are this old, so one committed a moment late is not passed by the cursor.
+WEBHOOK_FANOUT_LAG_SECONDS = env_int("WEBHOOK_FANOUT_LAG_SECONDS", 2)
+
 SPECTACULAR_SETTINGS = {
     "TITLE": "Migration control portal API",
     "VERSION": "1",
+    # the schema endpoint is not part of the API it describes
+    "SERVE_INCLUDE_SCHEMA": False,
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "PREPROCESSING_HOOKS": ["migrations_app.api.schema.drop_duplicate_routes"],
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "migrations_app.api.schema.add_problems_and_idempotency",
+    ],
     # several models have a "kind": name their enums so the schema (and check --deploy) has no collision
     "ENUM_NAME_OVERRIDES": {
         "WaveKindEnum": "migrations_app.models.Wave.Kind",

@@ -13,3 +13,7 @@ urlpatterns = [
     path("api/schema/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
     path("", include("migrations_app.urls")),
 ]
+
+# problem+json for unknown /api/ URLs and server errors there; the usual pages elsewhere
+handler404 = "migrations_app.api.errors.page_not_found"
+handler500 = "migrations_app.api.errors.server_error"

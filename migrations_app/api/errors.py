@@ -7,8 +7,10 @@ views may simply let them propagate."""
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.http import Http404
+from django.http import Http404, JsonResponse
+from django.views import defaults
 from rest_framework import exceptions, status
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
@@ -28,6 +30,7 @@ KINDS = {
     406: ("not_acceptable", "Not acceptable"),
     409: ("conflict", "Conflict with the current state"),
     413: ("too_large", "Request too large"),
+    500: ("server_error", "Server error"),
     415: ("unsupported_media_type", "Unsupported media type"),
     422: ("unprocessable", "The request could not be processed"),
     429: ("throttled", "Too many requests"),
@@ -126,6 +129,31 @@ def problem_exception_handler(exc, context):
     response = Response(body, status=status_code, headers=headers)
     request = context.get("request")
     renderer = getattr(request, "accepted_renderer", None)
-    if renderer is None or getattr(renderer, "format", "json") == "json":
-        response.content_type = PROBLEM_CONTENT_TYPE
+    if getattr(renderer, "format", None) == "api":
+        return response  # the browsable API shows the problem in its page
+    if request is not None and getattr(renderer, "format", None) != "json":
+        # No renderer agreed yet (e.g. ?format= names none) or a non-JSON one (the schema's YAML): a problem is
+        # always JSON, whatever the view would have rendered.
+        request.accepted_renderer, request.accepted_media_type = JSONRenderer(), PROBLEM_CONTENT_TYPE
+    response.content_type = PROBLEM_CONTENT_TYPE
     return response
+
+
+def _problem_response(status_code: int, detail: str) -> JsonResponse:
+    response = JsonResponse(problem(status_code, detail=detail), status=status_code)
+    response["Content-Type"] = PROBLEM_CONTENT_TYPE
+    return response
+
+
+def page_not_found(request, exception):
+    """handler404: problem+json under /api/, the NHS.UK page elsewhere."""
+    if request.path.startswith("/api/"):
+        return _problem_response(404, f"There is no API resource at {request.path}")
+    return defaults.page_not_found(request, exception)
+
+
+def server_error(request):
+    """handler500: problem+json under /api/ (the error is logged by Django as usual)."""
+    if request.path.startswith("/api/"):
+        return _problem_response(500, "Something went wrong on our side; it has been logged")
+    return defaults.server_error(request)

@@ -1,4 +1,4 @@
-"""Organisations, mailboxes, events, endpoints and import jobs under /api/v1/. The same services and the same
+"""Organisations, mailboxes, events, endpoints, import jobs and webhooks under /api/v1/. The same services and the same
 scoping (selectors.scoping) as the pages; errors are problem+json (api/errors.py)."""
 
 import csv
@@ -20,6 +20,7 @@ from rest_framework.response import Response
 from rest_framework.utils.urls import replace_query_param
 
 from migrations_app.api.errors import Problem
+from migrations_app.api.filters import IsoDateTimeFilter
 from migrations_app.api.serializers import (
     EndpointSerializer,
     EventSerializer,
@@ -28,8 +29,10 @@ from migrations_app.api.serializers import (
     MailboxSerializer,
     OrganisationEnrolSerializer,
     OrganisationSerializer,
+    WebhookDeliverySerializer,
+    WebhookSerializer,
 )
-from migrations_app.models import Endpoint, Event, ImportJob, Mailbox, Organisation
+from migrations_app.models import Endpoint, Event, ImportJob, Mailbox, Organisation, Webhook, WebhookDelivery
 from migrations_app.selectors.scoping import (
     events_visible_to,
     import_jobs_visible_to,
@@ -37,6 +40,7 @@ from migrations_app.selectors.scoping import (
     organisations_visible_to,
     require_administer,
     require_programme_office,
+    webhooks_visible_to,
 )
 from migrations_app.services.endpoints import endpoint_delete, endpoint_save
 from migrations_app.services.execution import (
@@ -48,6 +52,7 @@ from migrations_app.services.execution import (
 )
 from migrations_app.services.imports import INVENTORY_OPTIONAL, INVENTORY_REQUIRED, import_job_create
 from migrations_app.services.organisations import ContactData, organisation_enrol
+from migrations_app.services.webhooks import webhook_create, webhook_delete, webhook_ping, webhook_update
 
 
 class IdCursorPagination(CursorPagination):
@@ -215,7 +220,7 @@ def _bulk_body(request) -> tuple[bytes, int, bool]:
 
 class MailboxFilter(filters.FilterSet):
     organisation = filters.CharFilter(method="by_ods_code", help_text="ODS code")
-    updated_since = filters.IsoDateTimeFilter(field_name="updated_at", lookup_expr="gte")
+    updated_since = IsoDateTimeFilter(field_name="updated_at", lookup_expr="gte")
 
     class Meta:
         model = Mailbox
@@ -231,7 +236,13 @@ class MailboxViewSet(viewsets.ReadOnlyModelViewSet):
     filterset_class = MailboxFilter
 
     def get_queryset(self):
-        return mailboxes_visible_to(self.request.user).select_related("organisation")
+        # only what the serializer shows: the execution columns (checkpoint JSON, lease, ...) stay unread
+        fields = [f for f in MailboxSerializer.Meta.fields if f != "organisation"]
+        return (
+            mailboxes_visible_to(self.request.user)
+            .select_related("organisation")
+            .only(*fields, "organisation__ods_code")
+        )
 
     def _act(self, request, service):
         mailbox = self.get_object()
@@ -368,3 +379,64 @@ class ImportJobViewSet(viewsets.ReadOnlyModelViewSet):
 
     def get_queryset(self):
         return import_jobs_visible_to(self.request.user).select_related("organisation")
+
+
+# --- webhooks -------------------------------------------------------------------------------------------------
+
+
+class NewestFirstCursorPagination(IdCursorPagination):
+    ordering = ("-id",)
+
+
+class WebhookViewSet(viewsets.ModelViewSet):
+    """An organisation's outbound webhooks (/organisations/{ods_code}/webhooks/), for those who administer
+    it. `secret` is write-only. The delivery log is read-only; `ping` sends a test message."""
+
+    serializer_class = WebhookSerializer
+    pagination_class = IdCursorPagination
+    filter_backends: list = []
+    lookup_value_regex = "[0-9]+"
+
+    def organisation(self) -> Organisation:
+        if not hasattr(self, "_organisation"):
+            self._organisation = get_object_or_404(
+                organisations_visible_to(self.request.user), ods_code=self.kwargs["ods_code"].upper()
+            )
+            require_administer(self.request.user, self._organisation)
+        return self._organisation
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):  # schema generation
+            return Webhook.objects.none()
+        return webhooks_visible_to(self.request.user).filter(organisation=self.organisation())
+
+    def perform_create(self, serializer):
+        serializer.instance = webhook_create(
+            actor=self.request.user, organisation=self.organisation(), **serializer.validated_data
+        )
+
+    def perform_update(self, serializer):
+        serializer.instance = webhook_update(
+            actor=self.request.user, webhook=serializer.instance, **serializer.validated_data
+        )
+
+    def perform_destroy(self, instance):
+        webhook_delete(actor=self.request.user, webhook=instance)
+
+    @extend_schema(request=None, responses={202: WebhookDeliverySerializer})
+    @action(detail=True, methods=["post"])
+    def ping(self, request, ods_code=None, pk=None):
+        """Send a test message now (a worker sends it; follow it in the delivery log)."""
+        delivery = webhook_ping(actor=request.user, webhook=self.get_object())
+        return Response(WebhookDeliverySerializer(delivery).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(responses=WebhookDeliverySerializer(many=True))
+    @action(detail=True, methods=["get"], pagination_class=NewestFirstCursorPagination)
+    def deliveries(self, request, ods_code=None, pk=None):
+        """The delivery log, newest first: every message, its attempts and the receiver's last answer."""
+        webhook = self.get_object()
+        paginator = NewestFirstCursorPagination()
+        page = paginator.paginate_queryset(
+            WebhookDelivery.objects.filter(webhook=webhook), request, view=self
+        )
+        return paginator.get_paginated_response(WebhookDeliverySerializer(page, many=True).data)

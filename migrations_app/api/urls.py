@@ -1,4 +1,4 @@
-"""/api/v1/: organisations, mailboxes, events, endpoints, import jobs, waves and their actions, the planner,
+"""/api/v1/: organisations (and their webhooks), mailboxes, events, endpoints, import jobs, waves and their actions, the planner,
 decisions. Bearer tokens for scripts; session sign-in for the browsable API."""
 
 from django.urls import include, path
@@ -8,6 +8,7 @@ from migrations_app.api import resources, views
 
 app_name = "api"
 
+webhooks = resources.WebhookViewSet
 router = DefaultRouter()
 router.register("organisations", resources.OrganisationViewSet, basename="organisation")
 router.register("mailboxes", resources.MailboxViewSet, basename="mailbox")
@@ -23,6 +24,29 @@ urlpatterns = [
         "organisations/<str:ods_code>/mailboxes/bulk",
         resources.OrganisationViewSet.as_view({"post": "mailboxes_bulk"}, **resources.BULK_INITKWARGS),
         name="organisation-mailboxes-bulk-noslash",
+    ),
+    # an organisation's webhooks, nested under it (DRF's router does not nest)
+    path(
+        "organisations/<str:ods_code>/webhooks/",
+        webhooks.as_view({"get": "list", "post": "create"}),
+        name="webhook-list",
+    ),
+    path(
+        "organisations/<str:ods_code>/webhooks/<int:pk>/",
+        webhooks.as_view(
+            {"get": "retrieve", "put": "update", "patch": "partial_update", "delete": "destroy"}
+        ),
+        name="webhook-detail",
+    ),
+    path(
+        "organisations/<str:ods_code>/webhooks/<int:pk>/ping/",
+        webhooks.as_view({"post": "ping"}, **webhooks.ping.kwargs),
+        name="webhook-ping",
+    ),
+    path(
+        "organisations/<str:ods_code>/webhooks/<int:pk>/deliveries/",
+        webhooks.as_view({"get": "deliveries"}, **webhooks.deliveries.kwargs),
+        name="webhook-deliveries",
     ),
     path("planner/preview/", views.planner_preview, name="planner-preview"),
     path("planner/commit/", views.planner_commit, name="planner-commit"),

@@ -14,14 +14,17 @@ from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 
 from migrations_app.api.errors import Conflict, Problem, problem_exception_handler
+from migrations_app.api.filters import IsoDateTimeFilter
 from migrations_app.api.serializers import (
     ActionSerializer,
     DecisionSerializer,
     MoveOrganisationSerializer,
+    MoveResultSerializer,
     PilotRequestSerializer,
     PlaceCarriedOverSerializer,
     PlanRequestSerializer,
     RetryFailuresSerializer,
+    WaveMailboxSerializer,
     WaveOrganisationSerializer,
     WaveSerializer,
     plan_as_data,
@@ -67,8 +70,8 @@ class IdPagination(CursorPagination):
 
 
 class WaveFilter(filters.FilterSet):
-    starts_after = filters.IsoDateTimeFilter(field_name="starts_at", lookup_expr="gte")
-    starts_before = filters.IsoDateTimeFilter(field_name="starts_at", lookup_expr="lt")
+    starts_after = IsoDateTimeFilter(field_name="starts_at", lookup_expr="gte")
+    starts_before = IsoDateTimeFilter(field_name="starts_at", lookup_expr="lt")
 
     class Meta:
         model = Wave
@@ -188,6 +191,7 @@ class WaveViewSet(viewsets.ReadOnlyModelViewSet):
         return Response({"placed": result.moved, "warnings": result.warnings})
 
     @extend_schema(request=MoveOrganisationSerializer)
+    @extend_schema(request=MoveOrganisationSerializer, responses=MoveResultSerializer)
     @action(detail=True, methods=["post"], url_path="move-organisation", url_name="move-organisation")
     def move_organisation(self, request, pk=None):
         wave = self.get_object()
@@ -217,6 +221,7 @@ class WaveViewSet(viewsets.ReadOnlyModelViewSet):
             )
         return Response({"moved": result.moved, "warnings": result.warnings})
 
+    @extend_schema(responses=WaveMailboxSerializer(many=True))
     @action(detail=True, methods=["get"])
     def mailboxes(self, request, pk=None):
         """The wave's mailboxes the caller may see (through the one membership selector), by id."""
@@ -275,7 +280,7 @@ def planner_preview(request):
     return Response(plan_as_data(plan))
 
 
-@extend_schema(request=PlanRequestSerializer, responses=dict)
+@extend_schema(request=PlanRequestSerializer, responses={201: dict})
 @api_view(["POST"])
 def planner_commit(request):
     """Save the plan as draft waves (replacing drafts nobody has proposed). Pass the preview's fingerprint to
@@ -295,7 +300,7 @@ def planner_commit(request):
     return Response(data, status=status.HTTP_201_CREATED)
 
 
-@extend_schema(request=PilotRequestSerializer, responses=WaveSerializer)
+@extend_schema(request=PilotRequestSerializer, responses={201: WaveSerializer})
 @api_view(["POST"])
 def planner_pilot(request):
     """A pilot wave: a handful of ready mailboxes from each named organisation."""

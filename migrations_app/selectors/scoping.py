@@ -9,7 +9,7 @@ and change; nothing else filters by role.
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 
-from migrations_app.models import Event, ImportJob, Mailbox, Organisation, User
+from migrations_app.models import Event, ImportJob, Mailbox, Organisation, User, Webhook
 
 
 def organisations_visible_to(user: User) -> QuerySet[Organisation]:
@@ -33,22 +33,39 @@ def organisations_administered_by(user: User) -> QuerySet[Organisation]:
     return Organisation.objects.none()
 
 
+def _own_organisation_ids(user: User) -> list[int]:
+    """A trust admin's organisation ids, as a list for `organisation_id IN (...)`. A list rather than a
+    subquery: for an admin of one organisation PostgreSQL then reads "organisation = X ... ORDER BY id" straight
+    off the (organisation, ..., id) indexes and stops after a page, instead of fetching and sorting every row
+    of the trust for each page. Read from the membership table alone: joining organisation made PostgreSQL
+    hash all 22,000 of them (12 ms a request, bench/api.py)."""
+    if not (user.is_authenticated and user.is_trust_admin):
+        return []
+    memberships = User.organisations.through.objects.filter(user_id=user.pk)
+    return list(memberships.values_list("organisation_id", flat=True))
+
+
 def mailboxes_visible_to(user: User) -> QuerySet[Mailbox]:
     if user.is_authenticated and (user.is_programme_office or user.is_viewer):
         return Mailbox.objects.all()
-    return Mailbox.objects.filter(organisation__in=organisations_visible_to(user))
+    return Mailbox.objects.filter(organisation_id__in=_own_organisation_ids(user))
 
 
 def import_jobs_visible_to(user: User) -> QuerySet[ImportJob]:
     if user.is_authenticated and (user.is_programme_office or user.is_viewer):
         return ImportJob.objects.all()
-    return ImportJob.objects.filter(organisation__in=organisations_visible_to(user))
+    return ImportJob.objects.filter(organisation_id__in=_own_organisation_ids(user))
 
 
 def events_visible_to(user: User) -> QuerySet[Event]:
     if user.is_authenticated and (user.is_programme_office or user.is_viewer):
         return Event.objects.all()
-    return Event.objects.filter(organisation__in=organisations_visible_to(user))
+    return Event.objects.filter(organisation_id__in=_own_organisation_ids(user))
+
+
+def webhooks_visible_to(user: User) -> QuerySet[Webhook]:
+    """Webhooks carry an organisation's integration settings: only those who administer it see them."""
+    return Webhook.objects.filter(organisation__in=organisations_administered_by(user))
 
 
 def can_administer(user: User, organisation: Organisation) -> bool:

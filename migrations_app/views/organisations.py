@@ -30,6 +30,7 @@ from migrations_app.selectors.scoping import (
     organisations_visible_to,
     require_administer,
     require_programme_office,
+    webhooks_visible_to,
 )
 from migrations_app.services.organisations import (
     organisation_enrol,
@@ -99,6 +100,8 @@ def organisation_detail(request, ods_code: str):
             else []
         ),
         "can_edit": can_administer(request.user, organisation),
+        # only for those who administer it (the selector returns none to anyone else)
+        "webhooks": list(webhooks_visible_to(request.user).filter(organisation=organisation)[:20]),
     }
     return render(request, "organisations/detail.html", context)
 

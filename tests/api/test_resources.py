@@ -1,5 +1,7 @@
 """Organisations, mailboxes, events, endpoints, import jobs: scoped like the pages, problem+json errors."""
 
+from urllib.parse import quote
+
 import pytest
 
 from migrations_app.models import Endpoint, Event, ImportJob, Mailbox
@@ -176,3 +178,60 @@ def test_large_bulk_is_a_job_to_poll(api, admin_a, org_a, settings):
     import_job_run(job_id=response.json()["id"])  # what the worker does
     assert client.get(job_url).json()["status"] == "succeeded"
     assert ImportJob.objects.get().rows_created == 2
+
+
+@pytest.mark.parametrize("url", ["/api/v1/nothing-here/", "/api/v1/organisations/RJ1/nope", "/api/v2/"])
+def test_unknown_api_urls_are_problems_not_pages(api, officer, org_a, url):
+    response = api(officer).get(url)
+    assert response.status_code == 404 and response["Content-Type"] == "application/problem+json"
+    assert response.json()["code"] == "not_found" and url in response.json()["detail"]
+
+
+def test_unknown_pages_outside_the_api_stay_pages(client, officer):
+    client.force_login(officer)
+    response = client.get("/no-such-page/")
+    assert response.status_code == 404 and response["Content-Type"].startswith("text/html")
+
+
+def test_a_wrong_method_on_a_known_api_url_is_a_problem(api, officer):
+    response = api(officer).put("/api/v1/mailboxes/", {}, content_type="application/json")
+    assert response.status_code == 405 and response["Content-Type"] == "application/problem+json"
+    assert response["Allow"] and response.json()["code"] == "method_not_allowed"
+
+
+def test_a_server_error_under_the_api_is_a_problem(api, officer, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("migrations_app.api.resources.MailboxViewSet.list", broken)
+    client = api(officer)
+    client.raise_request_exception = False
+    response = client.get("/api/v1/mailboxes/")
+    assert response.status_code == 500 and response.json()["code"] == "server_error"
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["2138-09-29T02:08:09+16:51", "9999-12-31T23:59:59-10:00", "0001-01-01T00:00:00+10:00", "yesterday"],
+)
+def test_impossible_date_times_in_filters_are_a_400(api, officer, value):
+    """Found by schemathesis on PostgreSQL, which refuses offsets beyond +-15:59 with a server error."""
+    for url in ("/api/v1/mailboxes/?updated_since=", "/api/v1/waves/?starts_after="):
+        response = api(officer).get(url + quote(value))
+        assert response.status_code == 400 and response.json()["code"] == "invalid"
+
+
+def test_date_time_filters_take_any_real_offset(api, officer, org_a):
+    made = MailboxFactory(organisation=org_a)
+    rows = api(officer).get("/api/v1/mailboxes/?updated_since=" + quote("2000-01-01T00:00:00+14:00")).json()
+    assert [r["id"] for r in rows["results"]] == [made.pk]
+
+
+def test_the_fast_path_matches_the_declared_fields(org_a):
+    from migrations_app.api.serializers import MailboxSerializer
+
+    mailbox = MailboxFactory(organisation=org_a, last_error_code="auth", last_error_message="No")
+    mailbox = Mailbox.objects.select_related("organisation").get(pk=mailbox.pk)
+    serializer = MailboxSerializer()
+    assert serializer.to_representation(mailbox) == serializer.to_representation_declared(mailbox)
+    assert list(serializer.to_representation(mailbox)) == MailboxSerializer.Meta.fields

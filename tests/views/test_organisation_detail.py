@@ -6,6 +6,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from migrations_app.models import BlackoutPeriod, Contact, ImportJob, Mailbox
+from migrations_app.services.webhooks import webhook_create
 from tests.factories import MailboxFactory
 
 
@@ -67,3 +68,16 @@ def test_an_unknown_code_is_404(client_for, officer):
 def test_anonymous_is_sent_to_sign_in(client, org_a):
     response = client.get("/organisations/RJ1/")
     assert response.status_code == 302 and "/sign-in/" in response["Location"]
+
+
+def test_it_lists_webhooks_to_those_who_administer_it_only(client_for, admin_a, viewer, org_a, settings):
+    webhook_create(
+        actor=admin_a,
+        organisation=org_a,
+        url="https://itsm.example.nhs.uk/portal-hook",
+        secret="s" * 32,
+        event_types=["mailbox."],
+    )
+    page = client_for(admin_a).get("/organisations/RJ1/").content.decode()
+    assert "https://itsm.example.nhs.uk/portal-hook" in page and "mailbox." in page and "s" * 32 not in page
+    assert "portal-hook" not in client_for(viewer).get("/organisations/RJ1/").content.decode()
