@@ -263,6 +263,7 @@ def _failed(mailbox: Mailbox, lease: str, from_state: str, error: Exception, pha
     message = getattr(error, "message", "") or str(error)
     checkpoint = getattr(error, "checkpoint", None)
     extra = {"checkpoint": checkpoint} if checkpoint is not None else {}
+    extra["needed_attention"] = True  # for good: the dashboard's share of mailboxes that needed attention
     attempts = mailbox.attempts + 1
     if isinstance(error, RetryableError) and attempts <= settings.MIGRATION_RETRY_LIMIT:
         back_to = _CLAIM[phase][0]
