@@ -87,7 +87,7 @@ POSTGRES = [
     f"""CREATE TRIGGER mailbox_counter_truncate AFTER TRUNCATE ON {MAILBOX}
         FOR EACH STATEMENT EXECUTE FUNCTION mailbox_counter_truncate()""",
     # mailbox search by display-name prefix: lower(display_name) LIKE 'jan%'
-    f"CREATE INDEX mailbox_display_name_prefix_idx ON {MAILBOX} (lower(display_name) text_pattern_ops)",
+    f"CREATE INDEX mailbox_display_name_prefix_idx ON {MAILBOX} ((lower(display_name) COLLATE \"C\"))",
 ]
 POSTGRES_REVERSE = [
     "DROP INDEX IF EXISTS mailbox_display_name_prefix_idx",

@@ -9,7 +9,7 @@ and change; nothing else filters by role.
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 
-from migrations_app.models import Event, ImportJob, Mailbox, Organisation, User
+from migrations_app.models import Event, ImportJob, Mailbox, MailboxCounter, Organisation, User
 
 
 def organisations_visible_to(user: User) -> QuerySet[Organisation]:
@@ -49,6 +49,13 @@ def events_visible_to(user: User) -> QuerySet[Event]:
     if user.is_authenticated and (user.is_programme_office or user.is_viewer):
         return Event.objects.all()
     return Event.objects.filter(organisation__in=organisations_visible_to(user))
+
+
+def counters_visible_to(user: User) -> QuerySet[MailboxCounter]:
+    """The mailbox counters of the organisations the user sees (the status pages' counts)."""
+    if user.is_authenticated and (user.is_programme_office or user.is_viewer):
+        return MailboxCounter.objects.all()
+    return MailboxCounter.objects.filter(organisation_id__in=organisations_visible_to(user).values("pk"))
 
 
 def can_administer(user: User, organisation: Organisation) -> bool:
