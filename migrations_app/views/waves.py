@@ -279,7 +279,9 @@ def wave_action(request, pk: int, action: str):
     wave = Wave.objects.select_related("proposed_by", "approved_by").get(pk=wave.pk)
     if request.htmx:
         # htmx swaps only 2xx answers: the panel carries the error banner instead
-        return render(request, "waves/_panel.html", _panel_context(request, wave, error=error))
+        response = render(request, "waves/_panel.html", _panel_context(request, wave, error=error))
+        response["HX-Trigger"] = "wave-changed"  # the live part reloads itself (and polls if now live)
+        return response
     if error:
         messages.error(request, error)
     else:

@@ -15,7 +15,7 @@ def test_it_shows_live_progress_and_failures_by_code(client_for, officer, org_a)
     assert "<strong>2</strong> of 6 mailboxes moved (33%)" in html
     assert "2.0 GB of 6.0 GB" in html
     assert "h" in html and "left" in html  # the window is open: time left
-    assert f'hx-get="/waves/{wave.pk}/live/"' in html and 'hx-trigger="every 3s"' in html
+    assert f'hx-get="/waves/{wave.pk}/live/"' in html and "every 3s" in html
     assert "AUTH_FAILED" in html and "OVER_QUOTA" in html and "Retry these" in html
 
 
@@ -23,13 +23,13 @@ def test_the_fragment_polls_while_running_and_stops_with_286_when_done(client_fo
     wave = wave_in_states([org_a], {"migrated": 1, "cutover": 1})
     client = client_for(officer)
     response = client.get(f"/waves/{wave.pk}/live/", headers={"HX-Request": "true"})
-    assert response.status_code == 200 and 'hx-trigger="every 3s"' in response.content.decode()
+    assert response.status_code == 200 and "every 3s" in response.content.decode()
     Mailbox.objects.filter(wave=wave).update(state=M.MIGRATED)
     Wave.objects.filter(pk=wave.pk).update(status=Wave.Status.COMPLETED)
     response = client.get(f"/waves/{wave.pk}/live/", headers={"HX-Request": "true"})
     assert response.status_code == 286
     html = response.content.decode()
-    assert "<strong>2</strong> of 2 mailboxes moved (100%)" in html and "hx-trigger" not in html
+    assert "<strong>2</strong> of 2 mailboxes moved (100%)" in html and "every 3s" not in html
 
 
 def test_retry_these_retries_the_code_only(client_for, officer, org_a):
