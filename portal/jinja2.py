@@ -27,6 +27,12 @@ def local_datetime(value, fmt: str = "j M Y H:i") -> str:
     return date_format(value, fmt)
 
 
+def _mailbox_states() -> list[tuple[str, str]]:
+    from migrations_app.models import Mailbox
+
+    return list(Mailbox.State.choices)
+
+
 def environment(**options) -> Environment:
     options["undefined"] = ChainableUndefined
     options["loader"] = ChoiceLoader(
@@ -44,6 +50,7 @@ def environment(**options) -> Environment:
             "get_messages": messages.get_messages,
             "htmx_script": htmx_script,
             "service_name": "Mailbox migration portal",
+            "mailbox_states": _mailbox_states(),
         }
     )
     env.filters.update(

@@ -200,10 +200,12 @@ def waves_visible_to(user: User) -> QuerySet[Wave]:
         return Wave.objects.none()
     if user.is_programme_office or user.is_viewer:
         return Wave.objects.all()
-    orgs = organisations_visible_to(user)
+    orgs = organisations_visible_to(user).values("pk")
+    # stamped membership from the mailbox counters (a few rows per organisation), not the mailbox rows
+    stamped = MailboxCounter.objects.filter(organisation_id__in=orgs, mailboxes__gt=0).exclude(wave_id=0)
     return Wave.objects.filter(
         Q(pk__in=Allocation.objects.filter(organisation__in=orgs).values("wave_id"))
-        | Q(pk__in=Mailbox.objects.filter(organisation__in=orgs, wave__isnull=False).values("wave_id"))
+        | Q(pk__in=stamped.values("wave_id"))
     )
 
 
