@@ -86,8 +86,9 @@ POSTGRES = [
         BEGIN DELETE FROM {COUNTER}; RETURN NULL; END $$""",
     f"""CREATE TRIGGER mailbox_counter_truncate AFTER TRUNCATE ON {MAILBOX}
         FOR EACH STATEMENT EXECUTE FUNCTION mailbox_counter_truncate()""",
-    # mailbox search by display-name prefix: lower(display_name) LIKE 'jan%'
-    f"CREATE INDEX mailbox_display_name_prefix_idx ON {MAILBOX} ((lower(display_name) COLLATE \"C\"))",
+    # mailbox search by display-name prefix: lower(display_name) COLLATE "C" LIKE 'jan%', ORDER BY it, id
+    # (id too: a page of matches in (name, id) order straight from the index, even when thousands share a name)
+    f"CREATE INDEX mailbox_display_name_prefix_idx ON {MAILBOX} ((lower(display_name) COLLATE \"C\"), id)",
 ]
 POSTGRES_REVERSE = [
     "DROP INDEX IF EXISTS mailbox_display_name_prefix_idx",
@@ -121,7 +122,7 @@ SQLITE = [
         AFTER UPDATE OF organisation_id, wave_id, state, needed_attention, size_bytes ON {MAILBOX}
         BEGIN {_sqlite_subtract('OLD')} {_sqlite_add('NEW')} END""",
     f"CREATE TRIGGER mailbox_counter_delete AFTER DELETE ON {MAILBOX} BEGIN {_sqlite_subtract('OLD')} END",
-    f"CREATE INDEX mailbox_display_name_prefix_idx ON {MAILBOX} (lower(display_name))",
+    f"CREATE INDEX mailbox_display_name_prefix_idx ON {MAILBOX} (lower(display_name), id)",
 ]
 SQLITE_REVERSE = [
     "DROP INDEX IF EXISTS mailbox_display_name_prefix_idx",

@@ -16,6 +16,17 @@ from django.db.models.functions import Collate, Lower
 from migrations_app.models import Mailbox
 
 SEARCH_LIMIT = 50
+# what a list of mailboxes shows (not the checkpoint, messages, leases...)
+LIST_FIELDS = (
+    "id",
+    "email",
+    "display_name",
+    "kind",
+    "size_bytes",
+    "state",
+    "organisation__ods_code",
+    "wave__name",
+)
 _TOP = "\U0010ffff"
 
 
@@ -46,7 +57,7 @@ def mailbox_search(mailboxes: QuerySet[Mailbox], query: str, *, limit: int = SEA
         return []
     found: dict[int, Mailbox] = {}
     for qs in (mailboxes_by_address_prefix(mailboxes, query), mailboxes_by_name_prefix(mailboxes, query)):
-        for mailbox in qs.select_related("organisation", "wave")[:limit]:
+        for mailbox in qs.select_related("organisation", "wave").only(*LIST_FIELDS)[:limit]:
             found.setdefault(mailbox.pk, mailbox)
     return list(found.values())[:limit]
 

@@ -56,6 +56,49 @@ def state_counts(counters: QuerySet[MailboxCounter]) -> list[StateCount]:
     return [StateCount(value, label, *found.get(value, (0, 0))) for value, label in M.choices]
 
 
+NOT_HANDLED = (M.INVENTORIED, M.READY, M.BLOCKED)
+
+
+def state_counts_and_attention(
+    counters: QuerySet[MailboxCounter],
+) -> tuple[list[StateCount], dict, dict[int, tuple[int, int]]]:
+    """state_counts(), attention_share() and migrated_by_wave() from one pass over the counters (the
+    dashboard's): one GROUP BY (state, needed attention, wave), a few hundred groups."""
+    rows = (
+        counters.order_by()
+        .values_list("state", "needed_attention", "wave_id")
+        .annotate(n=Sum("mailboxes"), b=Sum("bytes"))
+    )
+    found: dict[str, list[int]] = {}
+    per_wave: dict[int, list[int]] = {}
+    handled = attention = 0
+    for state, needed_attention, wave_id, n, b in rows:
+        n, b = n or 0, b or 0
+        entry = found.setdefault(state, [0, 0])
+        entry[0] += n
+        entry[1] += b
+        if wave_id and state not in NOT_HANDLED:
+            handled += n
+            attention += n if needed_attention else 0
+        elif not wave_id and needed_attention:  # rolled back out of their wave: still counted, and as handled
+            handled += n
+            attention += n
+        if wave_id and state == M.MIGRATED and n:
+            moved = per_wave.setdefault(wave_id, [0, 0])
+            moved[0] += n
+            moved[1] += b
+    counts = [StateCount(value, label, *found.get(value, (0, 0))) for value, label in M.choices]
+    return counts, _share(attention, handled), {k: (v[0], v[1]) for k, v in per_wave.items()}
+
+
+def _share(attention: int, handled: int) -> dict:
+    return {
+        "mailboxes": attention,
+        "of": handled,
+        "percent": round(100 * attention / handled, 2) if handled else 0.0,
+    }
+
+
 def totals(counts: list[StateCount]) -> dict[str, int]:
     by_state = {c.state: c for c in counts}
     total = sum(c.mailboxes for c in counts)
@@ -73,53 +116,51 @@ def totals(counts: list[StateCount]) -> dict[str, int]:
 
 
 def attention_share(counters: QuerySet[MailboxCounter]) -> dict[str, float | int]:
-    """Mailboxes that failed or were retried at least once (mailbox.needed_attention), of those that have
-    been in a wave's hands at all (scheduled or later): the programme's "needed support" figure."""
-    moved_on = counters.exclude(state__in=(M.INVENTORIED, M.READY, M.BLOCKED)).exclude(wave_id=0)
-    agg = moved_on.aggregate(n=Sum("mailboxes"), attention=Sum("mailboxes", filter=Q(needed_attention=True)))
-    # Rolled back out of their wave, attention stays counted, and they count among those handled.
-    back = counters.filter(needed_attention=True, wave_id=0).aggregate(n=Sum("mailboxes"))["n"] or 0
-    handled = (agg["n"] or 0) + back
-    attention = (agg["attention"] or 0) + back
-    return {
-        "mailboxes": attention,
-        "of": handled,
-        "percent": round(100 * attention / handled, 2) if handled else 0.0,
-    }
+    """Mailboxes that failed or were retried at least once (mailbox.needed_attention), of those a wave has
+    handled (scheduled or later, or rolled back out of their wave after needing attention): the programme's
+    "needed support" figure."""
+    return state_counts_and_attention(counters)[1]
 
 
 def organisation_stage_counts(user: User) -> list[tuple[str, str, int]]:
-    """(stage, label, organisations) for the organisations the user sees: one query, classified in SQL."""
-    org_sql, org_params = organisations_visible_to(user).order_by().values("pk").query.sql_with_params()
+    """(stage, label, organisations) for the organisations the user sees, classified in SQL.
+
+    Only an organisation with mailboxes stamped on a wave can be past readiness, so the GROUP BY runs over the
+    counter rows of those organisations (found through mailboxcounter_wave_idx); everyone else is in readiness,
+    bar an organisation marked migrated by hand (closed)."""
+    visible = organisations_visible_to(user).order_by()
+    if user.is_programme_office or user.is_viewer:
+        scope, scope_params = "", []  # everything: no join to the organisations at all
+    else:
+        org_sql, scope_params = visible.values("pk").query.sql_with_params()
+        scope = f"AND organisation_id IN ({org_sql})"
     counter = MailboxCounter._meta.db_table
     wave = Wave._meta.db_table
     organisation = Organisation._meta.db_table
     open_list = ", ".join(["%s"] * len(OPEN_WAVE_STATUSES))
     sql = f"""
+        WITH involved AS (
+          SELECT DISTINCT organisation_id FROM {counter} WHERE wave_id > 0 AND mailboxes > 0 {scope}
+        ), marked AS (
+          SELECT id FROM {organisation} WHERE status = %s
+        )
         SELECT stage, COUNT(*) FROM (
           SELECT CASE
-            WHEN o.status = %s OR (c.total > 0 AND c.migrated = c.total) THEN 'closed'
-            WHEN COALESCE(c.main_open, 0) > 0 THEN 'sync_switch'
-            WHEN COALESCE(c.main_migrated, 0) > 0 THEN 'mop_up'
-            WHEN COALESCE(c.pilot, 0) > 0 THEN 'pilot'
+            WHEN i.organisation_id IN (SELECT id FROM marked)
+              OR SUM(CASE WHEN k.state = %s THEN 0 ELSE k.mailboxes END) = 0 THEN 'closed'
+            WHEN SUM(CASE WHEN w.is_pilot = %s AND w.status IN ({open_list}) THEN k.mailboxes ELSE 0 END) > 0
+              THEN 'sync_switch'
+            WHEN SUM(CASE WHEN w.is_pilot = %s AND k.state = %s THEN k.mailboxes ELSE 0 END) > 0 THEN 'mop_up'
+            WHEN SUM(CASE WHEN w.is_pilot = %s THEN k.mailboxes ELSE 0 END) > 0 THEN 'pilot'
             ELSE 'readiness' END AS stage
-          FROM {organisation} o
-          LEFT JOIN (
-            SELECT k.organisation_id,
-                   SUM(k.mailboxes) AS total,
-                   SUM(CASE WHEN k.state = %s THEN k.mailboxes ELSE 0 END) AS migrated,
-                   SUM(CASE WHEN w.is_pilot = %s AND w.status IN ({open_list}) THEN k.mailboxes ELSE 0 END)
-                       AS main_open,
-                   SUM(CASE WHEN w.is_pilot = %s AND k.state = %s THEN k.mailboxes ELSE 0 END) AS main_migrated,
-                   SUM(CASE WHEN w.is_pilot = %s THEN k.mailboxes ELSE 0 END) AS pilot
-            FROM {counter} k LEFT JOIN {wave} w ON w.id = k.wave_id
-            WHERE k.mailboxes <> 0
-            GROUP BY k.organisation_id
-          ) c ON c.organisation_id = o.id
-          WHERE o.id IN ({org_sql})
+          FROM involved i
+          JOIN {counter} k ON k.organisation_id = i.organisation_id AND k.mailboxes <> 0
+          LEFT JOIN {wave} w ON w.id = k.wave_id
+          GROUP BY i.organisation_id
         ) s GROUP BY stage
     """
     params = [
+        *scope_params,
         Organisation.Status.MIGRATED,
         M.MIGRATED,
         False,
@@ -127,11 +168,17 @@ def organisation_stage_counts(user: User) -> list[tuple[str, str, int]]:
         False,
         M.MIGRATED,
         True,
-        *org_params,
     ]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         found = dict(cursor.fetchall())
+    involved = sum(found.values())
+    # organisations in no wave: readiness, or closed when marked migrated (involved ones are counted above)
+    stamped = MailboxCounter.objects.filter(wave_id__gt=0, mailboxes__gt=0).values("organisation_id")
+    outside = visible.exclude(pk__in=stamped)
+    marked = outside.filter(status=Organisation.Status.MIGRATED).count()
+    found["closed"] = found.get("closed", 0) + marked
+    found["readiness"] = found.get("readiness", 0) + visible.count() - involved - marked
     return [(value, label, found.get(value, 0)) for value, label in STAGES]
 
 
@@ -150,17 +197,20 @@ def waves_overview(waves: QuerySet[Wave], *, now: dt.datetime | None = None, lim
     }
 
 
-def moved_per_night(counters: QuerySet[MailboxCounter], *, nights: int = 14) -> list[dict]:
-    """Mailboxes and bytes migrated per night (a wave's window is a night or a weekend, dated by its start),
-    for the last `nights` nights that moved anything, oldest first."""
+def migrated_by_wave(counters: QuerySet[MailboxCounter]) -> dict[int, tuple[int, int]]:
+    """{wave id: (mailboxes, bytes) migrated}: one GROUP BY of the migrated counter rows."""
     rows = (
-        counters.filter(state=M.MIGRATED)
-        .exclude(wave_id=0)
+        counters.filter(state=M.MIGRATED, wave_id__gt=0)
         .order_by()
-        .values("wave_id")
+        .values_list("wave_id")
         .annotate(n=Sum("mailboxes"), b=Sum("bytes"))
     )
-    per_wave = {row["wave_id"]: (row["n"] or 0, row["b"] or 0) for row in rows if row["n"]}
+    return {wave_id: (n or 0, b or 0) for wave_id, n, b in rows if n}
+
+
+def moved_per_night(per_wave: dict[int, tuple[int, int]], *, nights: int = 14) -> list[dict]:
+    """Mailboxes and bytes migrated per night (a wave's window is a night or a weekend, dated by its start),
+    for the last `nights` nights that moved anything, oldest first."""
     per_night: dict[dt.date, list[int]] = {}
     for wave_id, starts_at in Wave.objects.filter(pk__in=list(per_wave)).values_list("id", "starts_at"):
         night = timezone.localtime(starts_at).date()
@@ -184,21 +234,16 @@ def moved_per_night(counters: QuerySet[MailboxCounter], *, nights: int = 14) -> 
 
 
 def forecast(
-    counters: QuerySet[MailboxCounter], summary: dict[str, int], *, now: dt.datetime | None = None
+    per_wave: dict[int, tuple[int, int]], summary: dict[str, int], *, now: dt.datetime | None = None
 ) -> dict:
     """The finish date from measured throughput: mailboxes migrated in the waves that started in the last
-    28 days, per day, applied to what remains. None when nothing has been measured yet."""
+    28 days, per day, applied to what remains. No date when nothing has been measured yet."""
     now = now or timezone.now()
     since = now - dt.timedelta(days=THROUGHPUT_DAYS)
     recent = list(
         Wave.objects.filter(starts_at__gte=since, starts_at__lte=now).values_list("id", "starts_at")
     )
-    measured = (
-        counters.filter(state=M.MIGRATED, wave_id__in=[pk for pk, _ in recent]).aggregate(n=Sum("mailboxes"))[
-            "n"
-        ]
-        or 0
-    )
+    measured = sum(per_wave.get(pk, (0, 0))[0] for pk, _ in recent)
     remaining = summary["mailboxes"] - summary["migrated"]
     result = {"measured": measured, "remaining": remaining, "per_day": 0.0, "finish": None}
     if not recent or not measured:
@@ -216,16 +261,16 @@ def dashboard(user: User, *, now: dt.datetime | None = None) -> dict:
     from migrations_app.selectors.waves import waves_visible_to
 
     counters = counters_visible_to(user)
-    counts = state_counts(counters)
+    counts, attention, per_wave = state_counts_and_attention(counters)
     summary = totals(counts)
     return {
         "state_counts": counts,
         "summary": summary,
         "stages": organisation_stage_counts(user),
         "waves": waves_overview(waves_visible_to(user), now=now),
-        "nights": moved_per_night(counters),
-        "forecast": forecast(counters, summary, now=now),
-        "attention": attention_share(counters),
+        "nights": moved_per_night(per_wave),
+        "forecast": forecast(per_wave, summary, now=now),
+        "attention": attention,
     }
 
 

@@ -21,7 +21,11 @@ from migrations_app.forms import (
     blackout_formset,
 )
 from migrations_app.models import Contact, Invitation, Mailbox, Organisation, User, Wave
-from migrations_app.selectors.mailboxes import mailboxes_by_address_prefix, mailboxes_by_name_prefix
+from migrations_app.selectors.mailboxes import (
+    LIST_FIELDS,
+    mailboxes_by_address_prefix,
+    mailboxes_by_name_prefix,
+)
 from migrations_app.selectors.organisations import (
     mailbox_counts_by_organisation,
     organisation_mailbox_totals,
@@ -154,22 +158,27 @@ def _inventory(request, organisation: Organisation):
         by_address = mailboxes_by_address_prefix(mailboxes, criteria["q"]).values("pk")
         by_name = mailboxes_by_name_prefix(mailboxes, criteria["q"]).values("pk")
         mailboxes = mailboxes.filter(Q(pk__in=by_address) | Q(pk__in=by_name))
-    return filters, mailboxes.order_by("id")
+    # (state, id) order: mailbox_org_state_idx (organisation, state, id) gives it straight from the index,
+    # where id order alone would sort all of a 20,000-mailbox trust's rows for each page
+    return filters, mailboxes.order_by("state", "id")
 
 
 def _inventory_context(request, organisation: Organisation) -> dict:
-    """One page of the inventory, keyset-paged (?after=<id>: no OFFSET, no COUNT; the total comes from the
-    counters)."""
+    """One page of the inventory, keyset-paged (?after=<state>:<id>: no OFFSET, no COUNT; the total comes from
+    the counters)."""
     filters, mailboxes = _inventory(request, organisation)
     after = request.GET.get("after", "")
-    if after.isdigit():
-        mailboxes = mailboxes.filter(id__gt=int(after))
-    page = list(mailboxes.select_related("wave")[: INVENTORY_PER_PAGE + 1])
+    state, _, last_id = after.partition(":")
+    if state in Mailbox.State.values and last_id.isdigit():
+        mailboxes = mailboxes.filter(Q(state__gt=state) | Q(state=state, id__gt=int(last_id)))
+    else:
+        after = ""
+    page = list(mailboxes.select_related("organisation", "wave").only(*LIST_FIELDS)[: INVENTORY_PER_PAGE + 1])
     next_params = None
     if len(page) > INVENTORY_PER_PAGE:
         page = page[:INVENTORY_PER_PAGE]
         params = request.GET.copy()
-        params["after"] = str(page[-1].pk)
+        params["after"] = f"{page[-1].state}:{page[-1].pk}"
         next_params = params.urlencode()
     export_params = request.GET.copy()
     export_params.pop("after", None)
