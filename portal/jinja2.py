@@ -19,6 +19,14 @@ def url(name: str, *args, **kwargs) -> str:
     return reverse(name, args=args or None, kwargs=kwargs or None)
 
 
+def fast_intcomma(value) -> str:
+    """1234567 -> "1,234,567". Integers (nearly every count on a page) skip Django's localised formatting,
+    which costs ~20 us a call: a wave of 500 organisations shows a thousand of them."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return intcomma(value)
+
+
 def local_datetime(value, fmt: str = "j M Y H:i") -> str:
     if value is None:
         return ""
@@ -55,7 +63,7 @@ def environment(**options) -> Environment:
     )
     env.filters.update(
         {
-            "intcomma": intcomma,
+            "intcomma": fast_intcomma,
             "naturaltime": naturaltime,
             "bytes": filesizeformat_binary,
             "datetime": local_datetime,

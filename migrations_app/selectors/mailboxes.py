@@ -56,7 +56,12 @@ def mailbox_search(mailboxes: QuerySet[Mailbox], query: str, *, limit: int = SEA
     if not query:
         return []
     found: dict[int, Mailbox] = {}
-    for qs in (mailboxes_by_address_prefix(mailboxes, query), mailboxes_by_name_prefix(mailboxes, query)):
+    searches = [mailboxes_by_address_prefix(mailboxes, query)]
+    if "@" not in query:  # a display name has no @: an address search needs no second query
+        searches.append(mailboxes_by_name_prefix(mailboxes, query))
+    for qs in searches:
+        if len(found) >= limit:
+            break  # a page of address matches already: the name matches would not be shown
         for mailbox in qs.select_related("organisation", "wave").only(*LIST_FIELDS)[:limit]:
             found.setdefault(mailbox.pk, mailbox)
     return list(found.values())[:limit]
