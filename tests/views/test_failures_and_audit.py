@@ -93,3 +93,10 @@ def test_a_trust_admin_sees_only_their_organisations_events(client_for, officer,
     body = b"".join(client.get("/audit/export.csv").streaming_content).decode()
     assert "organisation.enrolled" in body and "x@rrv.nhs.uk" not in body and "wave.approved" not in body
     assert Event.objects.count() == 3
+
+
+def test_a_bad_date_in_the_audit_filters_is_an_error_not_a_crash(client_for, officer):
+    event_record(action="wave.approved", subject="Evening")
+    response = client_for(officer).get("/audit/", {"date_from": "31/02/2026"})
+    assert response.status_code == 200
+    assert "Enter a valid date" in response.content.decode()
