@@ -115,3 +115,26 @@ def test_the_inventory_on_the_organisation_page_filters_and_pages(client_for, ad
     after = after.replace("%3A", ":")
     html = client.get("/organisations/RJ1/", {"after": after}).content.decode()
     assert "First page" in html and "(continued)" in html
+
+
+def test_another_organisations_inventory_progress_and_exports_are_404(client_for, admin_a, org_b):
+    MailboxFactory(organisation=org_b)
+    client = client_for(admin_a)
+    for url in [
+        "/organisations/RRV/mailboxes/",
+        "/organisations/RRV/progress/",
+        "/organisations/RRV/mailboxes.csv",
+    ]:
+        assert client.get(url).status_code == 404, url
+
+
+def test_the_organisation_progress_polls_only_while_mailboxes_move(client_for, admin_a, org_a):
+    wave = wave_in_states([org_a], {"syncing": 1, "migrated": 1})
+    client = client_for(admin_a)
+    response = client.get("/organisations/RJ1/progress/")
+    assert response.status_code == 200 and "every 5s" in response.content.decode()
+    Mailbox.objects.filter(wave=wave).update(state=M.MIGRATED)
+    response = client.get("/organisations/RJ1/progress/")
+    assert (
+        response.status_code == 286 and "<strong>2</strong> of 2 mailboxes moved" in response.content.decode()
+    )
