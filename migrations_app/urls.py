@@ -82,6 +82,7 @@ urlpatterns = [
     path("affinity/", imports.affinity_report, name="affinity_report"),
     # waves: the timeline, one wave and its actions, moves, the planner and pilots
     path("waves/", waves.wave_list, name="wave_list"),
+    path("waves/export.csv", waves.wave_list_csv, name="wave_list_csv"),
     path("waves/planner/", waves.planner, name="wave_planner"),
     path("waves/planner/commit/", waves.planner_commit_view, name="wave_planner_commit"),
     path("waves/pilot/", waves.pilot_create_view, name="wave_pilot"),

@@ -45,7 +45,7 @@ from migrations_app.services.planning import (
     wave_name,
 )
 from migrations_app.services.waves import ACTIONS, wave_act
-from migrations_app.views._csv import csv_response
+from migrations_app.views._csv import CHUNK_SIZE, csv_response
 from migrations_app.views._helpers import add_service_errors, error_summary_items, paginate
 from migrations_app.views.mailboxes import MAILBOX_CSV_HEADER, mailbox_csv_rows
 
@@ -571,3 +571,44 @@ def wave_mailboxes_csv(request, pk: int):
     return csv_response(
         f"wave-{wave.pk}-mailboxes.csv", MAILBOX_CSV_HEADER, mailbox_csv_rows(mailboxes.order_by("id"))
     )
+
+
+@login_required
+def wave_list_csv(request):
+    """Every wave the user sees, with the list page's filters."""
+    filters = WaveFilterForm(request.GET or None)
+    waves = waves_visible_to(request.user).order_by("starts_at", "id")
+    if filters.is_valid():
+        if filters.cleaned_data["status"]:
+            waves = waves.filter(status=filters.cleaned_data["status"])
+        if filters.cleaned_data["kind"]:
+            waves = waves.filter(kind=filters.cleaned_data["kind"])
+
+    def rows():
+        for w in waves.iterator(chunk_size=CHUNK_SIZE):
+            yield [
+                w.name,
+                w.get_kind_display(),
+                "yes" if w.is_pilot else "",
+                w.starts_at.isoformat(),
+                w.ends_at.isoformat(),
+                w.get_status_display(),
+                w.planned_mailboxes,
+                w.planned_bytes,
+                w.capacity_mailboxes,
+                w.capacity_bytes,
+            ]
+
+    header = [
+        "name",
+        "window",
+        "pilot",
+        "starts_at",
+        "ends_at",
+        "status",
+        "planned_mailboxes",
+        "planned_bytes",
+        "capacity_mailboxes",
+        "capacity_bytes",
+    ]
+    return csv_response("waves.csv", header, rows())

@@ -42,6 +42,7 @@ def test_every_export_neutralises_formulas(client_for, officer, org_a):
     assert rows(client.get(f"/waves/{wave.pk}/mailboxes.csv"))[1][7] == "failed"
     assert rows(client.get("/failures/export.csv"))[1][10] == "AUTH_FAILED"
     assert rows(client.get("/audit/export.csv"))[0][:3] == ["id", "when", "action"]
+    assert rows(client.get("/waves/export.csv"))[1][:2] == ["Evening", "Weekday evening"]
 
 
 def test_the_organisation_export_is_scoped(client_for, admin_a, org_a, org_b):
@@ -49,3 +50,10 @@ def test_the_organisation_export_is_scoped(client_for, admin_a, org_a, org_b):
     body = rows(client_for(admin_a).get("/organisations/export.csv"))
     assert [r[0] for r in body[1:]] == ["RJ1"] and body[1][6] == "1"
     assert client_for(admin_a).get("/organisations/RRV/mailboxes.csv").status_code == 404
+
+
+def test_the_wave_export_is_scoped(client_for, admin_a, org_a, org_b):
+    wave_in_states([org_a], {"scheduled": 1}, name="Ours")
+    wave_in_states([org_b], {"scheduled": 1}, name="Theirs")
+    body = rows(client_for(admin_a).get("/waves/export.csv"))
+    assert [r[0] for r in body[1:]] == ["Ours"]
