@@ -117,12 +117,12 @@ def _sqlite_subtract(row: str) -> str:
 
 
 SQLITE = [
-    f"CREATE TRIGGER mailbox_counter_insert AFTER INSERT ON {MAILBOX} BEGIN {_sqlite_add('NEW')} END",
-    f"""CREATE TRIGGER mailbox_counter_update
+    f"CREATE TRIGGER IF NOT EXISTS mailbox_counter_insert AFTER INSERT ON {MAILBOX} BEGIN {_sqlite_add('NEW')} END",
+    f"""CREATE TRIGGER IF NOT EXISTS mailbox_counter_update
         AFTER UPDATE OF organisation_id, wave_id, state, needed_attention, size_bytes ON {MAILBOX}
         BEGIN {_sqlite_subtract('OLD')} {_sqlite_add('NEW')} END""",
-    f"CREATE TRIGGER mailbox_counter_delete AFTER DELETE ON {MAILBOX} BEGIN {_sqlite_subtract('OLD')} END",
-    f"CREATE INDEX mailbox_display_name_prefix_idx ON {MAILBOX} (lower(display_name), id)",
+    f"CREATE TRIGGER IF NOT EXISTS mailbox_counter_delete AFTER DELETE ON {MAILBOX} BEGIN {_sqlite_subtract('OLD')} END",
+    f"CREATE INDEX IF NOT EXISTS mailbox_display_name_prefix_idx ON {MAILBOX} (lower(display_name), id)",
 ]
 SQLITE_REVERSE = [
     "DROP INDEX IF EXISTS mailbox_display_name_prefix_idx",

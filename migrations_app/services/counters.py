@@ -14,6 +14,9 @@ for its COPY and calls counters_rebuild() afterwards, the way it rebuilds the in
 2.1 million new rows instead of a transition table holding them all.
 """
 
+import importlib
+import logging
+
 from django.db import connection
 
 from migrations_app.models import Mailbox, MailboxCounter
@@ -21,6 +24,8 @@ from migrations_app.models import Mailbox, MailboxCounter
 COUNTER = MailboxCounter._meta.db_table
 MAILBOX = Mailbox._meta.db_table
 INSERT_TRIGGER = "mailbox_counter_insert"
+SQLITE_TRIGGERS = ("mailbox_counter_insert", "mailbox_counter_update", "mailbox_counter_delete")
+logger = logging.getLogger(__name__)
 
 _GROUPED = f"""
     SELECT organisation_id, COALESCE(wave_id, 0), state, needed_attention, COUNT(*), COALESCE(SUM(size_bytes), 0)
@@ -66,3 +71,30 @@ def counters_current() -> dict[tuple, tuple[int, int]]:
         "organisation_id", "wave_id", "state", "needed_attention", "mailboxes", "bytes"
     )
     return {(o, w, s, bool(a)): (n, b) for o, w, s, a, n, b in rows}
+
+
+def counters_ensure_sqlite_triggers(*, using=None, **_kwargs) -> None:
+    """After every migrate on SQLite (post_migrate): put back any counter trigger a later migration dropped.
+
+    Django's SQLite schema editor rebuilds a table (new table, copy, drop, rename) for many ALTERs, and the
+    triggers of the old table go with it, silently. PostgreSQL keeps triggers across ALTER TABLE, so this is
+    SQLite only. A trigger found missing means the counters may have drifted meanwhile: they are rebuilt."""
+    from django.db import connections
+
+    db = connections[using or "default"]
+    if db.vendor != "sqlite" or COUNTER not in db.introspection.table_names():
+        return
+    with db.cursor() as cursor:
+        cursor.execute("SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = %s", [MAILBOX])
+        present = {row[0] for row in cursor.fetchall()}
+        if set(SQLITE_TRIGGERS) <= present:
+            return
+        migration = importlib.import_module("migrations_app.migrations.0007_pages_counters")
+        for statement in migration.SQLITE:  # CREATE ... IF NOT EXISTS
+            cursor.execute(statement)
+        for statement in migration.REBUILD:
+            cursor.execute(statement)
+    logger.warning(
+        "mailbox counters: SQLite triggers %s were missing; recreated and counters rebuilt",
+        sorted(set(SQLITE_TRIGGERS) - present),
+    )

@@ -132,3 +132,22 @@ def test_counters_hold_across_committed_transactions(org_a):
     ready_mailboxes(org_a, 2)
     Mailbox.objects.filter(organisation=org_a).update(state=M.BLOCKED)
     assert_counters_match()
+
+
+def test_a_migration_that_drops_the_sqlite_triggers_gets_them_back(db, org_a):
+    from django.db import connection
+
+    from migrations_app.services.counters import counters_ensure_sqlite_triggers
+
+    if connection.vendor != "sqlite":
+        pytest.skip("SQLite only: PostgreSQL keeps triggers across ALTER TABLE")
+    ready_mailboxes(org_a, 2)
+    with connection.cursor() as cursor:  # what a table rebuild by a later migration does to them
+        for name in ("mailbox_counter_insert", "mailbox_counter_update", "mailbox_counter_delete"):
+            cursor.execute(f"DROP TRIGGER {name}")
+    ready_mailboxes(org_a, 3)  # not counted: no trigger
+    assert counters_current() != counters_fresh()
+    counters_ensure_sqlite_triggers(using="default")  # post_migrate
+    assert_counters_match()
+    ready_mailboxes(org_a, 1)
+    assert_counters_match()
