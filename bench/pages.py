@@ -242,6 +242,7 @@ def main() -> None:
     results["wave"] = timed(office, [f"/waves/{wave.pk}/"], requests=args.requests)
     results["search"] = timed(office, searches, requests=args.requests)
     results["org"] = timed(trust, [f"/organisations/{organisation.ods_code}/"], requests=args.requests)
+    log(f"load average while timing: {os.getloadavg()[0]:.2f} (this machine has {os.cpu_count()} cores)")
     for name, samples in results.items():
         log(f"  {name}: median {statistics.median(samples) * 1000:.1f} ms, max {max(samples) * 1000:.1f} ms")
     log(
