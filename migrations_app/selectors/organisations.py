@@ -43,18 +43,6 @@ def mailbox_counts_by_organisation(organisation_ids: Iterable[int]) -> dict[int,
     return {row["organisation_id"]: row["n"] or 0 for row in rows}
 
 
-def mailbox_state_counts(organisation: Organisation) -> list[tuple[str, str, int]]:
-    """(state, label, count) for every mailbox state, zeros included, from one GROUP BY on the organisation."""
-    rows = (
-        MailboxCounter.objects.filter(organisation_id=organisation.pk)
-        .order_by()
-        .values("state")
-        .annotate(n=Sum("mailboxes"))
-    )
-    counts = {row["state"]: row["n"] or 0 for row in rows}
-    return [(value, label, counts.get(value, 0)) for value, label in Mailbox.State.choices]
-
-
 def organisation_mailbox_totals(organisation_ids: Iterable[int]) -> dict[int, tuple[int, int]]:
     """{organisation id: (mailboxes, migrated)} for these organisations, in one query over the counters."""
     ids = list(organisation_ids)

@@ -62,8 +62,10 @@ NOT_HANDLED = (M.INVENTORIED, M.READY, M.BLOCKED)
 def state_counts_and_attention(
     counters: QuerySet[MailboxCounter],
 ) -> tuple[list[StateCount], dict, dict[int, tuple[int, int]]]:
-    """state_counts(), attention_share() and migrated_by_wave() from one pass over the counters (the
-    dashboard's): one GROUP BY (state, needed attention, wave), a few hundred groups."""
+    """From one pass over the counters (the dashboard's; one GROUP BY (state, needed attention, wave), a few
+    hundred groups): the counts by state; the share of mailboxes that needed attention, i.e. that failed or
+    were retried at least once (mailbox.needed_attention), of those a wave has handled (scheduled or later,
+    or rolled back out of their wave after needing attention); and {wave id: (mailboxes, bytes) migrated}."""
     rows = (
         counters.order_by()
         .values_list("state", "needed_attention", "wave_id")
@@ -113,13 +115,6 @@ def totals(counts: list[StateCount]) -> dict[str, int]:
         "prestaged_bytes": sum(by_state[s].bytes for s in (M.SYNCED, M.CUTOVER, M.VERIFYING)),
         "percent": math.floor(100 * migrated / total) if total else 0,
     }
-
-
-def attention_share(counters: QuerySet[MailboxCounter]) -> dict[str, float | int]:
-    """Mailboxes that failed or were retried at least once (mailbox.needed_attention), of those a wave has
-    handled (scheduled or later, or rolled back out of their wave after needing attention): the programme's
-    "needed support" figure."""
-    return state_counts_and_attention(counters)[1]
 
 
 def organisation_stage_counts(user: User) -> list[tuple[str, str, int]]:
@@ -195,17 +190,6 @@ def waves_overview(waves: QuerySet[Wave], *, now: dt.datetime | None = None, lim
         "running": list(waves.filter(status__in=(W.RUNNING, W.PAUSED)).order_by("starts_at", "id")[:limit]),
         "done": list(waves.filter(status=W.COMPLETED).order_by("-starts_at", "-id")[:limit]),
     }
-
-
-def migrated_by_wave(counters: QuerySet[MailboxCounter]) -> dict[int, tuple[int, int]]:
-    """{wave id: (mailboxes, bytes) migrated}: one GROUP BY of the migrated counter rows."""
-    rows = (
-        counters.filter(state=M.MIGRATED, wave_id__gt=0)
-        .order_by()
-        .values_list("wave_id")
-        .annotate(n=Sum("mailboxes"), b=Sum("bytes"))
-    )
-    return {wave_id: (n or 0, b or 0) for wave_id, n, b in rows if n}
 
 
 def moved_per_night(per_wave: dict[int, tuple[int, int]], *, nights: int = 14) -> list[dict]:
