@@ -301,7 +301,7 @@ def wave_failures(wave: Wave, user: User) -> list[dict]:
         .annotate(n=Count("id"))
         .order_by("-n", "last_error_code")
     )
-    return [{"code": row["last_error_code"] or "UNKNOWN", "mailboxes": row["n"]} for row in rows]
+    return [{"code": row["last_error_code"], "mailboxes": row["n"]} for row in rows]
 
 
 def failures_by_code(user: User) -> list[dict]:
