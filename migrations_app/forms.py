@@ -12,7 +12,7 @@ from django.conf import settings
 from django.contrib.auth import password_validation
 from django.utils import timezone
 
-from migrations_app.models import ODS_CODE_PATTERN, ApiToken, ImportJob, Organisation, User
+from migrations_app.models import ODS_CODE_PATTERN, ApiToken, ImportJob, Mailbox, Organisation, User
 from migrations_app.services.organisations import ODS_CODE_MESSAGE, BlackoutData, ContactData
 
 EMAIL_MESSAGE = "Enter an email address in the correct format, like name@example.nhs.uk"
@@ -392,6 +392,18 @@ class OrganisationFilterForm(forms.Form):
         label="Region",
         required=False,
         choices=FieldChoices.with_blank(Organisation.Region.choices, "Any region"),
+    )
+
+
+class InventoryFilterForm(forms.Form):
+    """An organisation's inventory: by state, kind, and an address or display-name prefix."""
+
+    q = forms.CharField(label="Address or name starts with", required=False, max_length=254)
+    state = forms.ChoiceField(
+        label="State", required=False, choices=FieldChoices.with_blank(Mailbox.State.choices, "Any state")
+    )
+    kind = forms.ChoiceField(
+        label="Kind", required=False, choices=FieldChoices.with_blank(Mailbox.Kind.choices, "Any kind")
     )
 
 

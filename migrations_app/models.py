@@ -345,6 +345,8 @@ class Mailbox(models.Model):
     paused = models.BooleanField(default=False, db_default=False)
     # What the engine could not copy (too big for the target, rejected): folder, subject, size, reason.
     skipped_items = models.JSONField(null=True, blank=True)
+    # Set for good the first time the mailbox fails or is retried: "the share that needed attention".
+    needed_attention = models.BooleanField(default=False, db_default=False)
     created_at = models.DateTimeField(auto_now_add=True, db_default=Now())
     updated_at = models.DateTimeField(auto_now=True, db_default=Now())
 
@@ -382,6 +384,35 @@ class Mailbox(models.Model):
 
     def __str__(self) -> str:
         return self.email
+
+
+class MailboxCounter(models.Model):
+    """How many mailboxes, and how many bytes, per (organisation, wave, state, needed attention).
+
+    Maintained by database triggers on the mailbox table (migration 0007_pages_counters: statement-level with
+    transition tables on PostgreSQL, row-level on SQLite), so every writer (imports, approval, execution, the
+    admin, raw SQL) keeps it right without knowing it exists; services.counters.counters_rebuild() rebuilds it
+    set-based. The pages read their counts here: ~100,000 rows instead of 2.1 million mailboxes.
+    wave_id is 0 for "in no wave" (no NULL in the key, so the triggers' upsert has one conflict target).
+    """
+
+    organisation_id = models.BigIntegerField()
+    wave_id = models.BigIntegerField(default=0)
+    state = models.CharField(max_length=12)
+    needed_attention = models.BooleanField(default=False)
+    mailboxes = models.BigIntegerField(default=0)
+    bytes = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organisation_id", "wave_id", "state", "needed_attention"], name="mailboxcounter_key"
+            )
+        ]
+        indexes = [models.Index(fields=["wave_id", "organisation_id"], name="mailboxcounter_wave_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.organisation_id}/{self.wave_id}/{self.state}: {self.mailboxes}"
 
 
 class Decision(models.Model):

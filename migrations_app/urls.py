@@ -1,6 +1,19 @@
 from django.urls import path, register_converter
 
-from migrations_app.views import accounts, entra, imports, organisations, pages, tokens, waves
+from migrations_app.views import (
+    accounts,
+    audit,
+    dashboard,
+    entra,
+    failures,
+    imports,
+    mailboxes,
+    organisations,
+    pages,
+    public,
+    tokens,
+    waves,
+)
 
 
 class OdsCodeConverter:
@@ -19,6 +32,18 @@ register_converter(OdsCodeConverter, "ods")
 
 urlpatterns = [
     path("", pages.home, name="home"),
+    path("dashboard/", dashboard.dashboard, name="dashboard"),
+    path("when-does-my-mailbox-move/", public.when_does_my_mailbox_move, name="public_when"),
+    path("mailboxes/", mailboxes.mailbox_search_view, name="mailbox_search"),
+    path("mailboxes/export.csv", mailboxes.mailbox_search_csv, name="mailbox_search_csv"),
+    path("mailboxes/<int:pk>/", mailboxes.mailbox_detail, name="mailbox_detail"),
+    path("mailboxes/<int:pk>/retry/", mailboxes.mailbox_retry_view, name="mailbox_retry"),
+    path("mailboxes/<int:pk>/roll-back/", mailboxes.mailbox_rollback_view, name="mailbox_rollback"),
+    path("failures/", failures.failure_list, name="failure_list"),
+    path("failures/export.csv", failures.failure_csv, name="failure_csv"),
+    path("failures/retry/", failures.failure_retry, name="failure_retry"),
+    path("audit/", audit.audit_log, name="audit_log"),
+    path("audit/export.csv", audit.audit_csv, name="audit_csv"),
     path("sign-in/", accounts.SignInView.as_view(), name="login"),
     path("sign-in/entra/", entra.entra_start, name="entra_start"),
     path("sign-in/entra/callback/", entra.entra_callback, name="entra_callback"),
@@ -27,10 +52,26 @@ urlpatterns = [
     path("api-tokens/<int:pk>/revoke/", tokens.token_revoke_view, name="token_revoke"),
     path("invitations/<str:token>/", accounts.invitation_accept_view, name="invitation_accept"),
     path("organisations/", organisations.organisation_list, name="organisation_list"),
+    path("organisations/export.csv", organisations.organisation_list_csv, name="organisation_list_csv"),
     path("organisations/enrol/", organisations.organisation_enrol_view, name="organisation_enrol"),
     path("organisations/invite/", organisations.organisation_invite_view, name="organisation_invite"),
     path("organisations/<ods:ods_code>/", organisations.organisation_detail, name="organisation_detail"),
     path("organisations/<ods:ods_code>/edit/", organisations.organisation_edit, name="organisation_edit"),
+    path(
+        "organisations/<ods:ods_code>/mailboxes/",
+        organisations.organisation_inventory,
+        name="organisation_inventory",
+    ),
+    path(
+        "organisations/<ods:ods_code>/mailboxes.csv",
+        organisations.organisation_inventory_csv,
+        name="organisation_inventory_csv",
+    ),
+    path(
+        "organisations/<ods:ods_code>/progress/",
+        organisations.organisation_progress_fragment,
+        name="organisation_progress",
+    ),
     path(
         "organisations/<ods:ods_code>/imports/<str:kind>/",
         imports.import_upload,
@@ -44,6 +85,7 @@ urlpatterns = [
     path("affinity/", imports.affinity_report, name="affinity_report"),
     # waves: the timeline, one wave and its actions, moves, the planner and pilots
     path("waves/", waves.wave_list, name="wave_list"),
+    path("waves/export.csv", waves.wave_list_csv, name="wave_list_csv"),
     path("waves/planner/", waves.planner, name="wave_planner"),
     path("waves/planner/commit/", waves.planner_commit_view, name="wave_planner_commit"),
     path("waves/pilot/", waves.pilot_create_view, name="wave_pilot"),
@@ -52,6 +94,9 @@ urlpatterns = [
         "waves/settings/closed/<int:pk>/remove/", waves.closed_period_remove_view, name="closed_period_remove"
     ),
     path("waves/<int:pk>/", waves.wave_detail, name="wave_detail"),
+    path("waves/<int:pk>/live/", waves.wave_live, name="wave_live"),
+    path("waves/<int:pk>/retry-failures/", waves.wave_retry_failures_view, name="wave_retry_failures"),
+    path("waves/<int:pk>/mailboxes.csv", waves.wave_mailboxes_csv, name="wave_mailboxes_csv"),
     path("waves/<int:pk>/move/", waves.wave_move, name="wave_move"),
     path("waves/<int:pk>/move-mailbox/", waves.wave_move_mailbox_view, name="wave_move_mailbox"),
     path("waves/<int:pk>/<str:action>/", waves.wave_action, name="wave_action"),

@@ -19,12 +19,26 @@ def url(name: str, *args, **kwargs) -> str:
     return reverse(name, args=args or None, kwargs=kwargs or None)
 
 
+def fast_intcomma(value) -> str:
+    """1234567 -> "1,234,567". Integers (nearly every count on a page) skip Django's localised formatting,
+    which costs ~20 us a call: a wave of 500 organisations shows a thousand of them."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return intcomma(value)
+
+
 def local_datetime(value, fmt: str = "j M Y H:i") -> str:
     if value is None:
         return ""
     if hasattr(value, "tzinfo") and value.tzinfo is not None:
         value = timezone.localtime(value)
     return date_format(value, fmt)
+
+
+def _mailbox_states() -> list[tuple[str, str]]:
+    from migrations_app.models import Mailbox
+
+    return list(Mailbox.State.choices)
 
 
 def environment(**options) -> Environment:
@@ -44,11 +58,12 @@ def environment(**options) -> Environment:
             "get_messages": messages.get_messages,
             "htmx_script": htmx_script,
             "service_name": "Mailbox migration portal",
+            "mailbox_states": _mailbox_states(),
         }
     )
     env.filters.update(
         {
-            "intcomma": intcomma,
+            "intcomma": fast_intcomma,
             "naturaltime": naturaltime,
             "bytes": filesizeformat_binary,
             "datetime": local_datetime,

@@ -131,6 +131,12 @@ else:
         }
     }
 
+# The public "when does my mailbox move?" page: lookups per client IP (django-ratelimit, counted in the cache
+# above; a shared cache such as Redis when several web processes serve it). Behind a proxy, set
+# RATELIMIT_IP_META_KEY to the header that carries the client address (e.g. HTTP_X_FORWARDED_FOR).
+PUBLIC_LOOKUP_RATE = env_str("PUBLIC_LOOKUP_RATE", "10/m")
+RATELIMIT_IP_META_KEY = env_str("RATELIMIT_IP_META_KEY") or None
+
 # --- Celery ------------------------------------------------------------------------------------------------
 # The embedded default is kombu's filesystem transport: messages are files in var/broker, so the web
 # server, the worker and beat share a queue with no server to install (docs/adr/003-embedded-broker.md).

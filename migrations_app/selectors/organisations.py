@@ -1,15 +1,15 @@
 """Reads about organisations that pages and the API share. Scoping itself lives in selectors/scoping.py.
 
-Counts come from one GROUP BY over the rows asked for, served by mailbox_org_state_idx: never a count of
-the whole mailbox table, never one query per organisation.
+Counts come from the mailbox counters (models.MailboxCounter, kept by triggers): never a count of mailbox
+rows, never one query per organisation.
 """
 
 from collections.abc import Iterable
 
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Q, QuerySet, Sum
 from django.db.models.functions import Upper
 
-from migrations_app.models import Mailbox, Organisation
+from migrations_app.models import Mailbox, MailboxCounter, Organisation
 
 
 def organisations_filtered(
@@ -35,18 +35,23 @@ def mailbox_counts_by_organisation(organisation_ids: Iterable[int]) -> dict[int,
     if not ids:
         return {}
     rows = (
-        Mailbox.objects.filter(organisation_id__in=ids)
+        MailboxCounter.objects.filter(organisation_id__in=ids)
         .order_by()
         .values("organisation_id")
-        .annotate(n=Count("id"))
+        .annotate(n=Sum("mailboxes"))
     )
-    return {row["organisation_id"]: row["n"] for row in rows}
+    return {row["organisation_id"]: row["n"] or 0 for row in rows}
 
 
-def mailbox_state_counts(organisation: Organisation) -> list[tuple[str, str, int]]:
-    """(state, label, count) for every mailbox state, zeros included, from one GROUP BY on the organisation."""
+def organisation_mailbox_totals(organisation_ids: Iterable[int]) -> dict[int, tuple[int, int]]:
+    """{organisation id: (mailboxes, migrated)} for these organisations, in one query over the counters."""
+    ids = list(organisation_ids)
+    if not ids:
+        return {}
     rows = (
-        Mailbox.objects.filter(organisation=organisation).order_by().values("state").annotate(n=Count("id"))
+        MailboxCounter.objects.filter(organisation_id__in=ids)
+        .order_by()
+        .values("organisation_id")
+        .annotate(n=Sum("mailboxes"), migrated=Sum("mailboxes", filter=Q(state=Mailbox.State.MIGRATED)))
     )
-    counts = {row["state"]: row["n"] for row in rows}
-    return [(value, label, counts.get(value, 0)) for value, label in Mailbox.State.choices]
+    return {row["organisation_id"]: (row["n"] or 0, row["migrated"] or 0) for row in rows}

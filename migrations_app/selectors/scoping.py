@@ -9,7 +9,7 @@ and change; nothing else filters by role.
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 
-from migrations_app.models import Event, ImportJob, Mailbox, Organisation, User, Webhook
+from migrations_app.models import Event, ImportJob, Mailbox, MailboxCounter, Organisation, User, Webhook
 
 
 def organisations_visible_to(user: User) -> QuerySet[Organisation]:
@@ -66,6 +66,13 @@ def events_visible_to(user: User) -> QuerySet[Event]:
 def webhooks_visible_to(user: User) -> QuerySet[Webhook]:
     """Webhooks carry an organisation's integration settings: only those who administer it see them."""
     return Webhook.objects.filter(organisation__in=organisations_administered_by(user))
+
+
+def counters_visible_to(user: User) -> QuerySet[MailboxCounter]:
+    """The mailbox counters of the organisations the user sees (the status pages' counts)."""
+    if user.is_authenticated and (user.is_programme_office or user.is_viewer):
+        return MailboxCounter.objects.all()
+    return MailboxCounter.objects.filter(organisation_id__in=organisations_visible_to(user).values("pk"))
 
 
 def can_administer(user: User, organisation: Organisation) -> bool:

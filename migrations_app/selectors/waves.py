@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery, Sum
 
-from migrations_app.models import Allocation, Decision, Mailbox, Organisation, User, Wave
+from migrations_app.models import Allocation, Decision, Mailbox, MailboxCounter, Organisation, User, Wave
 from migrations_app.selectors.scoping import organisations_visible_to
 
 ALLOCATING_STATUSES = (Wave.Status.DRAFT, Wave.Status.PROPOSED)
@@ -77,13 +77,29 @@ def wave_members(wave: Wave) -> QuerySet[Mailbox]:
 
 
 def wave_totals(wave: Wave) -> dict[str, int]:
+    if wave.status not in ALLOCATING_STATUSES:
+        totals = MailboxCounter.objects.filter(wave_id=wave.pk).aggregate(
+            mailboxes=Sum("mailboxes"), bytes=Sum("bytes")
+        )
+        return {"mailboxes": totals["mailboxes"] or 0, "bytes": totals["bytes"] or 0}
     totals = wave_members(wave).aggregate(mailboxes=Count("id"), bytes=Sum("size_bytes"))
     return {"mailboxes": totals["mailboxes"] or 0, "bytes": totals["bytes"] or 0}
 
 
 def wave_organisation_totals(wave: Wave) -> dict[int, tuple[int, int]]:
     """{organisation id: (mailboxes, bytes)} for the wave: one GROUP BY over its members (at most a window's
-    worth of rows), plus organisations allocated with no plannable mailbox left (shown with zero)."""
+    worth of rows), plus organisations allocated with no plannable mailbox left (shown with zero). Once the
+    wave is stamped (approved and after), membership is mailbox.wave alone and the mailbox counters have it
+    per organisation: no mailbox row is read."""
+    if wave.status not in ALLOCATING_STATUSES:
+        stamped = (
+            MailboxCounter.objects.filter(wave_id=wave.pk)
+            .exclude(mailboxes=0)
+            .order_by()
+            .values_list("organisation_id")
+            .annotate(n=Sum("mailboxes"), b=Sum("bytes"))
+        )
+        return {org_id: (n, b or 0) for org_id, n, b in stamped if n}
     rows = (
         wave_members(wave)
         .order_by()
@@ -184,10 +200,12 @@ def waves_visible_to(user: User) -> QuerySet[Wave]:
         return Wave.objects.none()
     if user.is_programme_office or user.is_viewer:
         return Wave.objects.all()
-    orgs = organisations_visible_to(user)
+    orgs = organisations_visible_to(user).values("pk")
+    # stamped membership from the mailbox counters (a few rows per organisation), not the mailbox rows
+    stamped = MailboxCounter.objects.filter(organisation_id__in=orgs, mailboxes__gt=0).exclude(wave_id=0)
     return Wave.objects.filter(
         Q(pk__in=Allocation.objects.filter(organisation__in=orgs).values("wave_id"))
-        | Q(pk__in=Mailbox.objects.filter(organisation__in=orgs, wave__isnull=False).values("wave_id"))
+        | Q(pk__in=stamped.values("wave_id"))
     )
 
 

@@ -414,6 +414,7 @@ def _failed(
     checkpoint = getattr(error, "checkpoint", None)
     if checkpoint is not None:
         extra["checkpoint"] = checkpoint
+    extra["needed_attention"] = True  # for good: the dashboard's share of mailboxes that needed attention
     attempts = mailbox.attempts + 1
     if isinstance(error, RetryableError) and attempts <= settings.MIGRATION_RETRY_LIMIT:
         delay = retry_delay(attempts, hint=error.retry_after)

@@ -13,18 +13,22 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
+from django_htmx.http import HttpResponseStopPolling
 
 from migrations_app.forms import DatePartsField
 from migrations_app.models import ClosedPeriod, Mailbox, Organisation, ProgrammeSettings, User, Wave
+from migrations_app.selectors.progress import wave_progress
 from migrations_app.selectors.scoping import can_administer, mailboxes_visible_to, organisations_visible_to
 from migrations_app.selectors.waves import (
     decisions_visible_to,
     plan_unplaced_rows,
+    wave_members,
     wave_organisation_rows,
     wave_organisation_totals,
     waves_by_week,
     waves_visible_to,
 )
+from migrations_app.services.execution import wave_retry_failures
 from migrations_app.services.planning import (
     LONDON,
     MOVABLE_INTO,
@@ -41,7 +45,9 @@ from migrations_app.services.planning import (
     wave_name,
 )
 from migrations_app.services.waves import ACTIONS, wave_act
+from migrations_app.views._csv import CHUNK_SIZE, csv_response
 from migrations_app.views._helpers import add_service_errors, error_summary_items, paginate
+from migrations_app.views.mailboxes import MAILBOX_CSV_HEADER, mailbox_csv_rows
 
 NAV = "waves"
 S = Wave.Status
@@ -205,10 +211,18 @@ def wave_list(request):
     return render(request, "waves/list.html", context)
 
 
+def _live_context(request, wave: Wave) -> dict:
+    return {
+        "wave": wave,
+        "progress": wave_progress(wave, request.user),
+        "can_retry": request.user.is_programme_office,
+    }
+
+
 @login_required
 def wave_detail(request, pk: int):
     wave = _visible_wave(request, pk)
-    context = {"nav": NAV, **_panel_context(request, wave)}
+    context = {"nav": NAV, **_panel_context(request, wave), **_live_context(request, wave)}
     if request.user.is_programme_office and wave.status in MOVABLE_INTO:
         context["move_targets"] = list(
             Wave.objects.filter(status__in=MOVABLE_INTO).exclude(pk=wave.pk).order_by("starts_at")[:200]
@@ -265,7 +279,9 @@ def wave_action(request, pk: int, action: str):
     wave = Wave.objects.select_related("proposed_by", "approved_by").get(pk=wave.pk)
     if request.htmx:
         # htmx swaps only 2xx answers: the panel carries the error banner instead
-        return render(request, "waves/_panel.html", _panel_context(request, wave, error=error))
+        response = render(request, "waves/_panel.html", _panel_context(request, wave, error=error))
+        response["HX-Trigger"] = "wave-changed"  # the live part reloads itself (and polls if now live)
+        return response
     if error:
         messages.error(request, error)
     else:
@@ -512,3 +528,87 @@ def closed_period_remove_view(request, pk: int):
     closed_period_remove(actor=request.user, period=period)
     messages.success(request, f"{period.name} removed")
     return redirect("programme_settings")
+
+
+# --- live progress, failures, export ---------------------------------------------------------------------------
+
+
+@login_required
+def wave_live(request, pk: int):
+    """The live part of the wave page, polled by htmx every few seconds while the wave can still move; once it
+    cannot (completed, cancelled, ...), the last answer is a 286 so htmx stops polling."""
+    wave = _visible_wave(request, pk)
+    context = _live_context(request, wave)
+    response = render(request, "waves/_live.html", context)
+    if not context["progress"]["live"]:
+        return HttpResponseStopPolling(response.content)
+    return response
+
+
+@login_required
+@require_POST
+def wave_retry_failures_view(request, pk: int):
+    wave = _visible_wave(request, pk)
+    code = (request.POST.get("code") or "").strip()
+    retried = wave_retry_failures(
+        wave=wave, actor=request.user, code=code, reason=request.POST.get("reason", "")
+    )
+    messages.success(request, f"{retried:,} mailbox(es) with {code} will be retried")
+    if request.htmx:
+        return render(request, "waves/_live.html", _live_context(request, wave))
+    return redirect("wave_detail", pk=wave.pk)
+
+
+@login_required
+def wave_mailboxes_csv(request, pk: int):
+    wave = _visible_wave(request, pk)
+    mailboxes = wave_members(wave).filter(
+        organisation_id__in=organisations_visible_to(request.user).values("pk")
+    )
+    state = request.GET.get("state", "")
+    if state in Mailbox.State.values:
+        mailboxes = mailboxes.filter(state=state)
+    return csv_response(
+        f"wave-{wave.pk}-mailboxes.csv", MAILBOX_CSV_HEADER, mailbox_csv_rows(mailboxes.order_by("id"))
+    )
+
+
+@login_required
+def wave_list_csv(request):
+    """Every wave the user sees, with the list page's filters."""
+    filters = WaveFilterForm(request.GET or None)
+    waves = waves_visible_to(request.user).order_by("starts_at", "id")
+    if filters.is_valid():
+        if filters.cleaned_data["status"]:
+            waves = waves.filter(status=filters.cleaned_data["status"])
+        if filters.cleaned_data["kind"]:
+            waves = waves.filter(kind=filters.cleaned_data["kind"])
+
+    def rows():
+        for w in waves.iterator(chunk_size=CHUNK_SIZE):
+            yield [
+                w.name,
+                w.get_kind_display(),
+                "yes" if w.is_pilot else "",
+                w.starts_at.isoformat(),
+                w.ends_at.isoformat(),
+                w.get_status_display(),
+                w.planned_mailboxes,
+                w.planned_bytes,
+                w.capacity_mailboxes,
+                w.capacity_bytes,
+            ]
+
+    header = [
+        "name",
+        "window",
+        "pilot",
+        "starts_at",
+        "ends_at",
+        "status",
+        "planned_mailboxes",
+        "planned_bytes",
+        "capacity_mailboxes",
+        "capacity_bytes",
+    ]
+    return csv_response("waves.csv", header, rows())

@@ -1,0 +1,369 @@
+"""Where the programme stands: the reads behind the dashboard, the live wave page and an organisation's
+progress. Every count comes from the mailbox counters (models.MailboxCounter, kept by triggers), a table of
+about one row per (organisation, wave, state): never a count over the 2.1 million mailbox rows. The only
+reads of mailbox rows here are the failed ones of one wave (mailbox_wave_state_idx).
+
+Organisation stages (the reference programme's path, DESIGN.md "Programme stages"), first match wins:
+- closed: the organisation's status is migrated, or it has mailboxes and every one is migrated;
+- sync and switch: it has mailboxes in a non-pilot wave that is approved, running or paused;
+- mop-up: some of its mailboxes moved in a non-pilot wave and the rest are left (failed, carried over,
+  blocked, not yet placed), with no non-pilot wave of its open;
+- pilot: it has mailboxes in a pilot wave (open or done) and none yet in a non-pilot one;
+- readiness: everything else (invited, enrolled, ready, planned in draft or proposed waves only).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import dataclass
+
+from django.db import connection
+from django.db.models import Count, Q, QuerySet, Sum
+from django.utils import timezone
+
+from migrations_app.models import Mailbox, MailboxCounter, Organisation, User, Wave
+from migrations_app.selectors.scoping import counters_visible_to, organisations_visible_to
+
+M = Mailbox.State
+W = Wave.Status
+OPEN_WAVE_STATUSES = (W.APPROVED, W.RUNNING, W.PAUSED)
+# A wave that is moving or may still move: the live page polls while the wave is in one of these.
+LIVE_WAVE_STATUSES = (W.APPROVED, W.RUNNING, W.PAUSED)
+IN_FLIGHT = (M.SYNCING, M.SYNCED, M.CUTOVER, M.VERIFYING)
+STAGES = (
+    ("readiness", "Readiness"),
+    ("pilot", "Pilot"),
+    ("sync_switch", "Sync and switch"),
+    ("mop_up", "Mop-up"),
+    ("closed", "Closed"),
+)
+THROUGHPUT_DAYS = 28
+
+
+@dataclass
+class StateCount:
+    state: str
+    label: str
+    mailboxes: int
+    bytes: int
+
+
+def state_counts(counters: QuerySet[MailboxCounter]) -> list[StateCount]:
+    """Every mailbox state with its mailboxes and bytes, zeros included (one GROUP BY over counters)."""
+    rows = counters.order_by().values("state").annotate(n=Sum("mailboxes"), b=Sum("bytes"))
+    found = {row["state"]: (row["n"] or 0, row["b"] or 0) for row in rows}
+    return [StateCount(value, label, *found.get(value, (0, 0))) for value, label in M.choices]
+
+
+NOT_HANDLED = (M.INVENTORIED, M.READY, M.BLOCKED)
+
+
+def state_counts_and_attention(
+    counters: QuerySet[MailboxCounter],
+) -> tuple[list[StateCount], dict, dict[int, tuple[int, int]]]:
+    """From one pass over the counters (the dashboard's; one GROUP BY (state, needed attention, wave), a few
+    hundred groups): the counts by state; the share of mailboxes that needed attention, i.e. that failed or
+    were retried at least once (mailbox.needed_attention), of those a wave has handled (scheduled or later,
+    or rolled back out of their wave after needing attention); and {wave id: (mailboxes, bytes) migrated}."""
+    rows = (
+        counters.order_by()
+        .values_list("state", "needed_attention", "wave_id")
+        .annotate(n=Sum("mailboxes"), b=Sum("bytes"))
+    )
+    found: dict[str, list[int]] = {}
+    per_wave: dict[int, list[int]] = {}
+    handled = attention = 0
+    for state, needed_attention, wave_id, n, b in rows:
+        n, b = n or 0, b or 0
+        entry = found.setdefault(state, [0, 0])
+        entry[0] += n
+        entry[1] += b
+        if wave_id and state not in NOT_HANDLED:
+            handled += n
+            attention += n if needed_attention else 0
+        elif not wave_id and needed_attention:  # rolled back out of their wave: still counted, and as handled
+            handled += n
+            attention += n
+        if wave_id and state == M.MIGRATED and n:
+            moved = per_wave.setdefault(wave_id, [0, 0])
+            moved[0] += n
+            moved[1] += b
+    counts = [StateCount(value, label, *found.get(value, (0, 0))) for value, label in M.choices]
+    return counts, _share(attention, handled), {k: (v[0], v[1]) for k, v in per_wave.items()}
+
+
+def _share(attention: int, handled: int) -> dict:
+    return {
+        "mailboxes": attention,
+        "of": handled,
+        "percent": round(100 * attention / handled, 2) if handled else 0.0,
+    }
+
+
+def totals(counts: list[StateCount]) -> dict[str, int]:
+    by_state = {c.state: c for c in counts}
+    total = sum(c.mailboxes for c in counts)
+    migrated = by_state[M.MIGRATED].mailboxes
+    return {
+        "mailboxes": total,
+        "bytes": sum(c.bytes for c in counts),
+        "migrated": migrated,
+        "migrated_bytes": by_state[M.MIGRATED].bytes,
+        "failed": by_state[M.FAILED].mailboxes,
+        "in_flight": sum(by_state[s].mailboxes for s in IN_FLIGHT),
+        "prestaged_bytes": sum(by_state[s].bytes for s in (M.SYNCED, M.CUTOVER, M.VERIFYING)),
+        "percent": math.floor(100 * migrated / total) if total else 0,
+    }
+
+
+def organisation_stage_counts(user: User) -> list[tuple[str, str, int]]:
+    """(stage, label, organisations) for the organisations the user sees, classified in SQL.
+
+    Only an organisation with mailboxes stamped on a wave can be past readiness, so the GROUP BY runs over the
+    counter rows of those organisations (found through mailboxcounter_wave_idx); everyone else is in readiness,
+    bar an organisation marked migrated by hand (closed)."""
+    visible = organisations_visible_to(user).order_by()
+    if user.is_programme_office or user.is_viewer:
+        scope, scope_params = "", []  # everything: no join to the organisations at all
+    else:
+        org_sql, scope_params = visible.values("pk").query.sql_with_params()
+        scope = f"AND organisation_id IN ({org_sql})"
+    counter = MailboxCounter._meta.db_table
+    wave = Wave._meta.db_table
+    organisation = Organisation._meta.db_table
+    open_list = ", ".join(["%s"] * len(OPEN_WAVE_STATUSES))
+    sql = f"""
+        WITH involved AS (
+          SELECT DISTINCT organisation_id FROM {counter} WHERE wave_id > 0 AND mailboxes > 0 {scope}
+        ), marked AS (
+          SELECT id FROM {organisation} WHERE status = %s
+        )
+        SELECT stage, COUNT(*) FROM (
+          SELECT CASE
+            WHEN i.organisation_id IN (SELECT id FROM marked)
+              OR SUM(CASE WHEN k.state = %s THEN 0 ELSE k.mailboxes END) = 0 THEN 'closed'
+            WHEN SUM(CASE WHEN w.is_pilot = %s AND w.status IN ({open_list}) THEN k.mailboxes ELSE 0 END) > 0
+              THEN 'sync_switch'
+            WHEN SUM(CASE WHEN w.is_pilot = %s AND k.state = %s THEN k.mailboxes ELSE 0 END) > 0 THEN 'mop_up'
+            WHEN SUM(CASE WHEN w.is_pilot = %s THEN k.mailboxes ELSE 0 END) > 0 THEN 'pilot'
+            ELSE 'readiness' END AS stage
+          FROM involved i
+          JOIN {counter} k ON k.organisation_id = i.organisation_id AND k.mailboxes <> 0
+          LEFT JOIN {wave} w ON w.id = k.wave_id
+          GROUP BY i.organisation_id
+        ) s GROUP BY stage
+    """
+    params = [
+        *scope_params,
+        Organisation.Status.MIGRATED,
+        M.MIGRATED,
+        False,
+        *OPEN_WAVE_STATUSES,
+        False,
+        M.MIGRATED,
+        True,
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        found = dict(cursor.fetchall())
+    involved = sum(found.values())
+    # organisations in no wave: readiness, or closed when marked migrated (involved ones are counted above)
+    stamped = MailboxCounter.objects.filter(wave_id__gt=0, mailboxes__gt=0).values("organisation_id")
+    outside = visible.exclude(pk__in=stamped)
+    marked = outside.filter(status=Organisation.Status.MIGRATED).count()
+    found["closed"] = found.get("closed", 0) + marked
+    found["readiness"] = found.get("readiness", 0) + visible.count() - involved - marked
+    return [(value, label, found.get(value, 0)) for value, label in STAGES]
+
+
+def waves_overview(waves: QuerySet[Wave], *, now: dt.datetime | None = None, limit: int = 5) -> dict:
+    """Waves upcoming (approved, or planned and not yet started), running (or paused), and done."""
+    now = now or timezone.now()
+    by_status = dict(waves.order_by().values_list("status").annotate(n=Count("id")))
+    upcoming = waves.filter(status__in=(W.DRAFT, W.PROPOSED, W.APPROVED), ends_at__gt=now)
+    return {
+        "upcoming_count": upcoming.count(),
+        "running_count": by_status.get(W.RUNNING, 0) + by_status.get(W.PAUSED, 0),
+        "done_count": by_status.get(W.COMPLETED, 0),
+        "upcoming": list(upcoming.order_by("starts_at", "id")[:limit]),
+        "running": list(waves.filter(status__in=(W.RUNNING, W.PAUSED)).order_by("starts_at", "id")[:limit]),
+        "done": list(waves.filter(status=W.COMPLETED).order_by("-starts_at", "-id")[:limit]),
+    }
+
+
+def moved_per_night(per_wave: dict[int, tuple[int, int]], *, nights: int = 14) -> list[dict]:
+    """Mailboxes and bytes migrated per night (a wave's window is a night or a weekend, dated by its start),
+    for the last `nights` nights that moved anything, oldest first."""
+    per_night: dict[dt.date, list[int]] = {}
+    for wave_id, starts_at in Wave.objects.filter(pk__in=list(per_wave)).values_list("id", "starts_at"):
+        night = timezone.localtime(starts_at).date()
+        entry = per_night.setdefault(night, [0, 0])
+        entry[0] += per_wave[wave_id][0]
+        entry[1] += per_wave[wave_id][1]
+    chosen = sorted(per_night.items())[-nights:]
+    top_n = max((n for _, (n, _) in chosen), default=0)
+    top_b = max((b for _, (_, b) in chosen), default=0)
+    return [
+        {
+            "night": night,
+            "mailboxes": n,
+            "bytes": b,
+            "terabytes": b / 1024**4,
+            "mailbox_percent": round(100 * n / top_n) if top_n else 0,
+            "bytes_percent": round(100 * b / top_b) if top_b else 0,
+        }
+        for night, (n, b) in chosen
+    ]
+
+
+def forecast(
+    per_wave: dict[int, tuple[int, int]], summary: dict[str, int], *, now: dt.datetime | None = None
+) -> dict:
+    """The finish date from measured throughput: mailboxes migrated in the waves that started in the last
+    28 days, per day, applied to what remains. No date when nothing has been measured yet."""
+    now = now or timezone.now()
+    since = now - dt.timedelta(days=THROUGHPUT_DAYS)
+    recent = list(
+        Wave.objects.filter(starts_at__gte=since, starts_at__lte=now).values_list("id", "starts_at")
+    )
+    measured = sum(per_wave.get(pk, (0, 0))[0] for pk, _ in recent)
+    remaining = summary["mailboxes"] - summary["migrated"]
+    result = {"measured": measured, "remaining": remaining, "per_day": 0.0, "finish": None}
+    if not recent or not measured:
+        return result
+    # over the 28 days, or since the first wave if the programme is younger than that
+    first = min(starts for _, starts in recent)
+    days = max(1.0, min(THROUGHPUT_DAYS, (now - first).total_seconds() / 86400))
+    per_day = measured / days
+    result["per_day"] = per_day
+    result["finish"] = timezone.localtime(now).date() + dt.timedelta(days=math.ceil(remaining / per_day))
+    return result
+
+
+def dashboard(user: User, *, now: dt.datetime | None = None) -> dict:
+    from migrations_app.selectors.waves import waves_visible_to
+
+    counters = counters_visible_to(user)
+    counts, attention, per_wave = state_counts_and_attention(counters)
+    summary = totals(counts)
+    return {
+        "state_counts": counts,
+        "summary": summary,
+        "stages": organisation_stage_counts(user),
+        "waves": waves_overview(waves_visible_to(user), now=now),
+        "nights": moved_per_night(per_wave),
+        "forecast": forecast(per_wave, summary, now=now),
+        "attention": attention,
+    }
+
+
+# --- one wave, live ---------------------------------------------------------------------------------------------
+
+
+def wave_progress(wave: Wave, user: User, *, now: dt.datetime | None = None) -> dict:
+    """The live figures of a wave, for the organisations the user sees: counts and bytes by state, progress,
+    the time left in the window, and failures by error code."""
+    now = now or timezone.now()
+    counters = counters_visible_to(user).filter(wave_id=wave.pk)
+    counts = state_counts(counters)
+    summary = totals(counts)
+    failures = (
+        wave_failures(wave, user)
+        if summary["failed"]
+        else []  # no failed mailbox in the counters: no need to look at rows
+    )
+    if now < wave.starts_at:
+        window = {"phase": "before", "delta": wave.starts_at - now}
+    elif now < wave.ends_at:
+        window = {"phase": "open", "delta": wave.ends_at - now}
+    else:
+        window = {"phase": "closed", "delta": now - wave.ends_at}
+    return {
+        "state_counts": counts,
+        "summary": summary,
+        "failures": failures,
+        "window": window,
+        "live": wave.status in LIVE_WAVE_STATUSES,
+    }
+
+
+def wave_failures(wave: Wave, user: User) -> list[dict]:
+    """Failed mailboxes of the wave grouped by error code, largest group first (mailbox_wave_state_idx: the
+    failed rows of one wave only)."""
+    from migrations_app.selectors.scoping import mailboxes_visible_to
+
+    rows = (
+        mailboxes_visible_to(user)
+        .filter(wave=wave, state=M.FAILED)
+        .order_by()
+        .values("last_error_code")
+        .annotate(n=Count("id"))
+        .order_by("-n", "last_error_code")
+    )
+    return [{"code": row["last_error_code"], "mailboxes": row["n"]} for row in rows]
+
+
+def failures_by_code(user: User) -> list[dict]:
+    """Failure triage across the programme: failed mailboxes by error code, with how many organisations and
+    waves each code touches (mailbox_state_idx: the failed rows only)."""
+    from migrations_app.selectors.scoping import mailboxes_visible_to
+
+    rows = (
+        mailboxes_visible_to(user)
+        .filter(state=M.FAILED)
+        .order_by()
+        .values("last_error_code")
+        .annotate(
+            n=Count("id"),
+            organisations=Count("organisation_id", distinct=True),
+            waves=Count("wave_id", distinct=True),
+        )
+        .order_by("-n", "last_error_code")
+    )
+    return [
+        {
+            "code": row["last_error_code"],
+            "mailboxes": row["n"],
+            "organisations": row["organisations"],
+            "waves": row["waves"],
+        }
+        for row in rows
+    ]
+
+
+# --- one organisation ---------------------------------------------------------------------------------------
+
+
+def organisation_progress(organisation: Organisation) -> dict:
+    counters = MailboxCounter.objects.filter(organisation_id=organisation.pk)
+    counts = state_counts(counters)
+    summary = totals(counts)
+    return {"state_counts": counts, "summary": summary, "live": summary["in_flight"] > 0}
+
+
+def organisation_wave_ids(organisation: Organisation) -> list[int]:
+    """The waves the organisation has mailboxes in (counters) or is allocated to (allocations)."""
+    from migrations_app.models import Allocation
+
+    stamped = set(
+        MailboxCounter.objects.filter(organisation_id=organisation.pk)
+        .exclude(wave_id=0)
+        .exclude(mailboxes=0)
+        .values_list("wave_id", flat=True)
+    )
+    allocated = set(Allocation.objects.filter(organisation=organisation).values_list("wave_id", flat=True))
+    return sorted(stamped | allocated)
+
+
+def organisation_counts_in_waves(
+    organisation: Organisation, wave_ids: list[int]
+) -> dict[int, tuple[int, int]]:
+    """{wave id: (mailboxes, migrated)} for the organisation's stamped mailboxes in those waves."""
+    rows = (
+        MailboxCounter.objects.filter(organisation_id=organisation.pk, wave_id__in=wave_ids)
+        .order_by()
+        .values("wave_id")
+        .annotate(n=Sum("mailboxes"), migrated=Sum("mailboxes", filter=Q(state=M.MIGRATED)))
+    )
+    return {row["wave_id"]: (row["n"] or 0, row["migrated"] or 0) for row in rows}

@@ -1,0 +1,13 @@
+"""The programme dashboard: where every mailbox and organisation stands, what the waves are doing, how fast
+mailboxes are moving and when the programme will finish. Scoped: a trust admin sees their organisations'."""
+
+from django.contrib.auth.decorators import login_required
+from django.shortcuts import render
+
+from migrations_app.selectors.progress import dashboard as dashboard_figures
+
+
+@login_required
+def dashboard(request):
+    context = {"nav": "dashboard", **dashboard_figures(request.user)}
+    return render(request, "dashboard.html", context)

@@ -1,0 +1,121 @@
+"""Mailbox pages: search by address or display-name prefix, one mailbox with its timeline, skipped items and
+last error, retry and roll-back (services.execution), and the CSV of search results.
+
+A mailbox outside the user's scope is a 404 (its existence is not revealed); an action the user may not take
+on one they can see is a 403 (the services check require_administer)."""
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from migrations_app.models import Mailbox
+from migrations_app.selectors.mailboxes import mailbox_search, mailbox_search_all, mailbox_skipped_items
+from migrations_app.selectors.scoping import can_administer, events_visible_to, mailboxes_visible_to
+from migrations_app.selectors.waves import wave_of_mailbox
+from migrations_app.services.execution import mailbox_retry, mailbox_rollback
+from migrations_app.views._csv import CHUNK_SIZE, csv_response
+
+NAV = "mailboxes"
+M = Mailbox.State
+RETRYABLE = (M.FAILED,)
+ROLLBACKABLE = (M.SCHEDULED, M.SYNCED, M.FAILED)
+MAILBOX_CSV_HEADER = [
+    "email",
+    "display_name",
+    "ods_code",
+    "kind",
+    "size_bytes",
+    "item_count",
+    "affinity_group",
+    "state",
+    "wave",
+    "attempts",
+    "last_error_code",
+    "last_error_message",
+    "bytes_copied",
+]
+
+
+def mailbox_csv_rows(mailboxes):
+    """The rows of any mailbox export (search, inventory, wave, failures), read in chunks as they stream."""
+    rows = mailboxes.select_related("organisation", "wave").iterator(chunk_size=CHUNK_SIZE)
+    for m in rows:
+        yield [
+            m.email,
+            m.display_name,
+            m.organisation.ods_code,
+            m.kind,
+            m.size_bytes,
+            m.item_count,
+            m.affinity_group,
+            m.state,
+            m.wave.name if m.wave else "",
+            m.attempts,
+            m.last_error_code,
+            m.last_error_message,
+            m.bytes_copied,
+        ]
+
+
+@login_required
+def mailbox_search_view(request):
+    query = (request.GET.get("q") or "").strip()
+    results = mailbox_search(mailboxes_visible_to(request.user), query) if query else []
+    context = {"nav": NAV, "query": query, "results": results, "searched": bool(query)}
+    template = "mailboxes/_results.html" if request.htmx else "mailboxes/search.html"
+    return render(request, template, context)
+
+
+@login_required
+def mailbox_search_csv(request):
+    query = (request.GET.get("q") or "").strip()
+    mailboxes = mailbox_search_all(mailboxes_visible_to(request.user), query)
+    return csv_response("mailbox-search.csv", MAILBOX_CSV_HEADER, mailbox_csv_rows(mailboxes))
+
+
+def _visible_mailbox(request, pk: int) -> Mailbox:
+    return get_object_or_404(mailboxes_visible_to(request.user).select_related("organisation", "wave"), pk=pk)
+
+
+@login_required
+def mailbox_detail(request, pk: int):
+    mailbox = _visible_mailbox(request, pk)
+    may_act = can_administer(request.user, mailbox.organisation)
+    context = {
+        "nav": NAV,
+        "mailbox": mailbox,
+        "wave": wave_of_mailbox(mailbox),
+        "events": list(
+            events_visible_to(request.user).filter(mailbox_id=mailbox.pk).select_related("actor")[:200]
+        ),
+        "skipped": mailbox_skipped_items(mailbox),
+        "can_retry": may_act and mailbox.state in RETRYABLE,
+        "can_rollback": may_act and mailbox.state in ROLLBACKABLE,
+    }
+    return render(request, "mailboxes/detail.html", context)
+
+
+def _act(request, pk: int, service, done: str):
+    mailbox = _visible_mailbox(request, pk)
+    reason = (request.POST.get("reason") or "").strip()[:2000]
+    try:
+        service(mailbox=mailbox, actor=request.user, reason=reason)
+    except ValidationError as exc:  # PermissionDenied propagates: a 403
+        messages.error(request, " ".join(exc.messages))
+    else:
+        messages.success(request, f"{mailbox.email} {done}")
+    return redirect("mailbox_detail", pk=mailbox.pk)
+
+
+@login_required
+@require_POST
+def mailbox_retry_view(request, pk: int):
+    return _act(request, pk, mailbox_retry, "will be retried")
+
+
+@login_required
+@require_POST
+def mailbox_rollback_view(request, pk: int):
+    return _act(request, pk, mailbox_rollback, "is rolled back out of its wave and ready again")

@@ -1,0 +1,76 @@
+"""The programme dashboard: states, stages, waves, per-night chart, forecast, attention share; scoped."""
+
+import datetime as dt
+
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from migrations_app.models import Mailbox, Organisation, Wave
+from migrations_app.selectors.progress import organisation_stage_counts
+from tests.factories import OrganisationFactory
+from tests.status_fixtures import wave_in_states
+from tests.wave_fixtures import ready_mailboxes
+
+
+def stages(user):
+    return {value: n for value, _, n in organisation_stage_counts(user)}
+
+
+def test_it_shows_the_programme_in_figures(client_for, officer, org_a, org_b):
+    wave_in_states([org_a], {"migrated": 3, "failed": 1}, hours_ago=30, size=1024**4)
+    ready_mailboxes(org_b, 4)
+    html = client_for(officer).get("/dashboard/").content.decode()
+    assert 'id="figure-moved">3</span> of 8' in html
+    assert "Forecast finish" in html and "mailboxes a day" in html
+    assert 'id="figure-attention">25.0%</span> 1 of 4' in html  # 1 failed of the 4 handled by a wave
+    assert (
+        'id="per-night"' in html and '<span class="portal-bar__text">3</span>' in html and "3.00 TB" in html
+    )
+
+
+def test_it_reads_no_mailbox_rows(client_for, officer, org_a):
+    wave_in_states([org_a], {"migrated": 2, "syncing": 2})
+    client = client_for(officer)
+    with CaptureQueriesContext(connection) as queries:
+        assert client.get("/dashboard/").status_code == 200
+    assert not [q["sql"] for q in queries if '"migrations_app_mailbox"' in q["sql"]]
+
+
+def test_a_trust_admin_sees_only_their_organisations(client_for, admin_a, org_a, org_b):
+    wave_in_states([org_a], {"migrated": 1})
+    wave_in_states([org_b], {"migrated": 5}, name="Other")
+    html = client_for(admin_a).get("/dashboard/").content.decode()
+    assert 'id="figure-moved">1</span> of 1' in html
+    assert stages(admin_a)["closed"] == 1 and sum(stages(admin_a).values()) == 1
+
+
+def test_organisations_are_staged_along_the_path(db, officer):
+    readiness, pilot, switching, mop_up, closed = (OrganisationFactory() for _ in range(5))
+    ready_mailboxes(readiness, 2)
+    wave_in_states([pilot], {"migrated": 2}, is_pilot=True, status=Wave.Status.COMPLETED, name="Pilot")
+    ready_mailboxes(pilot, 20)  # the rest wait for their main wave
+    wave_in_states([switching], {"scheduled": 2}, status=Wave.Status.APPROVED, name="Main")
+    wave_in_states([mop_up], {"migrated": 2, "failed": 1}, status=Wave.Status.COMPLETED, name="Done")
+    wave_in_states([closed], {"migrated": 2}, status=Wave.Status.COMPLETED, name="All done")
+    invited = OrganisationFactory(status=Organisation.Status.INVITED)
+    assert invited
+    assert stages(officer) == {"readiness": 2, "pilot": 1, "sync_switch": 1, "mop_up": 1, "closed": 1}
+
+
+def test_the_forecast_uses_measured_throughput(client_for, officer, org_a):
+    wave_in_states([org_a], {"migrated": 28}, hours_ago=24 * 27)  # 28 moved in the last 28 days: 1 a day
+    ready_mailboxes(org_a, 10)
+    html = client_for(officer).get("/dashboard/").content.decode()
+    finish = timezone.localtime().date() + dt.timedelta(days=10)
+    assert f"{finish.day} {finish:%B %Y}" in html
+
+
+def test_anonymous_is_sent_to_sign_in(client):
+    assert client.get("/dashboard/").status_code == 302
+
+
+def test_home_opens_the_dashboard(client_for, viewer):
+    response = client_for(viewer).get("/")
+    assert response.status_code == 302 and response["Location"] == "/dashboard/"
+    assert Mailbox.objects.count() == 0

@@ -1,0 +1,69 @@
+"""The live wave page: progress, counts, bytes, window, failures by code with "retry these"; htmx polling that
+stops (286) when the wave is done; the wave's CSV; scoping of all of it."""
+
+from migrations_app.models import Event, Mailbox, Wave
+from tests.status_fixtures import wave_in_states
+
+M = Mailbox.State
+
+
+def test_it_shows_live_progress_and_failures_by_code(client_for, officer, org_a):
+    wave = wave_in_states(
+        [org_a], {"migrated": 2, "syncing": 1, ("failed", "AUTH_FAILED"): 2, ("failed", "OVER_QUOTA"): 1}
+    )
+    html = client_for(officer).get(f"/waves/{wave.pk}/").content.decode()
+    assert "<strong>2</strong> of 6 mailboxes moved (33%)" in html
+    assert "2.0 GB of 6.0 GB" in html
+    assert "h" in html and "left" in html  # the window is open: time left
+    assert f'hx-get="/waves/{wave.pk}/live/"' in html and "every 3s" in html
+    assert "AUTH_FAILED" in html and "OVER_QUOTA" in html and "Retry these" in html
+
+
+def test_the_fragment_polls_while_running_and_stops_with_286_when_done(client_for, officer, org_a):
+    wave = wave_in_states([org_a], {"migrated": 1, "cutover": 1})
+    client = client_for(officer)
+    response = client.get(f"/waves/{wave.pk}/live/", headers={"HX-Request": "true"})
+    assert response.status_code == 200 and "every 3s" in response.content.decode()
+    Mailbox.objects.filter(wave=wave).update(state=M.MIGRATED)
+    Wave.objects.filter(pk=wave.pk).update(status=Wave.Status.COMPLETED)
+    response = client.get(f"/waves/{wave.pk}/live/", headers={"HX-Request": "true"})
+    assert response.status_code == 286
+    html = response.content.decode()
+    assert "<strong>2</strong> of 2 mailboxes moved (100%)" in html and "every 3s" not in html
+
+
+def test_retry_these_retries_the_code_only(client_for, officer, org_a):
+    wave = wave_in_states([org_a], {("failed", "AUTH_FAILED"): 2, ("failed", "OVER_QUOTA"): 1})
+    response = client_for(officer).post(f"/waves/{wave.pk}/retry-failures/", {"code": "AUTH_FAILED"})
+    assert response.status_code == 302
+    assert Mailbox.objects.filter(wave=wave, state=M.SCHEDULED).count() == 2
+    assert Mailbox.objects.get(wave=wave, state=M.FAILED).last_error_code == "OVER_QUOTA"
+    assert Event.objects.filter(action="mailbox.retried", actor=officer).count() == 2
+
+
+def test_a_trust_admin_cannot_retry_a_whole_code(client_for, admin_a, org_a):
+    wave = wave_in_states([org_a], {"failed": 1})
+    html = client_for(admin_a).get(f"/waves/{wave.pk}/").content.decode()
+    assert "Retry these" not in html
+    assert (
+        client_for(admin_a).post(f"/waves/{wave.pk}/retry-failures/", {"code": "AUTH_FAILED"}).status_code
+        == 403
+    )
+    assert Mailbox.objects.get(wave=wave).state == M.FAILED
+
+
+def test_a_trust_admin_sees_only_their_organisations_part_of_a_shared_wave(client_for, admin_a, org_a, org_b):
+    wave = wave_in_states([org_a, org_b], {"migrated": 1, "failed": 1})
+    html = client_for(admin_a).get(f"/waves/{wave.pk}/").content.decode()
+    assert "<strong>1</strong> of 2 mailboxes moved" in html  # not 2 of 4
+    rows = client_for(admin_a).get(f"/waves/{wave.pk}/mailboxes.csv")
+    body = b"".join(rows.streaming_content).decode()
+    assert ".rj1@example.nhs.uk" in body and ".rrv@" not in body
+
+
+def test_a_trust_admin_gets_404_for_a_wave_without_their_organisations(client_for, admin_a, org_b):
+    wave = wave_in_states([org_b], {"migrated": 1})
+    client = client_for(admin_a)
+    assert client.get(f"/waves/{wave.pk}/live/").status_code == 404
+    assert client.get(f"/waves/{wave.pk}/mailboxes.csv").status_code == 404
+    assert client.post(f"/waves/{wave.pk}/retry-failures/", {"code": "AUTH_FAILED"}).status_code == 404
