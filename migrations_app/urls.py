@@ -39,6 +39,9 @@ urlpatterns = [
     path("mailboxes/<int:pk>/", mailboxes.mailbox_detail, name="mailbox_detail"),
     path("mailboxes/<int:pk>/retry/", mailboxes.mailbox_retry_view, name="mailbox_retry"),
     path("mailboxes/<int:pk>/roll-back/", mailboxes.mailbox_rollback_view, name="mailbox_rollback"),
+    path("mailboxes/<int:pk>/pause/", mailboxes.mailbox_pause_view, name="mailbox_pause"),
+    path("mailboxes/<int:pk>/resume/", mailboxes.mailbox_resume_view, name="mailbox_resume"),
+    path("mailboxes/<int:pk>/cancel/", mailboxes.mailbox_cancel_view, name="mailbox_cancel"),
     path("failures/", failures.failure_list, name="failure_list"),
     path("failures/export.csv", failures.failure_csv, name="failure_csv"),
     path("failures/retry/", failures.failure_retry, name="failure_retry"),
@@ -99,5 +102,10 @@ urlpatterns = [
     path("waves/<int:pk>/mailboxes.csv", waves.wave_mailboxes_csv, name="wave_mailboxes_csv"),
     path("waves/<int:pk>/move/", waves.wave_move, name="wave_move"),
     path("waves/<int:pk>/move-mailbox/", waves.wave_move_mailbox_view, name="wave_move_mailbox"),
+    path(
+        "waves/<int:pk>/place-carried-over/",
+        waves.wave_place_carried_over_view,
+        name="wave_place_carried_over",
+    ),
     path("waves/<int:pk>/<str:action>/", waves.wave_action, name="wave_action"),
 ]

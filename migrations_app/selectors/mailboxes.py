@@ -81,7 +81,7 @@ def mailbox_search_all(mailboxes: QuerySet[Mailbox], query: str) -> QuerySet[Mai
 
 
 def mailbox_skipped_items(mailbox: Mailbox) -> list[dict]:
-    """What the engine skipped (too big for the target, refused by it): kept in the checkpoint, never
-    dropped silently."""
-    checkpoint = mailbox.checkpoint or {}
-    return list(checkpoint.get("skipped", []))
+    """What the engine skipped (too big for the target, refused by it), kept on the mailbox by every copy
+    that found some (services.execution), never dropped silently; older rows had them only in the
+    checkpoint."""
+    return list(mailbox.skipped_items or (mailbox.checkpoint or {}).get("skipped", []))

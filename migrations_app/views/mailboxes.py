@@ -14,13 +14,21 @@ from migrations_app.models import Mailbox
 from migrations_app.selectors.mailboxes import mailbox_search, mailbox_search_all, mailbox_skipped_items
 from migrations_app.selectors.scoping import can_administer, events_visible_to, mailboxes_visible_to
 from migrations_app.selectors.waves import wave_of_mailbox
-from migrations_app.services.execution import mailbox_retry, mailbox_rollback
+from migrations_app.services.execution import (
+    mailbox_cancel,
+    mailbox_pause,
+    mailbox_resume,
+    mailbox_retry,
+    mailbox_rollback,
+)
 from migrations_app.views._csv import CHUNK_SIZE, csv_response
 
 NAV = "mailboxes"
 M = Mailbox.State
 RETRYABLE = (M.FAILED,)
-ROLLBACKABLE = (M.SCHEDULED, M.SYNCED, M.FAILED)
+ROLLBACKABLE = (M.SCHEDULED, M.SYNCED, M.FAILED, M.MIGRATED)
+CANCELLABLE = (M.SCHEDULED, M.SYNCED, M.FAILED)
+PAUSABLE = (M.SCHEDULED, M.SYNCING, M.SYNCED, M.CUTOVER, M.VERIFYING)
 MAILBOX_CSV_HEADER = [
     "email",
     "display_name",
@@ -93,6 +101,9 @@ def mailbox_detail(request, pk: int):
         "skipped": mailbox_skipped_items(mailbox),
         "can_retry": may_act and mailbox.state in RETRYABLE,
         "can_rollback": may_act and mailbox.state in ROLLBACKABLE,
+        "can_cancel": may_act and mailbox.wave_id is not None and mailbox.state in CANCELLABLE,
+        "can_pause": may_act and not mailbox.paused and mailbox.state in PAUSABLE,
+        "can_resume": may_act and mailbox.paused,
     }
     return render(request, "mailboxes/detail.html", context)
 
@@ -119,3 +130,21 @@ def mailbox_retry_view(request, pk: int):
 @require_POST
 def mailbox_rollback_view(request, pk: int):
     return _act(request, pk, mailbox_rollback, "is rolled back out of its wave and ready again")
+
+
+@login_required
+@require_POST
+def mailbox_pause_view(request, pk: int):
+    return _act(request, pk, mailbox_pause, "is paused: a copy in progress stops at its next checkpoint")
+
+
+@login_required
+@require_POST
+def mailbox_resume_view(request, pk: int):
+    return _act(request, pk, mailbox_resume, "is resumed: it is copied with its wave's next free slot")
+
+
+@login_required
+@require_POST
+def mailbox_cancel_view(request, pk: int):
+    return _act(request, pk, mailbox_cancel, "is taken out of its wave and ready to plan again")

@@ -43,6 +43,7 @@ from migrations_app.services.planning import (
     wave_move_mailbox,
     wave_move_organisation,
     wave_name,
+    wave_place_carried_over,
 )
 from migrations_app.services.waves import ACTIONS, wave_act
 from migrations_app.views._csv import CHUNK_SIZE, csv_response
@@ -227,7 +228,34 @@ def wave_detail(request, pk: int):
         context["move_targets"] = list(
             Wave.objects.filter(status__in=MOVABLE_INTO).exclude(pk=wave.pk).order_by("starts_at")[:200]
         )
+    if wave.status in (Wave.Status.RUNNING, Wave.Status.COMPLETED, Wave.Status.CANCELLED):
+        # one pass over the wave's rows (a window's worth at most), scoped to what the user may see
+        context["carried_over"] = (
+            mailboxes_visible_to(request.user).filter(wave=wave, carried_over=True).count()
+        )
+        if context["carried_over"] and request.user.is_programme_office:
+            context["place_targets"] = list(
+                Wave.objects.filter(status__in=MOVABLE_INTO).exclude(pk=wave.pk).order_by("starts_at")[:200]
+            )
     return render(request, "waves/detail.html", context)
+
+
+@login_required
+@require_POST
+def wave_place_carried_over_view(request, pk: int):
+    """Place the wave's carried-over mailboxes in another wave (programme office), asking first when the
+    target would go over its capacity or meets a blackout or a preference."""
+    source = _visible_wave(request, pk)
+    require_planner(request.user)
+    target = get_object_or_404(Wave, pk=request.POST.get("target") or 0)
+    try:
+        result = wave_place_carried_over(
+            actor=request.user, source=source, target=target, confirm=request.POST.get("confirm") == "1"
+        )
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+        return redirect("wave_detail", pk=source.pk)
+    return _move_outcome(request, result, source=source, target=target, carried_over=True)
 
 
 @login_required
@@ -338,7 +366,9 @@ def wave_move_mailbox_view(request, pk: int):
     return _move_outcome(request, result, source=source, target=target, mailbox=mailbox)
 
 
-def _move_outcome(request, result, *, source: Wave, target: Wave, organisation=None, mailbox=None):
+def _move_outcome(
+    request, result, *, source: Wave, target: Wave, organisation=None, mailbox=None, carried_over=False
+):
     """Either side of a move: ask to confirm its warnings, or say it moved (warnings kept as messages)."""
     if not result.moved:
         context = {
@@ -347,10 +377,14 @@ def _move_outcome(request, result, *, source: Wave, target: Wave, organisation=N
             "target": target,
             "organisation": organisation,
             "mailbox": mailbox,
+            "carried_over": carried_over,
             "warnings": result.warnings,
         }
         return render(request, "waves/move_confirm.html", context)
-    moved = organisation.ods_code if organisation is not None else mailbox.email
+    if carried_over:
+        moved = f"The mailboxes {source.name} carried over are"
+    else:
+        moved = organisation.ods_code if organisation is not None else mailbox.email
     messages.success(request, f"{moved} moved to {target.name}")
     for warning in result.warnings:
         messages.warning(request, warning)

@@ -75,6 +75,50 @@ def test_a_trust_admin_retries_and_rolls_back_their_own_mailbox(client_for, admi
     )
 
 
+def test_a_trust_admin_pauses_resumes_and_cancels_from_the_mailbox_page(client_for, admin_a, org_a):
+    wave = wave_in_states([org_a], {"syncing": 1, "scheduled": 1})
+    running, waiting = Mailbox.objects.filter(wave=wave).order_by("-state")
+    client = client_for(admin_a)
+    html = client.get(f"/mailboxes/{running.pk}/").content.decode()
+    assert "Pause</button>" in html and "Cancel: take it out" not in html  # not while it is copied
+
+    page = client.post(f"/mailboxes/{running.pk}/pause/", follow=True).content.decode()
+    assert "is paused" in page and "Resume</button>" in page and "Pause</button>" not in page
+    running.refresh_from_db()
+    assert running.paused
+    client.post(f"/mailboxes/{running.pk}/resume/")
+    running.refresh_from_db()
+    assert not running.paused
+
+    assert client.post(f"/mailboxes/{waiting.pk}/cancel/").status_code == 302
+    waiting.refresh_from_db()
+    assert (waiting.state, waiting.wave_id) == (M.READY, None)
+    refused = client.post(f"/mailboxes/{running.pk}/cancel/", follow=True).content.decode()
+    assert "pause it first" in refused
+
+
+def test_rolling_back_a_migrated_mailbox_asks_for_the_reason(client_for, admin_a, org_a):
+    wave = wave_in_states([org_a], {"migrated": 1})
+    mailbox = Mailbox.objects.get(wave=wave)
+    client = client_for(admin_a)
+    assert "mail goes to the old system again" in client.get(f"/mailboxes/{mailbox.pk}/").content.decode()
+    page = client.post(f"/mailboxes/{mailbox.pk}/roll-back/", follow=True).content.decode()
+    assert "Give the reason" in page
+    client.post(f"/mailboxes/{mailbox.pk}/roll-back/", {"reason": "shared calendar broken"})
+    mailbox.refresh_from_db()
+    assert (mailbox.state, mailbox.wave_id) == (M.READY, None)
+
+
+def test_another_organisations_admin_cannot_pause_resume_or_cancel(client_for, admin_b, org_a):
+    wave = wave_in_states([org_a], {"scheduled": 1})
+    mailbox = Mailbox.objects.get(wave=wave)
+    client = client_for(admin_b)
+    for action in ("pause", "resume", "cancel"):
+        assert client.post(f"/mailboxes/{mailbox.pk}/{action}/").status_code == 404
+    mailbox.refresh_from_db()
+    assert (mailbox.paused, mailbox.wave_id) == (False, wave.pk)
+
+
 def test_retrying_a_mailbox_that_is_not_failed_says_why(client_for, admin_a, org_a):
     mailbox = MailboxFactory(organisation=org_a, state=M.MIGRATED)
     response = client_for(admin_a).post(f"/mailboxes/{mailbox.pk}/retry/", follow=True)

@@ -67,3 +67,32 @@ def test_a_trust_admin_gets_404_for_a_wave_without_their_organisations(client_fo
     assert client.get(f"/waves/{wave.pk}/live/").status_code == 404
     assert client.get(f"/waves/{wave.pk}/mailboxes.csv").status_code == 404
     assert client.post(f"/waves/{wave.pk}/retry-failures/", {"code": "AUTH_FAILED"}).status_code == 404
+
+
+def test_the_programme_office_places_carried_over_mailboxes_from_the_wave_page(client_for, officer, org_a):
+    from tests.wave_fixtures import wave_with
+
+    wave = wave_in_states([org_a], {"migrated": 2, "synced": 3}, status=Wave.Status.COMPLETED)
+    Mailbox.objects.filter(wave=wave, state="synced").update(carried_over=True)
+    target = wave_with(org_a, name="Next evening", status=Wave.Status.DRAFT)
+    client = client_for(officer)
+    html = client.get(f"/waves/{wave.pk}/").content.decode()
+    assert "3 mailboxes had not finished when the window closed" in html and "Next evening" in html
+
+    response = client.post(f"/waves/{wave.pk}/place-carried-over/", {"target": target.pk, "confirm": "1"})
+    assert response.status_code == 302 and response["Location"] == f"/waves/{target.pk}/"
+    assert Mailbox.objects.filter(wave=target, state="ready", carried_over=False).count() == 3
+    assert "Carried over" not in client.get(f"/waves/{wave.pk}/").content.decode()
+
+
+def test_a_trust_admin_sees_the_carried_over_count_but_cannot_place_them(client_for, admin_a, org_a):
+    from tests.wave_fixtures import wave_with
+
+    wave = wave_in_states([org_a], {"synced": 2}, status=Wave.Status.COMPLETED)
+    Mailbox.objects.filter(wave=wave).update(carried_over=True)
+    target = wave_with(org_a, name="Next evening", status=Wave.Status.DRAFT)
+    client = client_for(admin_a)
+    html = client.get(f"/waves/{wave.pk}/").content.decode()
+    assert "2 mailboxes had not finished" in html and "Place carried-over mailboxes" not in html
+    assert client.post(f"/waves/{wave.pk}/place-carried-over/", {"target": target.pk}).status_code == 403
+    assert not Mailbox.objects.filter(wave=target).exists()
