@@ -30,3 +30,15 @@ def scratch_database_url(example: str) -> str:
         if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
             conn.execute(f'CREATE DATABASE "{name}"')
     return url
+
+
+def reset_schema() -> None:
+    """Drop the scratch database's schema and migrate afresh (after django.setup())."""
+    from django.core.management import call_command
+    from django.db import connection
+
+    log(f"resetting the schema of {connection.settings_dict['NAME']} ...")
+    with connection.cursor() as cursor:
+        cursor.execute("DROP SCHEMA public CASCADE")
+        cursor.execute("CREATE SCHEMA public")
+    call_command("migrate", verbosity=0, interactive=False)

@@ -31,7 +31,7 @@ import statistics
 import time
 from urllib.parse import urlencode
 
-from bench._scratch import log, scratch_database_url
+from bench._scratch import log, reset_schema, scratch_database_url
 
 BULK_ODS = "BENCHBULK"
 BULK_ROWS = 100_000
@@ -109,11 +109,8 @@ def main() -> None:
             f"{args.orgs:,} organisations (pass --fresh to regenerate)"
         )
     else:
-        log(f"resetting the schema of {connection.settings_dict['NAME']} and generating the data ...")
-        with connection.cursor() as cursor:
-            cursor.execute("DROP SCHEMA public CASCADE")
-            cursor.execute("CREATE SCHEMA public")
-        call_command("migrate", verbosity=0, interactive=False)
+        reset_schema()
+        log("generating the data ...")
         started = time.perf_counter()
         with connection.cursor() as cursor:
             generate(cursor, mailboxes=args.mailboxes, orgs=args.orgs, seed=args.seed)

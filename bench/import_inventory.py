@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench._scratch import log, scratch_database_url
+from bench._scratch import log, reset_schema, scratch_database_url
 
 FIRST = [
     "amelia",
@@ -189,17 +189,11 @@ def main() -> None:
     import django
 
     django.setup()
-    from django.core.management import call_command
-    from django.db import connection
 
     from migrations_app.models import Mailbox, Organisation
     from migrations_app.services.imports import inventory_import
 
-    log(f"resetting the schema of {connection.settings_dict['NAME']} ...")
-    with connection.cursor() as cursor:
-        cursor.execute("DROP SCHEMA public CASCADE")
-        cursor.execute("CREATE SCHEMA public")
-    call_command("migrate", verbosity=0, interactive=False)
+    reset_schema()
 
     rng = random.Random(args.seed)
     organisations = ods_codes(max(1, args.rows // 100), rng)

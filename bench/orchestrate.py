@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench._scratch import log, scratch_database_url
+from bench._scratch import log, reset_schema, scratch_database_url
 from bench._workers import WorkerProcess, worker_env
 
 
@@ -76,7 +76,6 @@ def main() -> None:
     django.setup()
     import datetime as dt
 
-    from django.core.management import call_command
     from django.db import connection
     from django.db.models import Count
     from django.utils import timezone
@@ -84,11 +83,7 @@ def main() -> None:
     from migrations_app.models import Event, Mailbox, Organisation, Wave
     from portal.celery import app
 
-    log(f"resetting the schema of {connection.settings_dict['NAME']} ...")
-    with connection.cursor() as cursor:
-        cursor.execute("DROP SCHEMA public CASCADE")
-        cursor.execute("CREATE SCHEMA public")
-    call_command("migrate", verbosity=0, interactive=False)
+    reset_schema()
     with connection.cursor() as cursor:
         generate(cursor, mailboxes=args.mailboxes, orgs=args.orgs)
     now = timezone.now()

@@ -31,7 +31,7 @@ import os
 import statistics
 import time
 
-from bench._scratch import log, scratch_database_url
+from bench._scratch import log, reset_schema, scratch_database_url
 
 MAILBOX = "migrations_app_mailbox"
 WAVE = "migrations_app_wave"
@@ -69,7 +69,6 @@ def stamp(cursor, wave_id: int, *, first_org: int, last_org: int, state_sql: str
 
 
 def build(args) -> None:
-    from django.core.management import call_command
     from django.db import connection, transaction
 
     from bench.plan import generate
@@ -79,11 +78,7 @@ def build(args) -> None:
         counters_rebuild,
     )
 
-    log(f"resetting the schema of {connection.settings_dict['NAME']} ...")
-    with connection.cursor() as cursor:
-        cursor.execute("DROP SCHEMA public CASCADE")
-        cursor.execute("CREATE SCHEMA public")
-    call_command("migrate", verbosity=0, interactive=False)
+    reset_schema()
     started = time.perf_counter()
     with transaction.atomic(), connection.cursor() as cursor:
         counters_disable_insert_trigger()

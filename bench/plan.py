@@ -26,7 +26,7 @@ import json
 import os
 import time
 
-from bench._scratch import log, scratch_database_url
+from bench._scratch import log, reset_schema, scratch_database_url
 
 BANK_HOLIDAYS = [
     "2026-12-25", "2026-12-28", "2027-01-01", "2027-03-26", "2027-03-29", "2027-05-03", "2027-05-31",
@@ -131,17 +131,12 @@ def main() -> None:
     import django
 
     django.setup()
-    from django.core.management import call_command
     from django.db import connection
 
     from migrations_app.models import Allocation, Mailbox, Organisation, User, Wave
 
     if not args.keep_data:
-        log(f"resetting the schema of {connection.settings_dict['NAME']} ...")
-        with connection.cursor() as cursor:
-            cursor.execute("DROP SCHEMA public CASCADE")
-            cursor.execute("CREATE SCHEMA public")
-        call_command("migrate", verbosity=0, interactive=False)
+        reset_schema()
         started = time.perf_counter()
         with connection.cursor() as cursor:
             generate(cursor, mailboxes=args.mailboxes, orgs=args.orgs, seed=args.seed)

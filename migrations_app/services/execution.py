@@ -827,42 +827,25 @@ def mailbox_rollback(*, mailbox: Mailbox, actor: User, reason: str = "") -> Mail
     """Back to ready and out of its wave, to be planned again: before its cutover (scheduled, synced,
     failed) or after it (migrated: mail is delivered to the old system again; a reason is required).
     The checkpoint is kept, so its next copy is incremental. Never while a worker is copying it."""
-    require_administer(actor, mailbox.organisation)
-    _refuse_running(mailbox)
     if mailbox.state == M.MIGRATED and not reason.strip():
         raise ValidationError("Give the reason for rolling back a migrated mailbox")
-    return _person_move(
-        mailbox,
-        actor,
-        (M.SCHEDULED, M.SYNCED, M.FAILED, M.MIGRATED),
-        M.READY,
-        "mailbox.rolled_back",
-        reason,
-        wave=None,
-        carried_over=False,
-        paused=False,
-        **_CLEARED,
-    )
+    from_states = (M.SCHEDULED, M.SYNCED, M.FAILED, M.MIGRATED)
+    return _out_of_wave(mailbox, actor, from_states, "mailbox.rolled_back", reason)
+
+
+def _out_of_wave(mailbox: Mailbox, actor: User, from_states: tuple, action: str, reason: str) -> Mailbox:
+    """Back to ready and out of its wave (checkpoint kept), refused while a worker copies it."""
+    require_administer(actor, mailbox.organisation)
+    _refuse_running(mailbox)
+    fields = {"wave": None, "carried_over": False, "paused": False, **_CLEARED}
+    return _person_move(mailbox, actor, from_states, M.READY, action, reason, **fields)
 
 
 @transaction.atomic
 def mailbox_cancel(*, mailbox: Mailbox, actor: User, reason: str = "") -> Mailbox:
     """Take a mailbox out of its wave before its cutover: back to ready, to be planned again (its
     checkpoint kept). Never while a worker is copying it: pause first."""
-    require_administer(actor, mailbox.organisation)
-    _refuse_running(mailbox)
-    return _person_move(
-        mailbox,
-        actor,
-        (M.SCHEDULED, M.SYNCED, M.FAILED),
-        M.READY,
-        "mailbox.cancelled",
-        reason,
-        wave=None,
-        carried_over=False,
-        paused=False,
-        **_CLEARED,
-    )
+    return _out_of_wave(mailbox, actor, (M.SCHEDULED, M.SYNCED, M.FAILED), "mailbox.cancelled", reason)
 
 
 @transaction.atomic

@@ -97,14 +97,14 @@ def test_a_mailbox_synced_while_its_wave_is_paused_waits(db, org_a, officer):
     assert mailbox.state == M.SYNCED and mailbox.lease == ""
 
 
-def test_progress_is_saved_after_every_chunk(db, org_a, settings):
-    settings.MIGRATION_PROGRESS_SECONDS = 0  # chunks a second or more apart, as real copies are
+def _sync_watching_saved_bytes(org_a) -> tuple[Mailbox, list[int]]:
+    """Sync one pre-staging mailbox in ten chunks; after each chunk, the bytes_copied saved in the database."""
+    from migrations_app.engines.simulated import SimulatedEngine
+
     now = timezone.now()
     wave, [mailbox] = approved_wave(org_a, 1, now=now, starts_in=dt.timedelta(hours=2))
     wave_tick(now=now)
     seen = []
-
-    from migrations_app.engines.simulated import SimulatedEngine
 
     class Watching(SimulatedEngine):
         def sync(self, spec, checkpoint=None, progress=None):
@@ -115,28 +115,19 @@ def test_progress_is_saved_after_every_chunk(db, org_a, settings):
             return super().sync(spec, checkpoint, watch)
 
     mailbox_run_sync(mailbox_id=mailbox.pk, engine=Watching(instant=True, chunk_bytes=100_000))
+    return mailbox, seen
+
+
+def test_progress_is_saved_after_every_chunk(db, org_a, settings):
+    settings.MIGRATION_PROGRESS_SECONDS = 0  # chunks a second or more apart, as real copies are
+    mailbox, seen = _sync_watching_saved_bytes(org_a)
     assert len(seen) == 10
     assert seen == sorted(seen) and seen[-1] == mailbox.size_bytes
 
 
 def test_progress_of_quick_chunks_is_saved_at_most_once_per_interval_and_at_the_end(db, org_a, settings):
     settings.MIGRATION_PROGRESS_SECONDS = 3600
-    now = timezone.now()
-    wave, [mailbox] = approved_wave(org_a, 1, now=now, starts_in=dt.timedelta(hours=2))
-    wave_tick(now=now)
-    seen = []
-
-    from migrations_app.engines.simulated import SimulatedEngine
-
-    class Watching(SimulatedEngine):
-        def sync(self, spec, checkpoint=None, progress=None):
-            def watch(items, size, cp):
-                progress(items, size, cp)
-                seen.append(Mailbox.objects.values_list("bytes_copied", flat=True).get(pk=mailbox.pk))
-
-            return super().sync(spec, checkpoint, watch)
-
-    mailbox_run_sync(mailbox_id=mailbox.pk, engine=Watching(instant=True, chunk_bytes=100_000))
+    mailbox, seen = _sync_watching_saved_bytes(org_a)
     assert seen == [0] * 10  # ten chunks inside one interval: no write between them
     mailbox.refresh_from_db()
     assert (mailbox.state, mailbox.bytes_copied, mailbox.items_copied) == (
