@@ -678,23 +678,35 @@ def wave_carry_over(*, wave: Wave, now: dt.datetime | None = None) -> int:
     programme office to place in another wave. Mailboxes already cutting over finish."""
     now = now or timezone.now()
     with transaction.atomic():
-        ids = list(
+        rows = list(
             Mailbox.objects.filter(
                 wave=wave, carried_over=False, state__in=(M.SCHEDULED, M.SYNCING, M.SYNCED, M.FAILED)
-            ).values_list("id", flat=True)
+            ).values_list("id", "organisation_id", "email", "state")
         )
-        if not ids:
+        if not rows:
             return 0
-        Mailbox.objects.filter(pk__in=ids).update(carried_over=True, updated_at=now)
-        # One event for the wave (a window's worth of ids could be 22,000 rows of events otherwise).
+        Mailbox.objects.filter(pk__in=[r[0] for r in rows]).update(carried_over=True, updated_at=now)
+        message = f"not finished when {wave.name}'s window closed: carried over, to be placed in another wave"
+        event_record_many(  # one INSERT: each mailbox's timeline shows it
+            dict(
+                action="mailbox.carried_over",
+                organisation_id=org_id,
+                mailbox_id=pk,
+                wave_id=wave.pk,
+                subject=email,
+                message=message,
+                data={"state": state},
+            )
+            for pk, org_id, email, state in rows
+        )
         event_record(
             action="wave.carried_over",
             wave=wave,
             subject=wave.name,
-            message=f"{len(ids)} mailbox(es) not finished when the window closed",
-            data={"mailboxes": len(ids), "first_ids": ids[:100]},
+            message=f"{len(rows)} mailbox(es) not finished when the window closed",
+            data={"mailboxes": len(rows)},
         )
-    return len(ids)
+    return len(rows)
 
 
 def wave_tick(*, now: dt.datetime | None = None) -> dict[str, int]:

@@ -184,6 +184,8 @@ def test_at_window_close_unfinished_mailboxes_are_carried_over_not_cut_over(db, 
     wave.refresh_from_db()
     assert wave.status == Wave.Status.COMPLETED
     assert Event.objects.filter(wave_id=wave.pk, action="wave.carried_over").get().data["mailboxes"] == 2
+    carried = Event.objects.filter(action="mailbox.carried_over").values_list("mailbox_id", flat=True)
+    assert sorted(carried) == sorted([synced.pk, waiting.pk])  # on each mailbox's timeline
 
 
 def test_pause_stops_claiming_and_resume_starts_it_again(db, org_a, officer):
