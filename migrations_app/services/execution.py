@@ -52,6 +52,11 @@ PHASES = (SYNC, CUTOVER)
 # phase -> (claimed from, running in)
 _CLAIM = {SYNC: (M.SCHEDULED, M.SYNCING), CUTOVER: (M.SYNCED, M.CUTOVER)}
 ACTIVE_STATES = (M.SYNCING, M.CUTOVER, M.VERIFYING)
+# What people may do in which state (the pages offer the buttons from the same tuples).
+RETRYABLE = (M.FAILED,)
+CANCELLABLE = (M.SCHEDULED, M.SYNCED, M.FAILED)
+ROLLBACKABLE = (*CANCELLABLE, M.MIGRATED)
+PAUSABLE = (M.SCHEDULED, *ACTIVE_STATES, M.SYNCED)
 # Stable codes of our own, beside the engines' (engines.base).
 VERIFY_MISMATCH = "VERIFY_MISMATCH"
 RETRY_LIMIT = "RETRY_LIMIT"
@@ -503,7 +508,6 @@ def _run_one(mailbox: Mailbox, phase: str, engine: Engine | None, journal: Journ
     try:
         if wave is None:
             raise PermanentError("NO_WAVE", "the mailbox is in no wave")
-        engine = engine or wave_engine(wave)
         spec = mailbox_spec(mailbox, wave)
         if phase == SYNC:
             result = engine.sync(spec, mailbox.checkpoint, progress)
@@ -603,9 +607,13 @@ def mailboxes_run(*, mailbox_ids: Iterable[int], phase: str, engine: Engine | No
         .order_by("id")
     )
     beat = _BatchHeartbeat(journal, held)
+    engines: dict[int, Engine] = {}  # one per wave for the whole batch (the graph engine's token is reused)
     for mailbox in mailboxes:
-        if beat.still_held(mailbox.pk):
-            _run_one(mailbox, phase, engine, journal, waves)
+        if not beat.still_held(mailbox.pk):
+            continue
+        if engine is None and mailbox.wave_id not in engines and mailbox.wave is not None:
+            engines[mailbox.wave_id] = wave_engine(mailbox.wave)
+        _run_one(mailbox, phase, engine or engines.get(mailbox.wave_id), journal, waves)
     journal.flush()
     for wave_id in {m.wave_id for m in mailboxes if m.wave_id}:
         transaction.on_commit(lambda wave_id=wave_id: wave_pump_later(wave_id))
@@ -823,7 +831,7 @@ def mailbox_retry(*, mailbox: Mailbox, actor: User, reason: str = "") -> Mailbox
     their own organisation's mailboxes; the programme office for any."""
     require_administer(actor, mailbox.organisation)
     to_state = M.SCHEDULED if mailbox.wave_id else M.READY
-    return _person_move(mailbox, actor, (M.FAILED,), to_state, "mailbox.retried", reason, **_CLEARED)
+    return _person_move(mailbox, actor, RETRYABLE, to_state, "mailbox.retried", reason, **_CLEARED)
 
 
 _RUNNING_MESSAGE = "it is being copied now: pause it first, and act once it has stopped (within seconds)"
@@ -841,8 +849,7 @@ def mailbox_rollback(*, mailbox: Mailbox, actor: User, reason: str = "") -> Mail
     The checkpoint is kept, so its next copy is incremental. Never while a worker is copying it."""
     if mailbox.state == M.MIGRATED and not reason.strip():
         raise ValidationError("Give the reason for rolling back a migrated mailbox")
-    from_states = (M.SCHEDULED, M.SYNCED, M.FAILED, M.MIGRATED)
-    return _out_of_wave(mailbox, actor, from_states, "mailbox.rolled_back", reason)
+    return _out_of_wave(mailbox, actor, ROLLBACKABLE, "mailbox.rolled_back", reason)
 
 
 def _out_of_wave(mailbox: Mailbox, actor: User, from_states: tuple, action: str, reason: str) -> Mailbox:
@@ -857,7 +864,7 @@ def _out_of_wave(mailbox: Mailbox, actor: User, from_states: tuple, action: str,
 def mailbox_cancel(*, mailbox: Mailbox, actor: User, reason: str = "") -> Mailbox:
     """Take a mailbox out of its wave before its cutover: back to ready, to be planned again (its
     checkpoint kept). Never while a worker is copying it: pause first."""
-    return _out_of_wave(mailbox, actor, (M.SCHEDULED, M.SYNCED, M.FAILED), "mailbox.cancelled", reason)
+    return _out_of_wave(mailbox, actor, CANCELLABLE, "mailbox.cancelled", reason)
 
 
 @transaction.atomic
@@ -865,8 +872,7 @@ def mailbox_pause(*, mailbox: Mailbox, actor: User, reason: str = "") -> Mailbox
     """Hold a mailbox: it is not claimed until resumed. One being copied stops at its next progress report
     (within seconds), keeps its checkpoint and goes back to scheduled (or synced, in its cutover)."""
     require_administer(actor, mailbox.organisation)
-    pausable = (M.SCHEDULED, M.SYNCING, M.SYNCED, M.CUTOVER, M.VERIFYING)
-    updated = Mailbox.objects.filter(pk=mailbox.pk, state__in=pausable, paused=False).update(
+    updated = Mailbox.objects.filter(pk=mailbox.pk, state__in=PAUSABLE, paused=False).update(
         paused=True, updated_at=timezone.now()
     )
     mailbox.refresh_from_db()
@@ -926,7 +932,7 @@ def wave_retry_failures(*, wave: Wave, actor: User, code: str, reason: str = "")
             _person_move(
                 mailbox,
                 actor,
-                (M.FAILED,),
+                RETRYABLE,
                 M.SCHEDULED,
                 "mailbox.retried",
                 reason or f"retry all {code}",

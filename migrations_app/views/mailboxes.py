@@ -15,6 +15,10 @@ from migrations_app.selectors.mailboxes import mailbox_search, mailbox_search_al
 from migrations_app.selectors.scoping import can_administer, events_visible_to, mailboxes_visible_to
 from migrations_app.selectors.waves import wave_of_mailbox
 from migrations_app.services.execution import (
+    CANCELLABLE,
+    PAUSABLE,
+    RETRYABLE,
+    ROLLBACKABLE,
     mailbox_cancel,
     mailbox_pause,
     mailbox_resume,
@@ -24,11 +28,6 @@ from migrations_app.services.execution import (
 from migrations_app.views._csv import CHUNK_SIZE, csv_response
 
 NAV = "mailboxes"
-M = Mailbox.State
-RETRYABLE = (M.FAILED,)
-ROLLBACKABLE = (M.SCHEDULED, M.SYNCED, M.FAILED, M.MIGRATED)
-CANCELLABLE = (M.SCHEDULED, M.SYNCED, M.FAILED)
-PAUSABLE = (M.SCHEDULED, M.SYNCING, M.SYNCED, M.CUTOVER, M.VERIFYING)
 MAILBOX_CSV_HEADER = [
     "email",
     "display_name",

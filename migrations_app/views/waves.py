@@ -225,19 +225,20 @@ def wave_detail(request, pk: int):
     wave = _visible_wave(request, pk)
     context = {"nav": NAV, **_panel_context(request, wave), **_live_context(request, wave)}
     if request.user.is_programme_office and wave.status in MOVABLE_INTO:
-        context["move_targets"] = list(
-            Wave.objects.filter(status__in=MOVABLE_INTO).exclude(pk=wave.pk).order_by("starts_at")[:200]
-        )
+        context["move_targets"] = _other_movable_waves(wave)
     if wave.status in (Wave.Status.RUNNING, Wave.Status.COMPLETED, Wave.Status.CANCELLED):
         # one pass over the wave's rows (a window's worth at most), scoped to what the user may see
         context["carried_over"] = (
             mailboxes_visible_to(request.user).filter(wave=wave, carried_over=True).count()
         )
         if context["carried_over"] and request.user.is_programme_office:
-            context["place_targets"] = list(
-                Wave.objects.filter(status__in=MOVABLE_INTO).exclude(pk=wave.pk).order_by("starts_at")[:200]
-            )
+            context["place_targets"] = _other_movable_waves(wave)
     return render(request, "waves/detail.html", context)
+
+
+def _other_movable_waves(wave: Wave) -> list[Wave]:
+    """The waves that can still take mailboxes (draft, proposed, approved), for a move or placement form."""
+    return list(Wave.objects.filter(status__in=MOVABLE_INTO).exclude(pk=wave.pk).order_by("starts_at")[:200])
 
 
 @login_required
