@@ -35,7 +35,7 @@ def _runs(log_path) -> dict[str, list[tuple[float, float | None, int]]]:
 
 @pytest.mark.django_db(transaction=True)
 def test_a_worker_killed_mid_wave_loses_nothing_and_no_mailbox_runs_twice_at_once(
-    real_broker, org_a, tmp_path
+    real_broker, org_a, tmp_path, settings
 ):
     if connection.vendor != "postgresql":
         skip_or_fail("the kill-a-worker test needs PostgreSQL: set DATABASE_URL=postgres://...")
@@ -44,6 +44,9 @@ def test_a_worker_killed_mid_wave_loses_nothing_and_no_mailbox_runs_twice_at_onc
     wave, mailboxes = approved_wave(org_a, MAILBOXES, starts_in=dt.timedelta(minutes=-1))
     Mailbox.objects.filter(wave=wave).update(size_bytes=30_000_000, item_count=300)  # 0.15 s each
     run_log = tmp_path / "runs.log"
+    # The first claim is made here, so its batches are sized by these settings: the same as the workers'.
+    settings.MIGRATION_TASK_SECONDS = 1  # batches of about six mailboxes, shared by both workers
+    settings.MIGRATION_ENGINE_OPTIONS = {"simulated": {"throughput_bytes_per_s": 200_000_000}}
     env = worker_env(
         database_url(connection.settings_dict),
         real_broker.conf.broker_url,
