@@ -85,6 +85,20 @@ def test_the_programme_office_places_carried_over_mailboxes_from_the_wave_page(c
     assert "Carried over" not in client.get(f"/waves/{wave.pk}/").content.decode()
 
 
+def test_another_organisations_admin_neither_sees_nor_places_carried_over_mailboxes(
+    client_for, admin_b, org_a
+):
+    from tests.wave_fixtures import wave_with
+
+    wave = wave_in_states([org_a], {"synced": 2}, status=Wave.Status.COMPLETED)
+    Mailbox.objects.filter(wave=wave).update(carried_over=True)
+    target = wave_with(org_a, name="Next evening", status=Wave.Status.DRAFT)
+    client = client_for(admin_b)
+    assert client.get(f"/waves/{wave.pk}/").status_code == 404
+    assert client.post(f"/waves/{wave.pk}/place-carried-over/", {"target": target.pk}).status_code == 404
+    assert not Mailbox.objects.filter(wave=target).exists()
+
+
 def test_a_trust_admin_sees_the_carried_over_count_but_cannot_place_them(client_for, admin_a, org_a):
     from tests.wave_fixtures import wave_with
 
