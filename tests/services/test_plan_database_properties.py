@@ -11,8 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from migrations_app.models import BlackoutPeriod, Mailbox, Organisation, ProgrammeSettings
+from migrations_app.planning.calendar import LONDON
 from migrations_app.selectors.waves import organisation_allowed_kinds, wave_members
-from migrations_app.services.planning import LONDON, plan_commit
+from migrations_app.services.plans import plan_commit
 
 MONDAY = dt.date(2026, 10, 19)  # the horizon crosses the October clock change
 
