@@ -114,6 +114,19 @@ class Organisation(models.Model):
         "gate_service_desk_briefed",
     )
 
+    class Stage(models.TextChoices):
+        """Where the organisation stands on the programme's path (services.readiness.stages moves it)."""
+
+        ENROLLED = "enrolled", "Enrolled"
+        READINESS = "readiness", "Readiness"
+        PILOT = "pilot", "Pilot"
+        SYNC_SWITCH = "sync_switch", "Sync & Switch"
+        MOP_UP = "mop_up", "Mop-up"
+        CLOSED = "closed", "Closed"
+
+    stage = models.CharField(max_length=12, choices=Stage.choices, default=Stage.ENROLLED)
+    stage_changed_at = models.DateTimeField(null=True, blank=True)
+
     class Meta:
         ordering = ["ods_code"]
         constraints = [
@@ -124,6 +137,7 @@ class Organisation(models.Model):
         ]
         indexes = [
             models.Index(fields=["status", "ods_code"], name="organisation_status_idx"),
+            models.Index(fields=["stage", "ods_code"], name="organisation_stage_idx"),
             models.Index(fields=["region", "ods_code"], name="organisation_region_idx"),
             models.Index(fields=["parent"], name="organisation_parent_idx"),
             models.Index(Upper("name"), name="organisation_name_upper_idx"),
@@ -139,6 +153,10 @@ class Organisation(models.Model):
     @property
     def gates_met(self) -> bool:
         return all(getattr(self, name) for name in self.GATES)
+
+    def missing_gates(self, required: list[str] | tuple[str, ...]) -> list[str]:
+        """The required gates (field names) this organisation has not met."""
+        return [name for name in required if name in self.GATES and not getattr(self, name)]
 
 
 class Contact(models.Model):
@@ -306,6 +324,8 @@ class Mailbox(models.Model):
         VERIFYING = "verifying", "Verifying"
         MIGRATED = "migrated", "Migrated"
         FAILED = "failed", "Failed"
+        # Left the inventory (a leaver, a closed shared mailbox): kept with its history, never planned.
+        RETIRED = "retired", "Retired"
 
     # db_index=False: the (organisation, state, id) index below serves every lookup by organisation.
     organisation = models.ForeignKey(
@@ -347,6 +367,11 @@ class Mailbox(models.Model):
     skipped_items = models.JSONField(null=True, blank=True)
     # Set for good the first time the mailbox fails or is retried: "the share that needed attention".
     needed_attention = models.BooleanField(default=False, db_default=False)
+    # The last readiness check (services.readiness): a stable code (readiness/codes.py) and the engine's
+    # words when it was blocked; when it ran. updated_at later than checked_at: the inventory row changed.
+    blocked_code = models.CharField(max_length=40, blank=True, default="", db_default="")
+    blocked_reason = models.TextField(blank=True, default="", db_default="")
+    checked_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_default=Now())
     updated_at = models.DateTimeField(auto_now=True, db_default=Now())
 
@@ -367,6 +392,18 @@ class Mailbox(models.Model):
             # affinity groups: only the mailboxes that have one
             models.Index(
                 fields=["affinity_group"], name="mailbox_affinity_idx", condition=~Q(affinity_group="")
+            ),
+            # blocked mailboxes by reason (organisation page, dashboard, preview): only blocked ones
+            models.Index(
+                fields=["blocked_code", "organisation"],
+                name="mailbox_blocked_idx",
+                condition=Q(state="blocked"),
+            ),
+            # the readiness re-check's due list: the checkable mailboxes by when they were last checked
+            models.Index(
+                fields=["checked_at", "id"],
+                name="mailbox_check_due_idx",
+                condition=Q(state__in=["inventoried", "ready", "blocked"]),
             ),
             # failure triage by error code: only failed mailboxes have one
             models.Index(
@@ -547,6 +584,10 @@ class Event(models.Model):
         return f"{self.created_at:%Y-%m-%d %H:%M} {self.action} {self.subject}"
 
 
+def _all_gates() -> list[str]:
+    return list(Organisation.GATES)
+
+
 class ProgrammeSettings(models.Model):
     """The programme's windows and planning rules: one row (pk 1), edited in the admin by the programme office.
 
@@ -596,6 +637,24 @@ class ProgrammeSettings(models.Model):
     )
     go_required_from_every_organisation = models.BooleanField(
         default=True, help_text="A wave can be approved only when every organisation in it has said go"
+    )
+    required_gates = models.JSONField(
+        default=_all_gates,
+        blank=True,
+        help_text="The readiness gates (Organisation.GATES) an organisation must meet before it is planned",
+    )
+    readiness_recheck_hours = models.PositiveIntegerField(
+        "Re-check readiness after (hours)",
+        default=168,
+        validators=[MinValueValidator(1)],
+        help_text="Mailboxes whose last readiness check is older than this are checked again by themselves",
+    )
+    # The endpoints readiness checks log in to; both empty means the simulated engine (demos, drills).
+    readiness_source_endpoint = models.ForeignKey(
+        "Endpoint", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    readiness_target_endpoint = models.ForeignKey(
+        "Endpoint", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -829,3 +888,47 @@ class WebhookDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.message_id} to webhook {self.webhook_id}"
+
+
+class ReadinessCheck(models.Model):
+    """One readiness check: engine pre-flight over an organisation's mailboxes, a wave's, or a chosen set, run
+    by the workers in batches (services.readiness). Counts grow as batches finish; the page polls them."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Finished"
+        FAILED = "failed", "Failed"
+
+    organisation = models.ForeignKey(
+        Organisation, null=True, blank=True, on_delete=models.CASCADE, related_name="readiness_checks"
+    )
+    wave = models.ForeignKey(Wave, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    # A chosen set (the API, the beat's re-check of mailboxes due): their ids.
+    mailbox_ids = models.JSONField(null=True, blank=True)
+    requested_by = models.ForeignKey(User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    total = models.PositiveIntegerField(default=0)
+    ready = models.PositiveIntegerField(default=0)
+    blocked = models.PositiveIntegerField(default=0)
+    # Transient trouble past the retry limit, or no longer checkable (moved on meanwhile): left as they were.
+    unchecked = models.PositiveIntegerField(default=0)
+    failure = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["organisation", "-id"], name="readinesscheck_org_idx")]
+
+    def __str__(self) -> str:
+        return f"Readiness check {self.pk}"
+
+    @property
+    def done(self) -> int:
+        return self.ready + self.blocked + self.unchecked
+
+    @property
+    def percent(self) -> int:
+        return 100 if not self.total else min(100, self.done * 100 // self.total)

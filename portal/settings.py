@@ -207,6 +207,8 @@ MIGRATION_ENGINE_OPTIONS = {
         "failure_rates": env_rates("SIMULATED_FAILURE_RATES"),
         # drills: a file that records every copy's start and end, to check no mailbox ran twice at once
         "run_log": env_str("SIMULATED_RUN_LOG") or None,
+        # e.g. NOT_LICENSED=0.02,TARGET_MISSING=0.01: the share of mailboxes pre-flight blocks with each code
+        "preflight_rates": env_rates("SIMULATED_PREFLIGHT_RATES"),
     },
 }
 
@@ -385,4 +387,25 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
+}
+
+# --- readiness checks (services/readiness) ------------------------------------------------------------------
+# Mailboxes pre-flighted per task (one engine, one slot per endpoint, one UPDATE for the batch).
+READINESS_BATCH_MAILBOXES = env_int("READINESS_BATCH_MAILBOXES", 500)
+# Transient trouble (network, throttled, busy) is tried this many times, with back-off, before a mailbox is
+# counted as not checked (left as it was, never blocked for it).
+READINESS_RETRY_LIMIT = env_int("READINESS_RETRY_LIMIT", 4)
+READINESS_RETRY_BASE_SECONDS = env_int("READINESS_RETRY_BASE_SECONDS", 30)
+# A batch's hold on an endpoint slot expires after this, should its worker die holding it.
+READINESS_SLOT_SECONDS = env_int("READINESS_SLOT_SECONDS", 600)
+# The most mailboxes one chosen-set check (API, beat re-check) takes.
+READINESS_CHOSEN_MAX = env_int("READINESS_CHOSEN_MAX", 50_000)
+READINESS_RECHECK_MAX = env_int("READINESS_RECHECK_MAX", 20_000)
+CELERY_BEAT_SCHEDULE["readiness-recheck"] = {
+    "task": "migrations_app.tasks.readiness_recheck",
+    "schedule": float(env_int("READINESS_RECHECK_SECONDS", 900)),
+}
+CELERY_BEAT_SCHEDULE["organisations-mop-up"] = {
+    "task": "migrations_app.tasks.organisations_mop_up_review",
+    "schedule": 300.0,
 }

@@ -60,6 +60,9 @@ class Plan:
     end: dt.date
     waves: list[PlannedWave]
     unplaced: list[Unplaced]
+    # Organisations left out before planning (gates missing, not checked, blocked): filled in by
+    # services.plans from selectors.readiness; not part of the fingerprint.
+    left_out: list = field(default_factory=list)
 
     @property
     def mailboxes(self) -> int:

@@ -30,8 +30,9 @@ from migrations_app.selectors.waves import ALLOCATING_STATUSES, allocation_match
 
 
 def _plannable(exclude_waves: Sequence[int] = ()) -> tuple:
-    """Ready mailboxes in no wave and not covered by an allocation of a draft or proposed wave we keep."""
-    qs = Mailbox.objects.filter(state=Mailbox.State.READY, wave__isnull=True)
+    """Ready mailboxes in no wave and not covered by an allocation of a draft or proposed wave we keep, of
+    organisations that meet the required readiness gates."""
+    qs = without_unmet_gates(Mailbox.objects.filter(state=Mailbox.State.READY, wave__isnull=True))
     live = Allocation.objects.filter(wave__status__in=ALLOCATING_STATUSES).exclude(wave_id__in=exclude_waves)
     if live.exists():  # the common full-programme case has none: keep that query a plain index scan
         qs = qs.exclude(
@@ -39,6 +40,17 @@ def _plannable(exclude_waves: Sequence[int] = ()) -> tuple:
             & Exists(allocation_matches(live.filter(organisation_id=OuterRef("organisation_id"))))
         )
     return qs
+
+
+def without_unmet_gates(qs):
+    """Leave out the mailboxes of organisations missing a required readiness gate. Nothing is added to the
+    query when every organisation meets them (the common case once a programme is under way)."""
+    from migrations_app.selectors.readiness import organisations_gates_unmet
+
+    unmet = organisations_gates_unmet()
+    if not unmet.exists():
+        return qs
+    return qs.exclude(organisation_id__in=unmet.values("pk"))
 
 
 def _group_rows(qs) -> list[GroupRow]:

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from migrations_app.models import Mailbox, Organisation, ProgrammeSettings, User, Wave
 from migrations_app.planning.calendar import EVENING, WindowRules, windows_between
-from migrations_app.selectors.planning import closed_periods
+from migrations_app.selectors.planning import closed_periods, without_unmet_gates
 from migrations_app.selectors.scoping import require_programme_office
 from migrations_app.services.events import event_record
 from migrations_app.services.plans import wave_name
@@ -50,8 +50,10 @@ def pilot_wave_create(
             }
         )
     window = windows[0]
-    candidates = Mailbox.objects.filter(
-        state=Mailbox.State.READY, wave__isnull=True, affinity_group="", kind=Mailbox.Kind.USER
+    candidates = without_unmet_gates(
+        Mailbox.objects.filter(
+            state=Mailbox.State.READY, wave__isnull=True, affinity_group="", kind=Mailbox.Kind.USER
+        )
     )
     if organisations is not None:
         org_ids = [o.pk for o in organisations]
@@ -72,7 +74,10 @@ def pilot_wave_create(
     )
     picked = list(ranked)
     if not picked:
-        raise ValidationError("No ready mailboxes without an affinity group to pilot in those organisations")
+        raise ValidationError(
+            "No ready mailboxes without an affinity group to pilot in those organisations (only checked, "
+            "ready mailboxes of organisations that meet the required readiness gates are piloted)"
+        )
     if len(picked) > window.capacity_mailboxes:
         raise ValidationError(
             f"{len(picked):,} pilot mailboxes are more than the window holds "

@@ -24,6 +24,7 @@ from migrations_app.selectors.planning import (
     _used_capacity,
     closed_periods,
 )
+from migrations_app.selectors.readiness import plan_left_out
 from migrations_app.selectors.scoping import require_programme_office
 from migrations_app.services.events import event_record
 
@@ -43,7 +44,9 @@ def plan_preview(*, start: dt.date, actor: User | None = None, replace_drafts: b
     large = large_organisations(rules, orgs, rows)
     chunks = _chunk_rows(qs, large, rules.large_organisation_chunk)
     units = build_units(orgs, rows, chunks, large)
-    return plan_units(windows, units, used=_used_capacity(replaced), start=start, end=end)
+    plan = plan_units(windows, units, used=_used_capacity(replaced), start=start, end=end)
+    plan.left_out = plan_left_out()
+    return plan
 
 
 def wave_name(window: Window, *, pilot: bool = False) -> str:
