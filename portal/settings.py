@@ -247,7 +247,8 @@ INVENTORY_INLINE_MAX_BYTES = env_int("INVENTORY_INLINE_MAX_BYTES", 256 * 1024)
 PROGRAMME_LARGEST_WAVE_MAILBOXES = env_int("PROGRAMME_LARGEST_WAVE_MAILBOXES", 83_000)
 PROGRAMME_EVENING_WAVE_MAILBOXES = env_int("PROGRAMME_EVENING_WAVE_MAILBOXES", 22_000)
 INVITATION_DAYS = env_int("INVITATION_DAYS", 14)
-PORTAL_BASE_URL = env_str("PORTAL_BASE_URL", "http://127.0.0.1:8000")
+# links in e-mails; unset, the address `make run` serves (PORT, as the Makefile and honcho use it)
+PORTAL_BASE_URL = env_str("PORTAL_BASE_URL") or f"http://127.0.0.1:{env_int('PORT', 8000)}"
 
 # --- email -------------------------------------------------------------------------------------------------
 _EMAIL_BACKEND = env_str(
