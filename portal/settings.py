@@ -329,6 +329,8 @@ API_IDEMPOTENCY_IN_FLIGHT_SECONDS = env_int("API_IDEMPOTENCY_IN_FLIGHT_SECONDS",
 OUTBOUND_ALLOWED_HTTP_HOSTS = env_list("OUTBOUND_ALLOWED_HTTP_HOSTS") or env_list("WEBHOOK_ALLOWED_HTTP_HOSTS")
 OUTBOUND_ALLOWED_PORTS = env_list("OUTBOUND_ALLOWED_PORTS")
 OUTBOUND_ALLOWED_INTERNAL_HOSTS = env_list("OUTBOUND_ALLOWED_INTERNAL_HOSTS")
+# An endpoint's options.ca_file must be inside this directory (unset: no extra CA files accepted).
+ENDPOINT_CA_DIR = env_str("ENDPOINT_CA_DIR")
 
 # --- outbound webhooks (services/webhooks.py) ----------------------------------------------------------------
 WEBHOOK_MAX_ATTEMPTS = env_int("WEBHOOK_MAX_ATTEMPTS", 8)
