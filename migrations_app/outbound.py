@@ -154,9 +154,10 @@ def outbound_resolve(url: str) -> Destination:
     addresses = tuple(dict.fromkeys(info[4][0] for info in infos))
     if not addresses:
         raise OutboundRefused("The host name does not resolve")
-    if not _host_allowed(host, settings.OUTBOUND_ALLOWED_INTERNAL_HOSTS):
-        if any(address_is_internal(a.split("%")[0]) or "%" in a for a in addresses):
-            raise OutboundRefused("That address is on an internal network")
+    if not _host_allowed(host, settings.OUTBOUND_ALLOWED_INTERNAL_HOSTS) and any(
+        "%" in a or address_is_internal(a) for a in addresses
+    ):
+        raise OutboundRefused("That address is on an internal network")
     target = parts.path or "/"
     if parts.query:
         target += "?" + parts.query
@@ -198,7 +199,9 @@ def outbound_request(
     address = destination.addresses[0]
     literal = f"[{address}]" if ":" in address else address
     default_port = 443 if destination.scheme == "https" else 80
-    authority = destination.host if destination.port == default_port else f"{destination.host}:{destination.port}"
+    authority = (
+        destination.host if destination.port == default_port else f"{destination.host}:{destination.port}"
+    )
     request_headers = {**(headers or {}), "Host": authority}
     extensions = {"sni_hostname": destination.host} if destination.scheme == "https" else {}
     try:

@@ -326,7 +326,9 @@ API_IDEMPOTENCY_IN_FLIGHT_SECONDS = env_int("API_IDEMPOTENCY_IN_FLIGHT_SECONDS",
 # --- outbound requests to URLs people type (migrations_app/outbound.py, docs/adr/012-outbound-requests.md) ----
 # https on port 443 to public addresses only. The programme office (never a trust) can name exceptions:
 # hosts that may use http, "host:port" pairs allowed another port, hosts that may resolve to internal addresses.
-OUTBOUND_ALLOWED_HTTP_HOSTS = env_list("OUTBOUND_ALLOWED_HTTP_HOSTS") or env_list("WEBHOOK_ALLOWED_HTTP_HOSTS")
+OUTBOUND_ALLOWED_HTTP_HOSTS = env_list("OUTBOUND_ALLOWED_HTTP_HOSTS") or env_list(
+    "WEBHOOK_ALLOWED_HTTP_HOSTS"
+)
 OUTBOUND_ALLOWED_PORTS = env_list("OUTBOUND_ALLOWED_PORTS")
 OUTBOUND_ALLOWED_INTERNAL_HOSTS = env_list("OUTBOUND_ALLOWED_INTERNAL_HOSTS")
 # An endpoint's options.ca_file must be inside this directory (unset: no extra CA files accepted).

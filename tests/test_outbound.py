@@ -127,7 +127,7 @@ def test_the_listener_does_see_a_connection_when_the_programme_office_allows_the
     [
         "127.0.0.1",
         "127.255.255.254",
-        "0.0.0.0",
+        "0.0.0.0",  # noqa: S104
         "10.0.0.1",
         "172.16.5.4",
         "192.168.1.1",
@@ -184,7 +184,9 @@ def test_the_form_of_a_url_is_checked_when_it_is_saved(url, reason):
 
 def test_another_port_is_allowed_only_for_the_named_host(settings):
     settings.OUTBOUND_ALLOWED_PORTS = ["hooks.example.nhs.uk:8443"]
-    assert outbound_check_url(" https://hooks.example.nhs.uk:8443/x ") == "https://hooks.example.nhs.uk:8443/x"
+    assert (
+        outbound_check_url(" https://hooks.example.nhs.uk:8443/x ") == "https://hooks.example.nhs.uk:8443/x"
+    )
     with pytest.raises(OutboundRefused, match="port 443"):
         outbound_check_url("https://other.example.nhs.uk:8443/x")
 

@@ -2,8 +2,8 @@
 does it) and never returned by anything."""
 
 import re
-from pathlib import Path
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings

@@ -23,8 +23,8 @@ from django.db import transaction
 from django.db.models import Exists, Max, OuterRef
 from django.utils import timezone
 
-from migrations_app.outbound import OutboundRefused, outbound_check_url, outbound_request
 from migrations_app.models import Event, Organisation, User, Webhook, WebhookDelivery
+from migrations_app.outbound import OutboundRefused, outbound_check_url, outbound_request
 from migrations_app.selectors.scoping import require_administer
 from migrations_app.services.events import event_record
 

@@ -134,7 +134,9 @@ def test_a_receiver_that_never_recovers_is_given_up_on(hooks, admin_a, org_a, se
         make_due()
     delivery = WebhookDelivery.objects.get()
     assert (delivery.status, delivery.attempts, delivery.next_attempt_at) == ("failed", 3, None)
-    assert delivery.error == "The receiver answered HTTP 503 Service Unavailable" and len(receiver.requests) == 3
+    assert (
+        delivery.error == "The receiver answered HTTP 503 Service Unavailable" and len(receiver.requests) == 3
+    )
 
 
 def test_an_unreachable_receiver_is_logged_and_retried(hooks, admin_a, org_a, settings):
@@ -144,7 +146,11 @@ def test_an_unreachable_receiver_is_logged_and_retried(hooks, admin_a, org_a, se
     event_record(action="x", organisation=org_a)
     webhooks_dispatch()
     delivery = WebhookDelivery.objects.get(webhook=webhook)
-    assert delivery.status == "pending" and delivery.http_status is None and delivery.error == "Could not connect"
+    assert (
+        delivery.status == "pending"
+        and delivery.http_status is None
+        and delivery.error == "Could not connect"
+    )
 
 
 def test_fan_out_is_once_per_event_even_if_run_twice(hooks, admin_a, org_a):
@@ -182,7 +188,9 @@ def test_the_secret_is_encrypted_at_rest(hooks, admin_a, org_a):
     assert SECRET not in json.dumps(list(Event.objects.values("data", "message", "subject")), default=str)
 
 
-def test_a_name_that_resolves_to_an_internal_address_is_not_sent_to(hooks, admin_a, org_a, settings, monkeypatch):
+def test_a_name_that_resolves_to_an_internal_address_is_not_sent_to(
+    hooks, admin_a, org_a, settings, monkeypatch
+):
     """Saved while its name pointed somewhere public; at send time it resolves to loopback (the receiver's own
     address): no connection is made and the log says why, without anything from the internal service."""
     import socket
