@@ -326,9 +326,18 @@ API_BULK_MAX_ROWS = env_int("API_BULK_MAX_ROWS", 100_000)
 API_IDEMPOTENCY_TTL_HOURS = env_int("API_IDEMPOTENCY_TTL_HOURS", 24)
 API_IDEMPOTENCY_IN_FLIGHT_SECONDS = env_int("API_IDEMPOTENCY_IN_FLIGHT_SECONDS", 600)
 
+# --- outbound requests to URLs people type (migrations_app/outbound.py, docs/adr/012-outbound-requests.md) ----
+# https on port 443 to public addresses only. The programme office (never a trust) can name exceptions:
+# hosts that may use http, "host:port" pairs allowed another port, hosts that may resolve to internal addresses.
+OUTBOUND_ALLOWED_HTTP_HOSTS = env_list("OUTBOUND_ALLOWED_HTTP_HOSTS") or env_list(
+    "WEBHOOK_ALLOWED_HTTP_HOSTS"
+)
+OUTBOUND_ALLOWED_PORTS = env_list("OUTBOUND_ALLOWED_PORTS")
+OUTBOUND_ALLOWED_INTERNAL_HOSTS = env_list("OUTBOUND_ALLOWED_INTERNAL_HOSTS")
+# An endpoint's options.ca_file must be inside this directory (unset: no extra CA files accepted).
+ENDPOINT_CA_DIR = env_str("ENDPOINT_CA_DIR")
+
 # --- outbound webhooks (services/webhooks.py) ----------------------------------------------------------------
-# Webhooks go over https only; hosts listed here may use http (a receiver on the same private network).
-WEBHOOK_ALLOWED_HTTP_HOSTS = env_list("WEBHOOK_ALLOWED_HTTP_HOSTS")
 WEBHOOK_MAX_ATTEMPTS = env_int("WEBHOOK_MAX_ATTEMPTS", 8)
 WEBHOOK_RETRY_BASE_SECONDS = env_int("WEBHOOK_RETRY_BASE_SECONDS", 30)
 WEBHOOK_RETRY_MAX_SECONDS = env_int("WEBHOOK_RETRY_MAX_SECONDS", 6 * 3600)

@@ -3,12 +3,15 @@ does it) and never returned by anything."""
 
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from migrations_app.models import Endpoint, User
+from migrations_app.outbound import OutboundRefused, outbound_check_url
 from migrations_app.selectors.scoping import require_programme_office
 from migrations_app.services.events import event_record
 
@@ -29,6 +32,7 @@ def endpoint_save(*, actor: User, data: Mapping[str, Any], endpoint: Endpoint | 
     endpoint.full_clean(exclude=["secret"])
     if endpoint.kind == Endpoint.Kind.GRAPH:
         _check_graph(endpoint)
+    _check_fetched_options(endpoint.options or {})
     endpoint.save()
     changed = sorted(k for k in data if k in FIELDS or k == "secret")
     event_record(
@@ -38,6 +42,25 @@ def endpoint_save(*, actor: User, data: Mapping[str, Any], endpoint: Endpoint | 
         data={"endpoint": endpoint.pk, "fields": changed},
     )
     return endpoint
+
+
+def _check_fetched_options(options: Mapping[str, Any]) -> None:
+    """What the server will fetch or open from an endpoint's options is held to the outbound rules:
+    graph_url is a URL to a public address over https (migrations_app/outbound.py), ca_file a file inside
+    ENDPOINT_CA_DIR (never an arbitrary path on the server)."""
+    errors: dict[str, str] = {}
+    if options.get("graph_url"):
+        try:
+            outbound_check_url(str(options["graph_url"]))
+        except OutboundRefused as exc:
+            errors["options"] = f"graph_url: {exc}"
+    if options.get("ca_file"):
+        ca_dir = Path(settings.ENDPOINT_CA_DIR).resolve() if settings.ENDPOINT_CA_DIR else None
+        path = Path(str(options["ca_file"]))
+        if ca_dir is None or not path.resolve().is_relative_to(ca_dir):
+            errors["options"] = "ca_file: put the CA file in the directory named by ENDPOINT_CA_DIR"
+    if errors:
+        raise ValidationError(errors)
 
 
 GRAPH_IMPORT_MODES = ("json", "mime")
