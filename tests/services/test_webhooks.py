@@ -37,7 +37,6 @@ def receiver_verifies(headers: dict, body: bytes, secret: str, tolerance: int = 
 @pytest.fixture
 def hooks(settings):
     settings.WEBHOOK_ALLOWED_HTTP_HOSTS = ["127.0.0.1"]
-    settings.WEBHOOK_FANOUT_LAG_SECONDS = 0
     settings.WEBHOOK_TIMEOUT_SECONDS = 5
     servers = []
 
