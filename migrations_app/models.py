@@ -12,6 +12,7 @@ from django.db import models
 from django.db.models import F, Q
 from django.db.models.functions import Lower, Now, Upper
 
+from migrations_app.expressions import CurrentTransactionId
 from migrations_app.fields import EncryptedTextField
 
 ODS_CODE_PATTERN = r"^[A-Z0-9]{1,9}$"
@@ -569,11 +570,17 @@ class Event(models.Model):
     to_state = models.CharField(max_length=20, blank=True)
     message = models.TextField(blank=True)
     data = models.JSONField(default=dict, blank=True)
+    # The inserting transaction's id (PostgreSQL xid8; 0 on SQLite): the event feed's order and its
+    # visibility horizon, so no consumer skips an event that commits late (selectors/feed.py).
+    txid = models.BigIntegerField(db_default=CurrentTransactionId(), editable=False)
 
     class Meta:
         ordering = ["-id"]
         indexes = [
             models.Index(fields=["organisation", "-id"], name="event_org_idx"),
+            # the feed (/api/v1/events?after=) and the webhook fan-out read in (txid, id) order
+            models.Index(fields=["txid", "id"], name="event_feed_idx"),
+            models.Index(fields=["organisation", "txid", "id"], name="event_org_feed_idx"),
             models.Index(fields=["mailbox", "-id"], name="event_mailbox_idx"),
             models.Index(fields=["wave", "-id"], name="event_wave_idx"),
             models.Index(fields=["actor", "-id"], name="event_actor_idx"),
@@ -812,8 +819,8 @@ class IdempotencyKey(models.Model):
 
 class Webhook(models.Model):
     """An organisation's subscription to its events: each matching event is POSTed, signed with `secret`
-    (HMAC-SHA256, services/webhooks.py), to `url` by the workers. `last_event_id` is the fan-out cursor:
-    events up to it have been turned into deliveries."""
+    (HMAC-SHA256, services/webhooks.py), to `url` by the workers. (`last_event_txid`, `last_event_id`) is
+    the fan-out cursor in the event feed's order: events up to it have been turned into deliveries."""
 
     organisation = models.ForeignKey(Organisation, on_delete=models.CASCADE, related_name="webhooks")
     url = models.URLField(max_length=500)
@@ -823,6 +830,7 @@ class Webhook(models.Model):
     active = models.BooleanField(default=True)
     description = models.CharField(max_length=200, blank=True)
     last_event_id = models.BigIntegerField(default=0)
+    last_event_txid = models.BigIntegerField(default=0)
     created_by = models.ForeignKey(User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

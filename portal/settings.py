@@ -344,8 +344,6 @@ WEBHOOK_RETRY_MAX_SECONDS = env_int("WEBHOOK_RETRY_MAX_SECONDS", 6 * 3600)
 WEBHOOK_TIMEOUT_SECONDS = env_int("WEBHOOK_TIMEOUT_SECONDS", 10)
 # A claimed delivery is not queued again for this long (longer than the timeout).
 WEBHOOK_CLAIM_SECONDS = env_int("WEBHOOK_CLAIM_SECONDS", 120)
-# Events are fanned out once they are this old, so one committed a moment late is not passed by the cursor.
-WEBHOOK_FANOUT_LAG_SECONDS = env_int("WEBHOOK_FANOUT_LAG_SECONDS", 2)
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Migration control portal API",
