@@ -829,3 +829,15 @@ class WebhookDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.message_id} to webhook {self.webhook_id}"
+
+
+# Notifications, support requests and the support-rate gate (issue 18) live in their own module.
+from migrations_app.models_comms import (  # noqa: E402, F401
+    Moment,
+    Notification,
+    NotificationSettings,
+    NotificationTemplate,
+    OrganisationHold,
+    OrganisationNotice,
+    SupportRequest,
+)

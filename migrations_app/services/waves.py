@@ -29,6 +29,7 @@ from migrations_app.selectors.waves import (
     wave_totals,
 )
 from migrations_app.services.events import event_record
+from migrations_app.services.gate import gate_check_approval
 
 S = Wave.Status
 
@@ -212,6 +213,7 @@ def wave_approve(*, wave: Wave, actor: User, reason: str = "") -> Wave:
             raise ValidationError(
                 f"{len(missing)} organisation(s) have not said go yet: {', '.join(codes)}{more}"
             )
+    gate_check_approval(wave=as_proposed)  # the support-rate gate (services/gate.py)
     totals = _check_capacity(as_proposed)
     stamped = _stamp(wave)
     Wave.objects.filter(pk=wave.pk).update(stamped_at=now)
