@@ -168,8 +168,13 @@ def notifications_schedule(*, now: dt.datetime | None = None) -> ScheduleResult:
     if not enabled:
         return result
     horizon = now + dt.timedelta(days=settings.first_notice_days)
+    # A wave beyond the horizon matters too when some of its mailboxes were told of another date (the wave
+    # moved, or they came from another wave): they get the update now, not weeks later.
+    told = Notification.objects.filter(mailbox__wave_id=OuterRef("pk"))
     waves = Wave.objects.filter(
-        Q(status__in=ANNOUNCED, starts_at__lte=horizon) | Q(status=W.COMPLETED, ends_at__gte=now - LOOKBACK),
+        Q(status__in=ANNOUNCED, starts_at__lte=horizon)
+        | Q(status__in=ANNOUNCED, ends_at__gt=now) & Exists(told)
+        | Q(status=W.COMPLETED, ends_at__gte=now - LOOKBACK),
         stamped_at__isnull=False,
     )
     for wave in waves:
@@ -179,7 +184,8 @@ def notifications_schedule(*, now: dt.datetime | None = None) -> ScheduleResult:
         def add(moment: str, queryset, occasion: str = "", wave: Wave = wave) -> None:
             if moment in enabled:
                 count = _insert(queryset, wave=wave, moment=moment, occasion=occasion, now=now)
-                result.created[moment] = result.created.get(moment, 0) + count
+                if count:
+                    result.created[moment] = result.created.get(moment, 0) + count
 
         if wave.status in ANNOUNCED and now < wave.ends_at:
             # An update first: a mailbox told of another window hears of this one as "a new date".
