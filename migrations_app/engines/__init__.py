@@ -43,6 +43,7 @@ _REGISTRY: dict[str, str] = {
     "simulated": "migrations_app.engines.simulated:SimulatedEngine",
     "imap": "migrations_app.engines.imap:ImapEngine",
     "graph": "migrations_app.engines.graph:GraphEngine",
+    "exchange": "migrations_app.engines.exchange:ExchangeEngine",
 }
 
 

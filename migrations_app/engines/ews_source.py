@@ -53,6 +53,20 @@ CLASS_NAMES = (
     ("IPM.StickyNote", "notes"),
     ("IPM.Activity", "journal"),
 )
+# EWS distinguished folder ids that Graph's mailboxFolder also knows by name.
+WELL_KNOWN_FOLDERS = (
+    "inbox",
+    "sentitems",
+    "deleteditems",
+    "drafts",
+    "junkemail",
+    "outbox",
+    "calendar",
+    "contacts",
+    "tasks",
+    "notes",
+    "journal",
+)
 FOLDER_CLASS_NAMES = {
     "IPF.Appointment": "calendar",
     "IPF.Contact": "contacts",
@@ -213,7 +227,9 @@ class EwsMailbox:
         if auth is None:
             raise PermanentError(AUTH_FAILED, "source: options.auth must be 'ntlm' or 'basic'")
         if not endpoint.username or not endpoint.password:
-            raise PermanentError(AUTH_FAILED, "source: the Exchange endpoint needs a service account and password")
+            raise PermanentError(
+                AUTH_FAILED, "source: the Exchange endpoint needs a service account and password"
+            )
         config = ex.Configuration(
             service_endpoint=service_endpoint(endpoint),
             credentials=ex.Credentials(endpoint.username, endpoint.password),
@@ -254,10 +270,12 @@ class EwsMailbox:
                 raise ews_error(exc) from exc
 
     def _root(self, archive: bool):
+        return self._distinguished("archivemsgfolderroot" if archive else "msgfolderroot")
+
+    def _distinguished(self, name: str):
         from exchangelib.folders import Root
         from exchangelib.properties import DistinguishedFolderId, Mailbox
 
-        name = "archivemsgfolderroot" if archive else "msgfolderroot"
         return Root(
             _distinguished_id=DistinguishedFolderId(id=name, mailbox=Mailbox(email_address=self.address)),
             account=self.account,
@@ -282,6 +300,24 @@ class EwsMailbox:
             return True
 
         return self._call(get)
+
+    def well_known(self) -> dict[str, str]:
+        """folder id -> Graph's well-known name, for the distinguished folders the mailbox has (one GetFolder):
+        a localised store ("Posteingang") maps to the target's inbox all the same."""
+        from exchangelib.services import GetFolder
+
+        roots = [self._distinguished(name) for name in WELL_KNOWN_FOLDERS]
+
+        def get():
+            return list(
+                GetFolder(account=self.account).call(folders=roots, additional_fields=[], shape="IdOnly")
+            )
+
+        out = {}
+        for name, result in zip(WELL_KNOWN_FOLDERS, self._call(get), strict=False):
+            if not isinstance(result, Exception):
+                out[result.id] = name
+        return out
 
     def folders(self, *, archive: bool = False) -> list[SourceFolder]:
         from exchangelib.services import SyncFolderHierarchy
@@ -311,7 +347,13 @@ class EwsMailbox:
             if change == "delete" or isinstance(folder, Exception):
                 continue
             parent = folder.parent_folder_id.id if folder.parent_folder_id else ""
-            raw[folder.id] = (parent, folder.name or "", folder.folder_class or "IPF.Note", folder.total_count, tag)
+            raw[folder.id] = (
+                parent,
+                folder.name or "",
+                folder.folder_class or "IPF.Note",
+                folder.total_count,
+                tag,
+            )
 
         def path(folder_id: str) -> tuple[str, ...]:
             names = []
@@ -342,8 +384,7 @@ class EwsMailbox:
         from exchangelib.services import SyncFolderItems
 
         fields = [
-            FieldPath(field=Item.get_field_by_fieldname(name))
-            for name in ("item_class", "subject", "size")
+            FieldPath(field=Item.get_field_by_fieldname(name)) for name in ("item_class", "subject", "size")
         ]
         from exchangelib.items import Message
 
@@ -396,7 +437,9 @@ class EwsMailbox:
 
         def call():
             return list(
-                ExportItems(account=self.account).call(items=[ItemId(id=i.id, changekey=i.change_key) for i in items])
+                ExportItems(account=self.account).call(
+                    items=[ItemId(id=i.id, changekey=i.change_key) for i in items]
+                )
             )
 
         out: list[Any] = []

@@ -76,9 +76,7 @@ def _error_message(operation: str, code: str, text: str) -> str:
 
 def _folder_xml(store: Store, folder: Folder) -> str:
     tag = "SearchFolder" if folder.search else FOLDER_TAG.get(folder.folder_class, "Folder")
-    parent = (
-        f'<t:ParentFolderId Id="{folder.parent_id}" ChangeKey="AQAAAA=="/>' if folder.parent_id else ""
-    )
+    parent = f'<t:ParentFolderId Id="{folder.parent_id}" ChangeKey="AQAAAA=="/>' if folder.parent_id else ""
     children = sum(1 for f in store.folders.values() if f.parent_id == folder.id)
     return (
         f'<t:{tag}><t:FolderId Id="{folder.id}" ChangeKey="AQAAAA=="/>{parent}'
@@ -93,14 +91,20 @@ def _item_xml(item: Item) -> str:
     return (
         f'<t:{tag}><t:ItemId Id="{item.id}" ChangeKey="{item.change_key}"/>'
         f"<t:ItemClass>{item.item_class}</t:ItemClass><t:Subject>{escape(item.subject)}</t:Subject>"
-        f"<t:Size>{item.size}</t:Size><t:ExtendedProperty><t:ExtendedFieldURI PropertyTag=\"0x300b\" "
+        f'<t:Size>{item.size}</t:Size><t:ExtendedProperty><t:ExtendedFieldURI PropertyTag="0x300b" '
         f'PropertyType="Binary"/><t:Value>{base64.b64encode(item.search_key).decode()}</t:Value>'
         f"</t:ExtendedProperty></t:{tag}>"
     )
 
 
 class FakeExchange:
-    def __init__(self, stores: dict[str, Store] | None = None, *, username="svc-migration", password="secret"):
+    def __init__(
+        self,
+        stores: dict[str, Store] | None = None,
+        *,
+        username="svc-migration",
+        password="secret",  # noqa: S107 - a fake's service account
+    ):
         self.stores: dict[str, Store] = stores or {}
         self.username, self.password = username, password
         self.refused: set[str] = set()  # mailboxes the service account may not impersonate
@@ -168,7 +172,7 @@ class FakeExchange:
         if authorization != expected:
             return 401, b""
         try:
-            root = ET.fromstring(body)
+            root = ET.fromstring(body)  # noqa: S314 - a test fake on loopback, fed by our own client
         except ET.ParseError as exc:
             return 500, _fault("ErrorSchemaValidation", f"The request failed schema validation: {exc}")
         request = root.find(f"{{{S}}}Body")[0]
@@ -178,19 +182,28 @@ class FakeExchange:
         back_off = self._throttled()
         if back_off is not None:
             return 500, _fault(
-                "ErrorServerBusy", "The server cannot service this request right now. Try again later.", back_off
+                "ErrorServerBusy",
+                "The server cannot service this request right now. Try again later.",
+                back_off,
             )
-        address = root.findtext(f".//{{{T}}}ExchangeImpersonation/{{{T}}}ConnectingSID/{{{T}}}PrimarySmtpAddress")
+        address = root.findtext(
+            f".//{{{T}}}ExchangeImpersonation/{{{T}}}ConnectingSID/{{{T}}}PrimarySmtpAddress"
+        )
         if not address:
-            return 500, _fault("ErrorImpersonationFailed", "Impersonation is required for this service account.")
+            return 500, _fault(
+                "ErrorImpersonationFailed", "Impersonation is required for this service account."
+            )
         address = address.lower()
         if address in self.refused:
             return 500, _fault(
-                "ErrorImpersonateUserDenied", "The account does not have permission to impersonate the requested user."
+                "ErrorImpersonateUserDenied",
+                "The account does not have permission to impersonate the requested user.",
             )
         store = self.stores.get(address)
         if store is None:
-            return 500, _fault("ErrorNonExistentMailbox", f"The SMTP address has no mailbox associated with it: {address}")
+            return 500, _fault(
+                "ErrorNonExistentMailbox", f"The SMTP address has no mailbox associated with it: {address}"
+            )
         handler = getattr(self, f"_{operation}", None)
         if handler is None:
             return 500, _fault("ErrorInvalidRequest", f"The fake does not answer {operation}.")
@@ -212,7 +225,13 @@ class FakeExchange:
             wrapper.append(ref)
             folder = self._folder_ref(store, wrapper)
             if folder is None:
-                out.append(_error_message("GetFolder", "ErrorFolderNotFound", "The specified folder could not be found in the store."))
+                out.append(
+                    _error_message(
+                        "GetFolder",
+                        "ErrorFolderNotFound",
+                        "The specified folder could not be found in the store.",
+                    )
+                )
             else:
                 out.append(
                     '<m:GetFolderResponseMessage ResponseClass="Success"><m:ResponseCode>NoError</m:ResponseCode>'
@@ -223,7 +242,9 @@ class FakeExchange:
     def _SyncFolderHierarchy(self, store: Store, request) -> str:
         top = self._folder_ref(store, request.find(f"{{{M}}}SyncFolderId"))
         if top is None:
-            body = _error_message("SyncFolderHierarchy", "ErrorFolderNotFound", "The specified folder could not be found.")
+            body = _error_message(
+                "SyncFolderHierarchy", "ErrorFolderNotFound", "The specified folder could not be found."
+            )
         else:
             below, frontier = [], [top.id]
             while frontier:
@@ -242,7 +263,11 @@ class FakeExchange:
         folder = self._folder_ref(store, request.find(f"{{{M}}}SyncFolderId"))
         wrap = "<m:SyncFolderItemsResponse><m:ResponseMessages>{}</m:ResponseMessages></m:SyncFolderItemsResponse>"
         if folder is None:
-            return wrap.format(_error_message("SyncFolderItems", "ErrorFolderNotFound", "The specified folder could not be found."))
+            return wrap.format(
+                _error_message(
+                    "SyncFolderItems", "ErrorFolderNotFound", "The specified folder could not be found."
+                )
+            )
         state = request.findtext(f"{{{M}}}SyncState") or ""
         since = 0
         if state:
@@ -252,7 +277,11 @@ class FakeExchange:
             except (ValueError, UnicodeDecodeError):
                 folder_id = ""
             if folder_id != folder.id:
-                return wrap.format(_error_message("SyncFolderItems", "ErrorInvalidSyncStateData", "Invalid synchronization state data."))
+                return wrap.format(
+                    _error_message(
+                        "SyncFolderItems", "ErrorInvalidSyncStateData", "Invalid synchronization state data."
+                    )
+                )
         limit = int(request.findtext(f"{{{M}}}MaxChangesReturned") or 100)
         changes, cutoff, last = store.changes(folder, since, limit)
         out = []
@@ -275,10 +304,18 @@ class FakeExchange:
             try:
                 _folder, item = store.find(ref.get("Id"))
             except KeyError:
-                out.append(_error_message("ExportItems", "ErrorItemNotFound", "The specified object was not found in the store."))
+                out.append(
+                    _error_message(
+                        "ExportItems", "ErrorItemNotFound", "The specified object was not found in the store."
+                    )
+                )
                 continue
             if item.corrupt:
-                out.append(_error_message("ExportItems", "ErrorCorruptData", "The item is corrupt and cannot be exported."))
+                out.append(
+                    _error_message(
+                        "ExportItems", "ErrorCorruptData", "The item is corrupt and cannot be exported."
+                    )
+                )
                 continue
             data = base64.b64encode(item.payload).decode()
             out.append(
@@ -324,10 +361,14 @@ def _handler_for(fake: FakeExchange):
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m tests.fakes.exchange", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.fakes.exchange", description=__doc__.splitlines()[0]
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="answer EWS on 127.0.0.1:PORT/EWS/Exchange.asmx")
-    serve.add_argument("--seed", type=Path, required=True, help="one directory per mailbox (see exchange_store)")
+    serve.add_argument(
+        "--seed", type=Path, required=True, help="one directory per mailbox (see exchange_store)"
+    )
     serve.add_argument("--port", type=int, default=8443)
     serve.add_argument("--username", default="svc-migration")
     serve.add_argument("--password", default="secret")

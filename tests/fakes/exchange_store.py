@@ -9,8 +9,8 @@ Seed layout (any corpus can be dropped in):
 A folder holding a file named `.search` is a search folder (listed, never exported). A folder's class comes
 from its well-known name (Calendar, Contacts, Tasks, Notes, Journal) or else from its first file's kind.
 
-An item's exported payload stands in for Exchange's FastTransfer stream: opaque bytes, here b"FTS\\0" + the item
-class + b"\\0" + the file's bytes, so a test can check that what reached the target is byte-identical.
+An item's exported payload stands in for Exchange's FastTransfer stream: opaque bytes (see fts()) ending in the
+file's bytes, so a test can check that what reached the target is byte-identical.
 """
 
 from __future__ import annotations
@@ -50,8 +50,22 @@ FOLDER_CLASS_BY_ITEM = {
 _ids = itertools.count(1)
 
 
+def fts(item_class: str, search_key: bytes, raw: bytes) -> bytes:
+    """The fake's stand-in for a FastTransfer stream: opaque to the engine, but like the real one it carries the
+    item's class and properties (here PR_SEARCH_KEY) so the fake target can list them after an import."""
+    return b"FTS\0" + item_class.encode() + b"\0" + search_key.hex().encode() + b"\0" + raw
+
+
+def parse_fts(payload: bytes) -> tuple[str, bytes, bytes]:
+    """(item class, search key, raw) of a fake stream; ValueError for anything else."""
+    magic, item_class, key, raw = payload.split(b"\0", 3)
+    if magic != b"FTS":
+        raise ValueError("not a FastTransfer stream")
+    return item_class.decode(), bytes.fromhex(key.decode()), raw
+
+
 def _id(prefix: str) -> str:
-    return f"{prefix}{next(_ids):08d}" + hashlib.sha1(f"{prefix}{_ids}".encode()).hexdigest()[:24]
+    return f"{prefix}{next(_ids):08d}" + hashlib.sha256(f"{prefix}{_ids}".encode()).hexdigest()[:24]
 
 
 @dataclass
@@ -66,11 +80,11 @@ class Item:
     search_key: bytes = b""  # PR_SEARCH_KEY: set when made, kept through changes and moves (as Exchange does)
 
     def __post_init__(self):
-        self.search_key = self.search_key or hashlib.sha1(self.id.encode()).digest()[:16]
+        self.search_key = self.search_key or hashlib.sha256(self.id.encode()).digest()[:16]
 
     @property
     def payload(self) -> bytes:
-        return b"FTS\0" + self.item_class.encode() + b"\0" + self.raw
+        return fts(self.item_class, self.search_key, self.raw)
 
     @property
     def size(self) -> int:
@@ -78,7 +92,7 @@ class Item:
 
     @property
     def change_key(self) -> str:
-        return "CK" + hashlib.sha1(self.payload).hexdigest()[:16] + f"v{self.version}"
+        return "CK" + hashlib.sha256(self.payload).hexdigest()[:16] + f"v{self.version}"
 
 
 @dataclass
@@ -125,12 +139,18 @@ class Store:
 
     # --- building ------------------------------------------------------------------------------------------
 
-    def folder(self, *path: str, archive: bool = False, create: bool = True, folder_class: str = "") -> Folder:
+    def folder(
+        self, *path: str, archive: bool = False, create: bool = True, folder_class: str = ""
+    ) -> Folder:
         parent = self.ensure_archive() if archive else self.root_id
         found = None
         for depth, name in enumerate(path):
             found = next(
-                (f for f in self.folders.values() if f.parent_id == parent and f.name.lower() == name.lower()),
+                (
+                    f
+                    for f in self.folders.values()
+                    if f.parent_id == parent and f.name.lower() == name.lower()
+                ),
                 None,
             )
             if found is None:
@@ -172,7 +192,9 @@ class Store:
             folder, item = self.find(item_id)
             del folder.items[item.id]
             folder.record("delete", item.id)
-            moved = Item(_id("I"), item.item_class, item.subject, item.raw, item.version, search_key=item.search_key)
+            moved = Item(
+                _id("I"), item.item_class, item.subject, item.raw, item.version, search_key=item.search_key
+            )
             target.items[moved.id] = moved
             target.record("create", moved.id)
             return moved
