@@ -10,7 +10,8 @@ Checkpoint, per folder (key "Inbox/Projects", "archive:Inbox"): the SyncFolderIt
 finished, the target folder id, the map source item id -> [target item id, source change key], and `pending`:
 the search keys of a batch being imported. A page's state is saved only once every item of the page is imported,
 so a crash re-reads the page; items already in the map are not imported again, and items imported but not yet in
-the map (the crash window) are found on the target by their PR_SEARCH_KEY before anything else happens.
+the map (the crash window) are found on the target by their PR_SEARCH_KEY before anything else happens. A folder
+with no sync state whose target folder already holds items (a lost checkpoint) is matched the same way.
 
 Delete policy (target option `delete_policy`): "mirror" (default) removes from the target what was deleted or moved
 away on the source between pre-stage and cutover; "keep" leaves it there and counts it.
@@ -178,6 +179,15 @@ class ExchangeEngine(Engine):
                 results.append(sync)
                 if state["pending"]:
                     self._reconcile(target, state, sync)
+                # No sync state yet but items on the target (a lost checkpoint, or another tool got there
+                # first): what is there already is recognised by its search key instead of imported again.
+                adopt = {}
+                if not state["state"] and target.folder_count(state["target"]):
+                    known = {entry[0] for entry in state["map"].values()}
+                    adopt = {
+                        k: [i for i in v if i not in known]
+                        for k, v in target.search_keys(state["target"]).items()
+                    }
                 while True:
                     page = source.changes(folder.id, state["state"] or None, page_size=self.page_size)
                     for source_id in page.deletes:
@@ -187,6 +197,8 @@ class ExchangeEngine(Engine):
                     todo: list[SourceItem] = []
                     for _change, item in page.upserts:
                         entry = state["map"].get(item.id)
+                        if entry is None and adopt.get(item.search_key):
+                            entry = state["map"][item.id] = [adopt[item.search_key].pop(0), item.change_key]
                         if entry and entry[1] == item.change_key:
                             sync.items_already_there += 1
                             continue
