@@ -278,6 +278,7 @@ class Endpoint(models.Model):
         SIMULATED = "simulated", "Simulated"
         IMAP = "imap", "IMAP"
         GRAPH = "graph", "Microsoft Graph (Exchange Online)"
+        EXCHANGE = "exchange", "Exchange 2013 (EWS)"
 
     class Role(models.TextChoices):
         SOURCE = "source", "Source"
