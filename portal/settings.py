@@ -335,6 +335,11 @@ WEBHOOK_CLAIM_SECONDS = env_int("WEBHOOK_CLAIM_SECONDS", 120)
 # Events are fanned out once they are this old, so one committed a moment late is not passed by the cursor.
 WEBHOOK_FANOUT_LAG_SECONDS = env_int("WEBHOOK_FANOUT_LAG_SECONDS", 2)
 
+# --- the switch (migrations_app/switchers, docs/adr/012-the-switch.md) --------------------------------------------
+# The PowerShell remoting client: "pypsrp", or a module offering the same WSMan / RunspacePool / PowerShell
+# classes (the tests' and the benchmark's fake Exchange endpoint).
+SWITCH_POWERSHELL_CLIENT = os.environ.get("SWITCH_POWERSHELL_CLIENT", "pypsrp")
+
 SPECTACULAR_SETTINGS = {
     "TITLE": "Migration control portal API",
     "VERSION": "1",
