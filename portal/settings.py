@@ -338,7 +338,7 @@ WEBHOOK_FANOUT_LAG_SECONDS = env_int("WEBHOOK_FANOUT_LAG_SECONDS", 2)
 # --- the switch (migrations_app/switchers, docs/adr/012-the-switch.md) --------------------------------------------
 # The PowerShell remoting client: "pypsrp", or a module offering the same WSMan / RunspacePool / PowerShell
 # classes (the tests' and the benchmark's fake Exchange endpoint).
-SWITCH_POWERSHELL_CLIENT = os.environ.get("SWITCH_POWERSHELL_CLIENT", "pypsrp")
+SWITCH_POWERSHELL_CLIENT = env_str("SWITCH_POWERSHELL_CLIENT", "pypsrp")
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Migration control portal API",
