@@ -180,7 +180,7 @@ CELERY_BEAT_SCHEDULE = {
     "webhooks-dispatch": {"task": "migrations_app.tasks.webhooks_dispatch", "schedule": 10.0},
 }
 
-# --- execution (services/execution.py) ----------------------------------------------------------------------
+# --- execution (services/execution/) ----------------------------------------------------------------------
 # Mailboxes syncing or cutting over at once, programme-wide; each endpoint also has its own max_concurrency.
 MIGRATION_MAX_CONCURRENCY = env_int("MIGRATION_MAX_CONCURRENCY", 200)
 # Retryable failures (network, throttled, busy) per phase before a mailbox is failed for a person to look at.
