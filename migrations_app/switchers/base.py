@@ -87,7 +87,9 @@ class SimulatedSwitcher(Switcher):
         return {t.mailbox_id: Routing.TARGET for t in targets}
 
     def read_back(self, targets):
-        return {t.mailbox_id: Routing.PENDING for t in targets}  # it keeps no state: the portal's record holds
+        return {
+            t.mailbox_id: Routing.PENDING for t in targets
+        }  # it keeps no state: the portal's record holds
 
     def unswitch(self, targets):
         return {t.mailbox_id: Routing.SOURCE for t in targets}

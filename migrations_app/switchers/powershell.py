@@ -212,7 +212,10 @@ def _properties(obj: Any) -> dict[str, Any]:
     """A deserialised Exchange object's properties (pypsrp puts them in adapted or extended properties)."""
     if isinstance(obj, dict):
         return obj
-    return {**(getattr(obj, "adapted_properties", None) or {}), **(getattr(obj, "extended_properties", None) or {})}
+    return {
+        **(getattr(obj, "adapted_properties", None) or {}),
+        **(getattr(obj, "extended_properties", None) or {}),
+    }
 
 
 class ExchangePowerShellSwitcher(Switcher):
@@ -274,7 +277,11 @@ class ExchangePowerShellSwitcher(Switcher):
         def one(session: Session, target: SwitchTarget) -> Outcome:
             session.run(
                 "Set-Mailbox",
-                {"Identity": target.identity, "ForwardingSmtpAddress": None, "DeliverToMailboxAndForward": False},
+                {
+                    "Identity": target.identity,
+                    "ForwardingSmtpAddress": None,
+                    "DeliverToMailboxAndForward": False,
+                },
             )
             return Routing.SOURCE
 

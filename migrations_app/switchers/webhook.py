@@ -89,5 +89,9 @@ class WebhookSwitcher(Switcher):
             return Routing.PENDING
         excerpt = response.text[:300]
         if response.status_code in (408, 429) or response.status_code >= 500:
-            return RetryableError(SERVER_BUSY, f"the trust's system answered {response.status_code}: {excerpt}")
-        return PermanentError(SWITCH_REFUSED, f"the trust's system answered {response.status_code}: {excerpt}")
+            return RetryableError(
+                SERVER_BUSY, f"the trust's system answered {response.status_code}: {excerpt}"
+            )
+        return PermanentError(
+            SWITCH_REFUSED, f"the trust's system answered {response.status_code}: {excerpt}"
+        )

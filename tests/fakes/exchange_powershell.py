@@ -103,12 +103,19 @@ class RunspacePool:
     def open(self) -> None:
         root = _dir()
         assert self.connection.path == "PowerShell", "Exchange's endpoint is https://<server>/PowerShell"
-        assert self.configuration_name == "Microsoft.Exchange", "Exchange's configuration is Microsoft.Exchange"
+        assert self.configuration_name == "Microsoft.Exchange", (
+            "Exchange's configuration is Microsoft.Exchange"
+        )
         creds = root / "credentials.json"
         if creds.exists():
             expected = json.loads(creds.read_text())
-            if (self.connection.username, self.connection.password) != (expected["username"], expected["password"]):
-                raise AuthenticationError("Failed to authenticate the user %s with basic" % self.connection.username)
+            if (self.connection.username, self.connection.password) != (
+                expected["username"],
+                expected["password"],
+            ):
+                raise AuthenticationError(
+                    f"Failed to authenticate the user {self.connection.username} with basic"
+                )
         busy = root / "busy"
         with _open_lock:
             if busy.exists() and int(busy.read_text() or 0) > 0:
@@ -171,7 +178,9 @@ class PowerShell:
     def _run(self, fake: FakeExchange, cmdlet: str, params: dict) -> None:
         identity = str(params.get("Identity", ""))
         with open(fake.dir / "calls.log", "a") as log:  # one short line per call: O_APPEND keeps lines whole
-            log.write(json.dumps({"cmdlet": cmdlet, "identity": identity, ROUTING: params.get(ROUTING)}) + "\n")
+            log.write(
+                json.dumps({"cmdlet": cmdlet, "identity": identity, ROUTING: params.get(ROUTING)}) + "\n"
+            )
         if (fake.dir / "no-role").exists():
             return self._error(
                 "CommandNotFoundException",
