@@ -19,7 +19,7 @@ from migrations_app.services.execution import (
 )
 from migrations_app.switchers.powershell import ExchangePowerShellSwitcher
 from tests.execution_fixtures import approved_wave
-from tests.switch_fixtures import ROUTING_DOMAIN, fake_exchange, switch_endpoint  # noqa: F401 (fixture)
+from tests.switch_fixtures import ROUTING_DOMAIN, switch_endpoint
 
 M = Mailbox.State
 S = Mailbox.SwitchStatus

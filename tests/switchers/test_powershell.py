@@ -7,7 +7,7 @@ from migrations_app.engines import PermanentError, RetryableError
 from migrations_app.switchers import ACCESS_DENIED, MAILBOX_NOT_FOUND, Routing, SwitchTarget, get_switcher
 from migrations_app.switchers.base import SERVER_BUSY
 from tests.fakes import exchange_powershell
-from tests.switchers.conftest import FAKE_CLIENT
+from tests.switch_fixtures import FAKE_CLIENT
 
 DOMAIN = "nhs.mail.onmicrosoft.com"
 
