@@ -289,6 +289,12 @@ class Endpoint(models.Model):
         STARTTLS = "starttls", "STARTTLS"
         PLAIN = "plain", "Plain text (test systems only)"
 
+    class SwitchMethod(models.TextChoices):
+        SIMULATED = "simulated", "Simulated (test systems: nothing is rerouted)"
+        EXCHANGE_POWERSHELL = "exchange-powershell", "Exchange 2013 remote PowerShell"
+        WEBHOOK = "webhook", "The trust's own automation (signed webhook)"
+        MANUAL = "manual", "By hand (a person confirms)"
+
     name = models.CharField(max_length=100, unique=True)
     kind = models.CharField(max_length=10, choices=Kind.choices)
     role = models.CharField(max_length=10, choices=Role.choices)
@@ -299,6 +305,29 @@ class Endpoint(models.Model):
     secret = EncryptedTextField(blank=True, help_text="Password, client secret or key; encrypted at rest")
     options = models.JSONField(default=dict, blank=True)
     max_concurrency = models.PositiveIntegerField(default=20)
+    # How a source's mailboxes are switched at cutover: their mail routed to Exchange Online, and back on roll
+    # back (migrations_app/switchers, docs/adr/012-the-switch.md).
+    switch_method = models.CharField(
+        max_length=20, choices=SwitchMethod.choices, default=SwitchMethod.SIMULATED
+    )
+    switch_address = models.CharField(
+        max_length=500,
+        blank=True,
+        help_text="Exchange PowerShell: the server's host name; webhook: the trust's https:// URL",
+    )
+    switch_username = models.CharField(max_length=255, blank=True)
+    switch_secret = EncryptedTextField(
+        blank=True, help_text="PowerShell password, or the webhook's signing secret; encrypted at rest"
+    )
+    # Exchange limits the remote PowerShell runspaces a user may hold (throttling policy
+    # PowerShellMaxConcurrency): the sessions each worker process keeps open to this endpoint.
+    switch_sessions = models.PositiveSmallIntegerField(default=8, validators=[MinValueValidator(1)])
+    switch_timeout_seconds = models.PositiveIntegerField(
+        default=3600, help_text="Webhook: how long the trust's system has to confirm a switch"
+    )
+    routing_domain = models.CharField(
+        max_length=255, blank=True, help_text="The tenant's routing domain, e.g. contoso.mail.onmicrosoft.com"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -323,11 +352,26 @@ class Mailbox(models.Model):
         SYNCING = "syncing", "Syncing"
         SYNCED = "synced", "Synced"
         CUTOVER = "cutover", "Cutting over"
+        # Waiting for the trust's system or a person to confirm the switch (webhook, manual switchers).
+        SWITCHING = "switching", "Switching"
         VERIFYING = "verifying", "Verifying"
         MIGRATED = "migrated", "Migrated"
         FAILED = "failed", "Failed"
         # Left the inventory (a leaver, a closed shared mailbox): kept with its history, never planned.
         RETIRED = "retired", "Retired"
+
+    class CutoverStep(models.TextChoices):
+        FINAL_DELTA = "final_delta", "Final delta"
+        SWITCH = "switch", "Switch"
+        CATCH_UP = "catch_up", "Catch-up delta"
+        VERIFY = "verify", "Verify"
+
+    class SwitchStatus(models.TextChoices):
+        # "" (blank): never switched, mail is delivered to the source
+        REQUESTED = "requested", "Switch requested"
+        SWITCHED = "switched", "Switched: mail goes to Exchange Online"
+        UNSWITCHING = "unswitching", "Being switched back"
+        UNSWITCHED = "unswitched", "Switched back: mail goes to the source"
 
     # db_index=False: the (organisation, state, id) index below serves every lookup by organisation.
     organisation = models.ForeignKey(
@@ -374,6 +418,17 @@ class Mailbox(models.Model):
     blocked_code = models.CharField(max_length=40, blank=True, default="", db_default="")
     blocked_reason = models.TextField(blank=True, default="", db_default="")
     checked_at = models.DateTimeField(null=True, blank=True)
+    # Where its cutover stands (final delta -> switch -> catch-up delta -> verify), and where its mail goes:
+    # the switch is recorded before and after it is made, so a crash never makes it twice.
+    cutover_step = models.CharField(
+        max_length=12, choices=CutoverStep.choices, blank=True, default="", db_default=""
+    )
+    switch_status = models.CharField(
+        max_length=12, choices=SwitchStatus.choices, blank=True, default="", db_default=""
+    )
+    switched_at = models.DateTimeField(null=True, blank=True)
+    # A webhook switch not confirmed by then fails with SWITCH_TIMEOUT.
+    switch_deadline = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_default=Now())
     updated_at = models.DateTimeField(auto_now=True, db_default=Now())
 
@@ -410,6 +465,10 @@ class Mailbox(models.Model):
             # failure triage by error code: only failed mailboxes have one
             models.Index(
                 fields=["last_error_code"], name="mailbox_error_code_idx", condition=~Q(last_error_code="")
+            ),
+            # the webhook switches waiting for confirmation, by deadline (the tick fails the late ones)
+            models.Index(
+                fields=["switch_deadline"], name="mailbox_switch_deadline_idx", condition=Q(state="switching")
             ),
             # the planner's one GROUP BY (organisation, affinity group) and its chunking pass by id, over
             # the plannable mailboxes only (ready, in no wave); an index-only scan on PostgreSQL

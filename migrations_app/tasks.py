@@ -48,6 +48,14 @@ def mailboxes_work(mailbox_ids: list[int], phase: str) -> None:
     mailboxes_run(mailbox_ids=mailbox_ids, phase=phase)
 
 
+@shared_task(acks_late=True)
+def mailbox_unswitch(mailbox_id: int, actor_id: int | None, reason: str) -> None:
+    """Route a mailbox's mail back to the source (then its roll back completes)."""
+    from migrations_app.services.execution import mailbox_unswitch_run
+
+    mailbox_unswitch_run(mailbox_id=mailbox_id, actor_id=actor_id, reason=reason)
+
+
 @shared_task
 def reconcile_stale() -> None:
     """Requeue mailboxes whose heartbeat went stale."""

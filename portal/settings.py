@@ -371,6 +371,11 @@ WEBHOOK_TIMEOUT_SECONDS = env_int("WEBHOOK_TIMEOUT_SECONDS", 10)
 # A claimed delivery is not queued again for this long (longer than the timeout).
 WEBHOOK_CLAIM_SECONDS = env_int("WEBHOOK_CLAIM_SECONDS", 120)
 
+# --- the switch (migrations_app/switchers, docs/adr/012-the-switch.md) --------------------------------------------
+# The PowerShell remoting client: "pypsrp", or a module offering the same WSMan / RunspacePool / PowerShell
+# classes (the tests' and the benchmark's fake Exchange endpoint).
+SWITCH_POWERSHELL_CLIENT = env_str("SWITCH_POWERSHELL_CLIENT", "pypsrp")
+
 SPECTACULAR_SETTINGS = {
     "TITLE": "Migration control portal API",
     "VERSION": "1",
