@@ -171,6 +171,8 @@ class CopyPipeline:
         cp = checkpoint if checkpoint and checkpoint.get("engine") == self.kind else {}
         cp = upgrade_checkpoint(cp)
         fence = fence or getattr(progress, "fence", None)
+        heartbeat = getattr(progress, "heartbeat", None)
+        idle = float(getattr(progress, "heartbeat_seconds", 30.0))
         totals = {"items": int(cp.get("items", 0)), "bytes": int(cp.get("bytes", 0))}
         copied = {"items": 0, "bytes": 0}
         previous: dict[str, dict] = dict(cp.get("folders", {}))
@@ -238,7 +240,12 @@ class CopyPipeline:
                         workers.append(thread)
                 if not in_flight:
                     continue
-                kind, payload = events.get()
+                try:
+                    kind, payload = events.get(timeout=idle)
+                except queue.Empty:
+                    if heartbeat is not None:
+                        heartbeat()  # the workers are slow (a big upload, a paced one): keep the lease
+                    continue
                 if kind == "error":
                     raise payload
                 in_flight -= 1

@@ -20,6 +20,7 @@ from migrations_app.engines import Engine, PermanentError, RetryableError, SyncR
 from migrations_app.models import Mailbox, Wave
 from migrations_app.services.events import event_record_many
 from migrations_app.services.execution.clock import wave_pump_later
+from migrations_app.services.execution.lease import LeaseKeeper, lease_renew
 from migrations_app.services.execution.specs import mailbox_spec, wave_engine
 from migrations_app.services.execution.states import (
     _CLAIM,
@@ -164,13 +165,16 @@ class _Progress:
     """The engine's progress callback: items, bytes and checkpoint saved (conditional on the lease, which
     refreshes the heartbeat) after each folder or chunk, at most once per MIGRATION_PROGRESS_SECONDS, so a
     restart resumes from there; a lost lease (the mailbox was paused, cancelled or handed to another run)
-    stops the engine at its next report."""
+    stops the engine at its next report. `fence()` and `heartbeat()` are the copy pipeline's: the lease check
+    before every write to the target (lease.LeaseKeeper) and the renewal while it waits on its workers."""
 
-    def __init__(self, mailbox: Mailbox, journal: Journal):
+    def __init__(self, mailbox: Mailbox, journal: Journal, keeper: LeaseKeeper | None = None):
         self.mailbox = mailbox
         self.journal = journal
+        self.keeper = keeper or LeaseKeeper(mailbox.pk, journal.lease)
         self.saved_at = time.monotonic()
         self.latest: tuple[int, int, dict] | None = None
+        self.heartbeat_seconds = settings.MIGRATION_HEARTBEAT_SECONDS
 
     def __call__(self, items: int, size: int, checkpoint: dict) -> None:
         self.latest = (items, size, checkpoint)
@@ -178,14 +182,20 @@ class _Progress:
             self.journal.flush()  # this mailbox is taking a while: write what finished before it
         if time.monotonic() - self.saved_at < settings.MIGRATION_PROGRESS_SECONDS:
             return
-        now = timezone.now()
-        if not Mailbox.objects.filter(pk=self.mailbox.pk, lease=self.journal.lease, paused=False).update(
-            checkpoint=checkpoint, items_copied=items, bytes_copied=size, heartbeat_at=now, updated_at=now
-        ):
-            if Mailbox.objects.filter(pk=self.mailbox.pk, lease=self.journal.lease, paused=True).exists():
-                raise PauseRequested(self.mailbox.pk)
-            raise LeaseLost(self.mailbox.pk)
+        self._renew(checkpoint=checkpoint, items_copied=items, bytes_copied=size)
         self.saved_at = time.monotonic()
+
+    def heartbeat(self) -> None:
+        """The lease renewed on the run's own thread (the pipeline calls it while it waits on its workers)."""
+        self._renew()
+
+    def fence(self) -> None:
+        self.keeper.fence()
+
+    def _renew(self, **fields) -> None:
+        state = lease_renew(mailbox_id=self.mailbox.pk, lease=self.journal.lease, **fields)
+        self.keeper.note(state)
+        self.keeper.raise_unless_ours()
 
     def fields(self) -> dict:
         if self.latest is None:
@@ -297,7 +307,8 @@ class _Waves:
 def _run_one(mailbox: Mailbox, phase: str, engine: Engine | None, journal: Journal, waves: _Waves) -> None:
     wave = mailbox.wave
     state = _CLAIM[phase][1]
-    progress = _Progress(mailbox, journal)
+    keeper = LeaseKeeper(mailbox.pk, journal.lease).start()  # the heartbeat, whatever the engine does
+    progress = _Progress(mailbox, journal, keeper)
     started = time.monotonic()
     try:
         if wave is None:
@@ -322,7 +333,8 @@ def _run_one(mailbox: Mailbox, phase: str, engine: Engine | None, journal: Journ
             )
             journal.move(mailbox, M.SYNCED, M.CUTOVER, action="mailbox.claimed", data={"straight_on": True})
             phase, state = CUTOVER, M.CUTOVER
-        result = engine.sync(spec, mailbox.checkpoint, progress)
+        # The cutover: new items, and the flags, moves and deletions since the pre-stage (engines.pipeline).
+        result = engine.cutover(spec, mailbox.checkpoint, progress)
         journal.move(
             mailbox, state, M.VERIFYING, action="mailbox.verifying", **_done(mailbox, result, progress)
         )
@@ -339,6 +351,7 @@ def _run_one(mailbox: Mailbox, phase: str, engine: Engine | None, journal: Journ
     except LeaseLost:
         logger.warning("mailbox %s: lease lost (handed to another run): stopped", mailbox.pk)
         journal.lost.add(mailbox.pk)
+        _record_lost(mailbox, phase, progress)
     except PauseRequested:
         journal.move(
             mailbox,
@@ -352,8 +365,28 @@ def _run_one(mailbox: Mailbox, phase: str, engine: Engine | None, journal: Journ
     except (RetryableError, PermanentError) as error:
         _failed(journal, mailbox, state, error, phase, progress)
     finally:
+        keeper.stop()
         if time.monotonic() - started > settings.MIGRATION_JOURNAL_SECONDS or journal.due():
             journal.flush()
+
+
+def _record_lost(mailbox: Mailbox, phase: str, progress: _Progress) -> None:
+    """The run stopped because another run holds the mailbox now: said on its timeline (not a transition:
+    the state is the other run's to change)."""
+    items = progress.latest[0] if progress.latest else None
+    event_record_many(
+        [
+            dict(
+                action="mailbox.lease_lost",
+                organisation_id=mailbox.organisation_id,
+                mailbox_id=mailbox.pk,
+                wave_id=mailbox.wave_id,
+                subject=mailbox.email,
+                message="this run lost its lease (the mailbox was handed to another run) and stopped writing",
+                data={"phase": phase, "items_copied_by_then": items},
+            )
+        ]
+    )
 
 
 class _BatchHeartbeat:
