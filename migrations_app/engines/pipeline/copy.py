@@ -180,10 +180,12 @@ class CopyPipeline:
         runs: dict[str, _FolderRun] = {}
         results: dict[str, FolderSync] = {}
 
+        writer_state = getattr(self.writer, "mailbox_state", None)
+
         def snapshot() -> dict:
             folders = dict(previous)
             folders.update({key: run.entry() for key, run in runs.items()})
-            return {
+            out = {
                 "engine": self.kind,
                 "version": CHECKPOINT_VERSION,
                 "items": totals["items"],
@@ -191,6 +193,9 @@ class CopyPipeline:
                 "folders": folders,
                 "skipped": [s.as_dict() for s in skipped],
             }
+            if writer_state is not None:
+                out["writer"] = writer_state()
+            return out
 
         def report() -> None:
             if progress is not None:
@@ -203,6 +208,8 @@ class CopyPipeline:
         try:
             self.reader.open()
             self.writer.open()
+            if hasattr(self.writer, "restore"):
+                self.writer.restore(cp.get("writer") or {})
             limit = self.writer.size_limit()
             folders = self.reader.folders()
             delta_stats: dict = {}

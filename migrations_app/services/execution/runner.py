@@ -16,7 +16,7 @@ from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from migrations_app.engines import Engine, PermanentError, RetryableError, SyncResult
+from migrations_app.engines import THROTTLED, Engine, PermanentError, RetryableError, SyncResult
 from migrations_app.models import Mailbox, Wave
 from migrations_app.services.events import event_record_many
 from migrations_app.services.execution.clock import wave_pump_later
@@ -214,6 +214,15 @@ def retry_delay(attempt: int, *, hint: float | None = None) -> float:
     return max(delay, hint or 0)
 
 
+def _pacing(error: Exception, mailbox: Mailbox, extra: dict) -> bool:
+    """A server's "slow down" (THROTTLED) to a run that copied something since it started."""
+    if not isinstance(error, RetryableError) or error.code != THROTTLED:
+        return False
+    checkpoint = extra.get("checkpoint") or {}
+    items = checkpoint.get("items", extra.get("items_copied", 0)) or 0
+    return items > (mailbox.items_copied or 0)
+
+
 def _failed(
     journal: Journal, mailbox: Mailbox, from_state: str, error: Exception, phase: str, progress
 ) -> None:
@@ -223,6 +232,22 @@ def _failed(
     checkpoint = getattr(error, "checkpoint", None)
     if checkpoint is not None:
         extra["checkpoint"] = checkpoint
+    if _pacing(error, mailbox, extra):
+        # Throttled after copying more than the run started with: pacing, not failing. Back after the
+        # server's wait, the attempts unchanged, nobody asked to look at it.
+        delay = max(error.retry_after or 0, 1.0)
+        journal.move(
+            mailbox,
+            from_state,
+            _CLAIM[phase][0],
+            action="mailbox.paced",
+            message=f"{code}: {message}",
+            data={"code": code, "attempt": mailbox.attempts, "delay_s": round(delay, 1)},
+            lease="",
+            retry_at=timezone.now() + dt.timedelta(seconds=delay),
+            **extra,
+        )
+        return
     extra["needed_attention"] = True  # for good: the dashboard's share of mailboxes that needed attention
     attempts = mailbox.attempts + 1
     if isinstance(error, RetryableError) and attempts <= settings.MIGRATION_RETRY_LIMIT:
