@@ -4,7 +4,7 @@ decisions. Bearer tokens for scripts; session sign-in for the browsable API."""
 from django.urls import include, path
 from rest_framework.routers import DefaultRouter
 
-from migrations_app.api import resources, views
+from migrations_app.api import readiness, resources, views
 
 app_name = "api"
 
@@ -17,6 +17,7 @@ router.register("endpoints", resources.EndpointViewSet, basename="endpoint")
 router.register("import-jobs", resources.ImportJobViewSet, basename="import-job")
 router.register("waves", views.WaveViewSet, basename="wave")
 router.register("decisions", views.DecisionViewSet, basename="decision")
+router.register("readiness-checks", readiness.ReadinessCheckViewSet, basename="readiness-check")
 
 urlpatterns = [
     # as the issue spells it, without the router's trailing slash
@@ -48,6 +49,12 @@ urlpatterns = [
         webhooks.as_view({"get": "deliveries"}, **webhooks.deliveries.kwargs),
         name="webhook-deliveries",
     ),
+    path(
+        "organisations/<str:ods_code>/readiness-checks/",
+        readiness.organisation_readiness_checks,
+        name="organisation-readiness-checks",
+    ),
+    path("organisations/<str:ods_code>/close/", readiness.organisation_close_view, name="organisation-close"),
     path("planner/preview/", views.planner_preview, name="planner-preview"),
     path("planner/commit/", views.planner_commit, name="planner-commit"),
     path("planner/pilot/", views.planner_pilot, name="planner-pilot"),
