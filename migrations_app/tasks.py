@@ -48,6 +48,14 @@ def mailboxes_work(mailbox_ids: list[int], phase: str) -> None:
     mailboxes_run(mailbox_ids=mailbox_ids, phase=phase)
 
 
+@shared_task(acks_late=True)
+def mailbox_unswitch(mailbox_id: int, actor_id: int | None, reason: str) -> None:
+    """Route a mailbox's mail back to the source (then its roll back completes)."""
+    from migrations_app.services.execution import mailbox_unswitch_run
+
+    mailbox_unswitch_run(mailbox_id=mailbox_id, actor_id=actor_id, reason=reason)
+
+
 @shared_task
 def reconcile_stale() -> None:
     """Requeue mailboxes whose heartbeat went stale."""
@@ -121,3 +129,26 @@ def organisations_mop_up_review() -> None:
     from migrations_app.services.readiness.stages import organisations_mop_up_review as review
 
     review()
+
+
+@shared_task
+def notifications_send() -> None:
+    """Beat, every 15 s: schedule the notifications now due (set-based, at most once each) and send them
+    within Notify's rate limit and daily allowance, nearest windows first."""
+    from migrations_app.services.notifications.scheduling import notifications_schedule
+    from migrations_app.services.notifications.sending import (
+        notifications_requeue_stuck,
+        notifications_send_due,
+    )
+
+    notifications_schedule()
+    notifications_requeue_stuck()
+    notifications_send_due()
+
+
+@shared_task
+def support_gate_evaluate() -> None:
+    """Beat, hourly: hold the next waves of organisations whose last wave crossed a threshold."""
+    from migrations_app.services.gate import gate_evaluate
+
+    gate_evaluate()

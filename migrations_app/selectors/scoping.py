@@ -117,3 +117,13 @@ def readiness_checks_visible_to(user: User) -> QuerySet[ReadinessCheck]:
     return ReadinessCheck.objects.filter(
         Q(organisation_id__in=_own_organisation_ids(user)) | Q(organisation__isnull=True, requested_by=user)
     )
+
+
+def support_requests_visible_to(user: User):
+    """Support requests name a person: the programme office and the organisation's own admins see them (not
+    viewers, not other trusts)."""
+    from migrations_app.models import SupportRequest
+
+    if user.is_authenticated and user.is_programme_office:
+        return SupportRequest.objects.all()
+    return SupportRequest.objects.filter(organisation_id__in=_own_organisation_ids(user))

@@ -28,6 +28,7 @@ from migrations_app.services.execution import (
 from migrations_app.services.readiness.codes import blocked_reason
 from migrations_app.services.readiness.leavers import RETIRABLE
 from migrations_app.views._csv import CHUNK_SIZE, csv_response
+from migrations_app.views.support import mailbox_notifications_context
 
 NAV = "mailboxes"
 MAILBOX_CSV_HEADER = [
@@ -108,6 +109,7 @@ def mailbox_detail(request, pk: int):
         "can_retire": may_act and mailbox.state in RETIRABLE,
         "can_reinstate": may_act and mailbox.state == Mailbox.State.RETIRED,
         "blocked": blocked_reason(mailbox.blocked_code) if mailbox.state == Mailbox.State.BLOCKED else None,
+        **mailbox_notifications_context(mailbox),
     }
     return render(request, "mailboxes/detail.html", context)
 

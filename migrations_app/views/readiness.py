@@ -10,7 +10,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRefresh
 
-from migrations_app.models import Mailbox, Organisation, ReadinessCheck
+from migrations_app.models import Mailbox, MailboxCounter, Organisation, ReadinessCheck
 from migrations_app.selectors.readiness import blocked_by_reason, gate_labels, last_check, required_gates
 from migrations_app.selectors.scoping import (
     can_administer,
@@ -53,7 +53,11 @@ def readiness_context(request, organisation: Organisation) -> dict:
     blocked mailboxes by reason and the first page of them, filtered by reason."""
     required = required_gates()
     code = (request.GET.get("blocked_code") or "").strip().upper()
-    by_reason = blocked_by_reason([organisation.pk])
+    # the counters say whether there is anything blocked; only then are the blocked rows read
+    any_blocked = MailboxCounter.objects.filter(
+        organisation_id=organisation.pk, state=Mailbox.State.BLOCKED, mailboxes__gt=0
+    ).exists()
+    by_reason = blocked_by_reason([organisation.pk]) if any_blocked else []
     check = last_check(organisation)
     return {
         "required_gates": required,
@@ -64,7 +68,9 @@ def readiness_context(request, organisation: Organisation) -> dict:
         "blocked_code": code,
         "blocked_mailboxes": [
             (m, blocked_reason(m.blocked_code)) for m in _blocked(organisation, code)[:BLOCKED_PER_PAGE]
-        ],
+        ]
+        if any_blocked
+        else [],
         "can_check": can_administer(request.user, organisation),
         "can_close": request.user.is_programme_office
         and organisation.stage in ENTRY[Organisation.Stage.CLOSED],
