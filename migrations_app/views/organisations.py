@@ -77,6 +77,7 @@ def organisation_list(request):
         status=criteria.get("status", ""),
         region=criteria.get("region", ""),
         search=criteria.get("q", ""),
+        stage=criteria.get("stage", ""),
     )
     page, pagination = paginate(request, organisations)
     counts = mailbox_counts_by_organisation(org.pk for org in page.object_list)

@@ -144,3 +144,31 @@ def test_a_trust_admin_cannot_close_their_organisation(client_for, org_a, admin_
     )
     org_a.refresh_from_db()
     assert org_a.stage == "mop_up"
+
+
+def test_the_planner_preview_lists_every_organisation_left_out_and_why(client_for, officer, org_a, org_b):
+    from tests.factories import OrganisationFactory
+    from tests.wave_fixtures import ready_mailboxes
+
+    inventoried(org_a, 8)  # enrolled, imported, not checked: the journey the issue saw
+    ready_mailboxes(org_b, 3, state=M.BLOCKED)
+    Mailbox.objects.filter(organisation=org_b).update(blocked_code="NOT_LICENSED")
+    gated = OrganisationFactory(ods_code="RGT", gate_service_desk_briefed=False)
+    ready_mailboxes(gated, 4)
+    page = (
+        client_for(officer).get("/waves/planner/?start_day=1&start_month=6&start_year=2026").content.decode()
+    )
+    table = page.split('id="left-out-table"')[1].split("</table>")[0]
+    assert "8 mailbox(es) inventoried but not checked yet: run the readiness check" in table
+    assert "3 blocked: No Exchange Online licence: assign one in the Microsoft 365 admin centre" in table
+    assert "Readiness gates not met: Local service desk briefed" in table
+    assert "3 organisations, 15 mailboxes" in page
+
+
+def test_the_organisation_list_shows_and_filters_by_stage(client_for, officer, org_a, org_b):
+    Organisation.objects.filter(pk=org_b.pk).update(stage="pilot")
+    client = client_for(officer)
+    page = client.get("/organisations/").content.decode()
+    assert "Pilot" in page and "Enrolled" in page
+    filtered = client.get("/organisations/?stage=pilot").content.decode()
+    assert "RRV" in filtered and ">RJ1<" not in filtered
