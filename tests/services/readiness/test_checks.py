@@ -251,3 +251,28 @@ def test_the_beat_rechecks_stale_and_changed_mailboxes_only(
     assert sorted(check.mailbox_ids) == sorted([boxes[0].pk, boxes[1].pk])
     assert (check.status, check.ready) == ("succeeded", 2)
     assert readiness_recheck_due(now=now) is None  # nothing due any more
+
+
+def test_the_programme_office_checks_every_mailbox_never_checked(
+    org_a, org_b, admin_a, officer, preflight_rates, run_check
+):
+    inventoried(org_a, 3)
+    run_check(actor=admin_a, organisation=org_a)
+    inventoried(org_b, 4)
+    with pytest.raises(PermissionDenied):
+        readiness_check_start(actor=admin_a, unchecked=True)
+    check = run_check(actor=officer, unchecked=True)
+    assert (check.total, check.ready, check.status) == (
+        4,
+        4,
+        "succeeded",
+    )  # org_a's three were checked already
+    assert not Mailbox.objects.filter(checked_at__isnull=True).exists()
+
+
+def test_a_check_larger_than_a_batch_runs_in_several(org_a, admin_a, preflight_rates, run_check, settings):
+    settings.READINESS_BATCH_MAILBOXES = 4
+    inventoried(org_a, 10)
+    check = run_check(actor=admin_a, organisation=org_a)
+    assert (check.total, check.ready, check.status) == (10, 10, "succeeded")
+    assert Event.objects.filter(action="readiness.check_finished").count() == 1
