@@ -111,3 +111,6 @@ def real_broker(settings, tmp_path):
     yield app
     app.conf.update(saved)
     _drop_connection_pools()
+
+
+from tests.readiness_fixtures import preflight_rates, run_check  # noqa: E402, F401

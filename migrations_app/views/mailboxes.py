@@ -25,6 +25,8 @@ from migrations_app.services.execution import (
     mailbox_retry,
     mailbox_rollback,
 )
+from migrations_app.services.readiness.codes import blocked_reason
+from migrations_app.services.readiness.leavers import RETIRABLE
 from migrations_app.views._csv import CHUNK_SIZE, csv_response
 from migrations_app.views.support import mailbox_notifications_context
 
@@ -104,6 +106,9 @@ def mailbox_detail(request, pk: int):
         "can_cancel": may_act and mailbox.wave_id is not None and mailbox.state in CANCELLABLE,
         "can_pause": may_act and not mailbox.paused and mailbox.state in PAUSABLE,
         "can_resume": may_act and mailbox.paused,
+        "can_retire": may_act and mailbox.state in RETIRABLE,
+        "can_reinstate": may_act and mailbox.state == Mailbox.State.RETIRED,
+        "blocked": blocked_reason(mailbox.blocked_code) if mailbox.state == Mailbox.State.BLOCKED else None,
         **mailbox_notifications_context(mailbox),
     }
     return render(request, "mailboxes/detail.html", context)

@@ -499,6 +499,13 @@ def pilot_create_view(request):
 
 
 class ProgrammeSettingsForm(forms.ModelForm):
+    required_gates = forms.MultipleChoiceField(
+        label="Readiness gates an organisation must meet before it is planned",
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        choices=[(g, Organisation._meta.get_field(g).verbose_name) for g in Organisation.GATES],
+    )
+
     class Meta:
         model = ProgrammeSettings
         fields = list(SETTINGS_FIELDS)

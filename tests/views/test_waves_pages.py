@@ -224,10 +224,14 @@ def test_the_programme_office_edits_windows_and_closed_dates(client_for, officer
             "pilot_mailboxes_per_organisation": "5",
             "planning_horizon_days": "365",
             "four_eyes": "on",
+            "required_gates": ["gate_mfa_enforced", "gate_acceptable_use"],
+            "readiness_recheck_hours": "48",
         }.items()
     }
     assert client.post("/waves/settings/", data).status_code == 302
     settings = ProgrammeSettings.load()
+    assert settings.required_gates == ["gate_mfa_enforced", "gate_acceptable_use"]
+    assert settings.readiness_recheck_hours == 48
     assert settings.evening_capacity_mailboxes == 20000 and settings.evening_starts == dt.time(19)
     assert settings.four_eyes and not settings.go_required_from_every_organisation
     response = client.post(
