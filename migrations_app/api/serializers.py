@@ -14,7 +14,7 @@ from migrations_app.models import (
     WebhookDelivery,
 )
 from migrations_app.selectors.waves import plan_unplaced_rows
-from migrations_app.services.planning import wave_name
+from migrations_app.services.plans import wave_name
 
 
 class WaveSerializer(serializers.ModelSerializer):

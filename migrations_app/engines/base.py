@@ -23,6 +23,13 @@ THROTTLED = "THROTTLED"  # the server asked us to slow down
 SERVER_BUSY = "SERVER_BUSY"  # [UNAVAILABLE], [INUSE], BYE
 PROTOCOL = "PROTOCOL"  # the server answered something we cannot work with
 
+# Found by pre-flight only (a mailbox blocked before it is planned), never raised by a copy.
+NOT_LICENSED = "NOT_LICENSED"  # the target exists but has no Exchange Online licence (no mailbox enabled)
+ITEM_TOO_LARGE = "ITEM_TOO_LARGE"  # the source holds items larger than the target accepts
+PREFLIGHT_CODES = frozenset(
+    {AUTH_FAILED, TARGET_MISSING, NOT_LICENSED, OVER_QUOTA, ITEM_TOO_LARGE, TLS_FAILED}
+)
+
 RETRYABLE_CODES = frozenset({NETWORK, THROTTLED, SERVER_BUSY})
 PERMANENT_CODES = frozenset({AUTH_FAILED, TARGET_MISSING, OVER_QUOTA, TLS_FAILED, PROTOCOL})
 ERROR_CODES = RETRYABLE_CODES | PERMANENT_CODES

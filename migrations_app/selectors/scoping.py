@@ -91,3 +91,8 @@ def require_administer(user: User, organisation: Organisation) -> None:
 def require_programme_office(user: User) -> None:
     if not (user.is_authenticated and user.is_programme_office):
         raise PermissionDenied("Only the programme office can do this")
+
+
+def require_planner(user: User) -> None:
+    if not (user.is_authenticated and user.is_programme_office):
+        raise PermissionDenied("Only the programme office can plan waves")

@@ -3,12 +3,15 @@ are encrypted at rest (the field does it) and never returned by anything."""
 
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from migrations_app.models import Endpoint, User
+from migrations_app.outbound import OutboundRefused, outbound_check_url
 from migrations_app.selectors.scoping import require_programme_office
 from migrations_app.services.events import event_record
 
@@ -47,6 +50,7 @@ def endpoint_save(*, actor: User, data: Mapping[str, Any], endpoint: Endpoint | 
     endpoint.full_clean(exclude=list(SECRETS))
     if endpoint.kind == Endpoint.Kind.GRAPH:
         _check_graph(endpoint)
+    _check_fetched_options(endpoint.options or {})
     _check_switch(endpoint)
     endpoint.save()
     changed = sorted(k for k in data if k in FIELDS or k in SECRETS)
@@ -57,6 +61,25 @@ def endpoint_save(*, actor: User, data: Mapping[str, Any], endpoint: Endpoint | 
         data={"endpoint": endpoint.pk, "fields": changed},
     )
     return endpoint
+
+
+def _check_fetched_options(options: Mapping[str, Any]) -> None:
+    """What the server will fetch or open from an endpoint's options is held to the outbound rules:
+    graph_url is a URL to a public address over https (migrations_app/outbound.py), ca_file a file inside
+    ENDPOINT_CA_DIR (never an arbitrary path on the server)."""
+    errors: dict[str, str] = {}
+    if options.get("graph_url"):
+        try:
+            outbound_check_url(str(options["graph_url"]))
+        except OutboundRefused as exc:
+            errors["options"] = f"graph_url: {exc}"
+    if options.get("ca_file"):
+        ca_dir = Path(settings.ENDPOINT_CA_DIR).resolve() if settings.ENDPOINT_CA_DIR else None
+        path = Path(str(options["ca_file"]))
+        if ca_dir is None or not path.resolve().is_relative_to(ca_dir):
+            errors["options"] = "ca_file: put the CA file in the directory named by ENDPOINT_CA_DIR"
+    if errors:
+        raise ValidationError(errors)
 
 
 GRAPH_IMPORT_MODES = ("json", "mime")
@@ -114,12 +137,10 @@ def _check_switch(endpoint: Endpoint) -> None:
         if not endpoint.switch_username.strip():
             errors["switch_username"] = "Enter the account that holds the Mail Recipients role"
     if method == M.WEBHOOK:
-        from migrations_app.switchers.addresses import check_public_url
-
         try:
-            endpoint.switch_address = check_public_url(endpoint.switch_address, field="switch_address")
-        except ValidationError as exc:
-            errors.update({k: "; ".join(v) for k, v in exc.message_dict.items()})
+            endpoint.switch_address = outbound_check_url(endpoint.switch_address)
+        except OutboundRefused as exc:
+            errors["switch_address"] = str(exc)
         if endpoint.switch_secret and len(endpoint.switch_secret) < 24:
             errors["switch_secret"] = "Use a random signing secret of at least 24 characters"  # noqa: S105
     if errors:
