@@ -278,6 +278,7 @@ class Endpoint(models.Model):
         SIMULATED = "simulated", "Simulated"
         IMAP = "imap", "IMAP"
         GRAPH = "graph", "Microsoft Graph (Exchange Online)"
+        EXCHANGE = "exchange", "Exchange 2013 (EWS)"
 
     class Role(models.TextChoices):
         SOURCE = "source", "Source"
@@ -999,3 +1000,15 @@ class ReadinessCheck(models.Model):
     @property
     def percent(self) -> int:
         return 100 if not self.total else min(100, self.done * 100 // self.total)
+
+
+# Notifications, support requests and the support-rate gate (issue 18) live in their own module.
+from migrations_app.models_comms import (  # noqa: E402, F401
+    Moment,
+    Notification,
+    NotificationSettings,
+    NotificationTemplate,
+    OrganisationHold,
+    OrganisationNotice,
+    SupportRequest,
+)

@@ -129,3 +129,26 @@ def organisations_mop_up_review() -> None:
     from migrations_app.services.readiness.stages import organisations_mop_up_review as review
 
     review()
+
+
+@shared_task
+def notifications_send() -> None:
+    """Beat, every 15 s: schedule the notifications now due (set-based, at most once each) and send them
+    within Notify's rate limit and daily allowance, nearest windows first."""
+    from migrations_app.services.notifications.scheduling import notifications_schedule
+    from migrations_app.services.notifications.sending import (
+        notifications_requeue_stuck,
+        notifications_send_due,
+    )
+
+    notifications_schedule()
+    notifications_requeue_stuck()
+    notifications_send_due()
+
+
+@shared_task
+def support_gate_evaluate() -> None:
+    """Beat, hourly: hold the next waves of organisations whose last wave crossed a threshold."""
+    from migrations_app.services.gate import gate_evaluate
+
+    gate_evaluate()

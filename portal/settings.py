@@ -136,6 +136,28 @@ else:
 # RATELIMIT_IP_META_KEY to the header that carries the client address (e.g. HTTP_X_FORWARDED_FOR).
 PUBLIC_LOOKUP_RATE = env_str("PUBLIC_LOOKUP_RATE", "10/m")
 RATELIMIT_IP_META_KEY = env_str("RATELIMIT_IP_META_KEY") or None
+# The public help form ("I need help with my moved mailbox"): requests per client IP, like the lookup.
+PUBLIC_HELP_RATE = env_str("PUBLIC_HELP_RATE", "5/h")
+
+# --- GOV.UK Notify (services/notifications/) ------------------------------------------------------------------
+# Without a key the log backend sends nothing and writes what it would send on each mailbox's timeline.
+NOTIFY_API_KEY = env_str("NOTIFY_API_KEY")
+NOTIFY_BACKEND = env_str("NOTIFY_BACKEND")  # "notify" or "log"; empty: notify when there is a key
+NOTIFY_BASE_URL = env_str("NOTIFY_BASE_URL", "https://api.notifications.service.gov.uk")
+# The Notify template for each moment (each is "((subject))" / "((body))"): moment=uuid,...; default=uuid for all.
+NOTIFY_TEMPLATE_IDS = dict(
+    (item.partition("=")[0].strip(), item.partition("=")[2].strip())
+    for item in env_list("NOTIFY_TEMPLATE_IDS")
+)
+# The bearer token we give Notify for its delivery-receipt callbacks (POST /notify/receipts).
+NOTIFY_CALLBACK_TOKEN = env_str("NOTIFY_CALLBACK_TOKEN")
+NOTIFY_SEND_BATCH = env_int("NOTIFY_SEND_BATCH", 500)
+NOTIFY_SEND_THREADS = env_int("NOTIFY_SEND_THREADS", 8)
+NOTIFY_RATE_LIMIT_WAIT_SECONDS = env_int("NOTIFY_RATE_LIMIT_WAIT_SECONDS", 30)
+NOTIFY_RETRY_WAIT_SECONDS = env_int("NOTIFY_RETRY_WAIT_SECONDS", 900)
+NOTIFY_MAX_ATTEMPTS = env_int("NOTIFY_MAX_ATTEMPTS", 3)
+# Where the notifications send people for help (the public help form on this portal).
+PUBLIC_HELP_URL = env_str("PUBLIC_HELP_URL", "https://mailbox-move.nhs.uk/when/help")
 
 # --- Celery ------------------------------------------------------------------------------------------------
 # The embedded default is kombu's filesystem transport: messages are files in var/broker, so the web
@@ -178,6 +200,10 @@ CELERY_BEAT_SCHEDULE = {
     "idempotency-keys-purge": {"task": "migrations_app.tasks.idempotency_keys_purge", "schedule": 3600.0},
     # turns new events into webhook deliveries and sends the ones that are due
     "webhooks-dispatch": {"task": "migrations_app.tasks.webhooks_dispatch", "schedule": 10.0},
+    # schedules the notifications that are due (set-based) and hands them to Notify within its limits
+    "notifications-send": {"task": "migrations_app.tasks.notifications_send", "schedule": 15.0},
+    # holds the next waves of organisations whose last wave crossed the support or failure threshold
+    "support-gate": {"task": "migrations_app.tasks.support_gate_evaluate", "schedule": 3600.0},
 }
 
 # --- execution (services/execution/) ----------------------------------------------------------------------

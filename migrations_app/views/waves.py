@@ -53,6 +53,7 @@ from migrations_app.services.waves import ACTIONS, wave_act
 from migrations_app.views._csv import CHUNK_SIZE, csv_response
 from migrations_app.views._helpers import add_service_errors, error_summary_items, paginate
 from migrations_app.views.mailboxes import MAILBOX_CSV_HEADER, mailbox_csv_rows
+from migrations_app.views.support import wave_support_context
 
 NAV = "waves"
 S = Wave.Status
@@ -237,6 +238,7 @@ def wave_detail(request, pk: int):
         )
         if context["carried_over"] and request.user.is_programme_office:
             context["place_targets"] = _other_movable_waves(wave)
+    context.update(wave_support_context(request.user, wave))
     return render(request, "waves/detail.html", context)
 
 
