@@ -86,7 +86,7 @@ def test_it_retries_when_the_trusts_system_is_down_and_gives_up_when_it_refuses(
     "url",
     [
         "https://169.254.169.254/latest/meta-data/",  # cloud metadata
-        "https://127.0.0.1:8443/switch",  # loopback, not allowed
+        "https://127.0.0.2/switch",  # loopback (another address than the allowed receiver)
         "https://10.1.2.3/switch",  # private network
         "https://localhost/switch",  # resolves to loopback
     ],
