@@ -67,6 +67,10 @@ urlpatterns = [
     path("mailboxes/<int:pk>/pause/", mailboxes.mailbox_pause_view, name="mailbox_pause"),
     path("mailboxes/<int:pk>/resume/", mailboxes.mailbox_resume_view, name="mailbox_resume"),
     path("mailboxes/<int:pk>/cancel/", mailboxes.mailbox_cancel_view, name="mailbox_cancel"),
+    path(
+        "mailboxes/<int:pk>/switch-confirm/", mailboxes.mailbox_switch_confirm_view, name="mailbox_switch_confirm"
+    ),
+    path("mailboxes/<int:pk>/unswitch/", mailboxes.mailbox_unswitch_view, name="mailbox_unswitch"),
     path("failures/", failures.failure_list, name="failure_list"),
     path("failures/export.csv", failures.failure_csv, name="failure_csv"),
     path("failures/retry/", failures.failure_retry, name="failure_retry"),

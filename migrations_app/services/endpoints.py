@@ -145,6 +145,8 @@ def _check_switch(endpoint: Endpoint) -> None:
             errors["switch_address"] = str(exc)
         if endpoint.switch_secret and len(endpoint.switch_secret) < 24:
             errors["switch_secret"] = "Use a random signing secret of at least 24 characters"  # noqa: S105
+    if errors:
+        raise ValidationError(errors)
 
 
 EXCHANGE_AUTH = ("ntlm", "basic")
