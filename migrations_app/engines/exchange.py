@@ -192,8 +192,10 @@ class ExchangeEngine(Engine):
                     page = source.changes(folder.id, state["state"] or None, page_size=self.page_size)
                     for source_id in page.deletes:
                         entry = state["map"].pop(source_id, None)
-                        if entry and delete_policy == "mirror":
-                            target.delete_item(entry[0])
+                        if entry:
+                            cp["classes"][folder.kind]["copied"] -= 1  # no longer a source item
+                            if delete_policy == "mirror":
+                                target.delete_item(entry[0])
                     todo: list[SourceItem] = []
                     for _change, item in page.upserts:
                         entry = state["map"].get(item.id)
