@@ -18,7 +18,7 @@ from migrations_app.services.execution import mailbox_run_sync, wave_engine, wav
 from tests.engines.exchange_fixtures import (  # noqa: F401 - fixtures
     ExchangeBox,
     event_bytes,
-    fake_exchange,
+    fake_ews,
     fake_graph,
     mail_bytes,
 )
@@ -28,18 +28,19 @@ M = Mailbox.State
 
 
 @pytest.fixture
-def endpoints(fake_exchange, fake_graph, settings):  # noqa: F811
+def endpoints(fake_ews, fake_graph, settings):  # noqa: F811
     settings.MIGRATION_ENGINE_OPTIONS = {"exchange": {"http_client": fake_graph.session(), "max_wait": 30}}
     source = Endpoint.objects.create(
         name="exchange-2013",
         kind=Endpoint.Kind.EXCHANGE,
         role="source",
         address="127.0.0.1",
-        port=fake_exchange.port,
+        port=fake_ews.port,
         security="plain",
-        username=fake_exchange.username,
-        secret=fake_exchange.password,  # encrypted at rest
+        username=fake_ews.username,
+        secret=fake_ews.password,  # encrypted at rest
         options={"auth": "basic"},
+        routing_domain="trust.mail.onmicrosoft.com",  # the switch at cutover (simulated switcher)
     )
     target = Endpoint.objects.create(
         name="exchange-online",
@@ -52,14 +53,12 @@ def endpoints(fake_exchange, fake_graph, settings):  # noqa: F811
     return source, target
 
 
-def _wave(org, endpoints, fake_exchange, fake_graph, tmp_path, count, **wave):  # noqa: F811
+def _wave(org, endpoints, fake_ews, fake_graph, tmp_path, count, **wave):  # noqa: F811
     source, target = endpoints
     wave, mailboxes = approved_wave(org, count, source_endpoint=source, target_endpoint=target, **wave)
     boxes = []
     for mailbox in mailboxes:
-        box = ExchangeBox(
-            fake_exchange, fake_graph, tmp_path, mail=8, calendar=3, contacts=2, tasks=2, notes=1
-        )
+        box = ExchangeBox(fake_ews, fake_graph, tmp_path, mail=8, calendar=3, contacts=2, tasks=2, notes=1)
         Mailbox.objects.filter(pk=mailbox.pk).update(
             source_identity=box.address, target_upn=box.upn, size_bytes=0
         )
@@ -98,15 +97,15 @@ def test_a_wave_of_exchange_mailboxes_moves_every_item_class_through_a_worker(
     real_broker,
     org_a,
     endpoints,
-    fake_exchange,  # noqa: F811
+    fake_ews,  # noqa: F811
     fake_graph,  # noqa: F811
     tmp_path,
 ):
     wave, mailboxes, boxes = _wave(
-        org_a, endpoints, fake_exchange, fake_graph, tmp_path, 3, starts_in=dt.timedelta(hours=2)
+        org_a, endpoints, fake_ews, fake_graph, tmp_path, 3, starts_in=dt.timedelta(hours=2)
     )
     assert isinstance(wave_engine(wave), ExchangeEngine)
-    fake_exchange.busy(every=4, back_off_ms=20)  # storms on both sides for the whole wave
+    fake_ews.busy(every=4, back_off_ms=20)  # storms on both sides for the whole wave
     fake_graph.throttle_imports(every=5, status=429, retry_after="0.02")
     ids = [m.pk for m in mailboxes]
 
@@ -119,7 +118,12 @@ def test_a_wave_of_exchange_mailboxes_moves_every_item_class_through_a_worker(
         fake_graph.throttle_imports(every=3, status=503, retry_after="0.02")
         Wave.objects.filter(pk=wave.pk).update(starts_at=timezone.now() - dt.timedelta(minutes=1))
         wave_tick()  # the window is open: the cutover delta
-        assert _wait(lambda: Wave.objects.get(pk=wave.pk).status == Wave.Status.COMPLETED)
+        done = _wait(lambda: Wave.objects.get(pk=wave.pk).status == Wave.Status.COMPLETED)
+        assert done, list(
+            Mailbox.objects.filter(pk__in=ids).values_list(
+                "state", "cutover_step", "switch_status", "last_error_code", "last_error_message"
+            )
+        )
 
     for mailbox, box in zip(Mailbox.objects.filter(pk__in=ids).order_by("id"), boxes, strict=True):
         assert mailbox.state == M.MIGRATED, mailbox.last_error_message
@@ -129,19 +133,19 @@ def test_a_wave_of_exchange_mailboxes_moves_every_item_class_through_a_worker(
             "copied": 0,
             "total": 0,
         }
-    assert fake_exchange.requests["ExportItems"] and fake_graph.import_requests["throttled"] > 0
+    assert fake_ews.requests["ExportItems"] and fake_graph.import_requests["throttled"] > 0
 
 
 def test_a_mailbox_the_service_account_may_not_impersonate_fails_with_a_clear_reason(
     db,
     org_a,
     endpoints,
-    fake_exchange,  # noqa: F811
+    fake_ews,  # noqa: F811
     fake_graph,  # noqa: F811
     tmp_path,
 ):
-    wave, [mailbox], [box] = _wave(org_a, endpoints, fake_exchange, fake_graph, tmp_path, 1)
-    fake_exchange.refuse_impersonation(box.address)
+    wave, [mailbox], [box] = _wave(org_a, endpoints, fake_ews, fake_graph, tmp_path, 1)
+    fake_ews.refuse_impersonation(box.address)
 
     wave_tick(now=timezone.now())
     mailbox_run_sync(mailbox_id=mailbox.pk)

@@ -326,8 +326,9 @@ def _run_one(mailbox: Mailbox, phase: str, engine: Engine | None, journal: Journ
             journal.move(mailbox, M.SYNCED, M.CUTOVER, action="mailbox.claimed", data={"straight_on": True})
             phase, state = CUTOVER, M.CUTOVER
         if mailbox.switch_status != Mailbox.SwitchStatus.SWITCHED:
-            # The final delta; then the mailbox waits for its batch's switch (execution/switch.py).
-            result = engine.sync(spec, mailbox.checkpoint, progress)
+            # The final delta; then the mailbox waits for its batch's switch (execution/switch.py). A pipeline
+            # engine's cutover also carries moves and deletions (engines/pipeline/delta.py).
+            result = getattr(engine, "cutover", engine.sync)(spec, mailbox.checkpoint, progress)
             journal.move(
                 mailbox,
                 state,
@@ -338,7 +339,7 @@ def _run_one(mailbox: Mailbox, phase: str, engine: Engine | None, journal: Journ
             )
             return True
         # The catch-up delta: what reached the source while its mail was being switched.
-        result = engine.sync(spec, mailbox.checkpoint, progress)
+        result = getattr(engine, "cutover", engine.sync)(spec, mailbox.checkpoint, progress)
         journal.move(
             mailbox,
             state,
