@@ -198,6 +198,13 @@ class GraphWriter:
     def size_limit(self) -> int | None:
         return self.limit
 
+    def mailbox_state(self) -> dict:
+        """Kept in the checkpoint: the upload window (Graph's budget is the mailbox's, whatever the run)."""
+        return {"uploads": self.graph.upload_state()} if "graph" in self.shared else {}
+
+    def restore(self, state: dict) -> None:
+        self.graph.restore_uploads((state or {}).get("uploads"))
+
     def compares_bytes(self) -> bool:
         return False  # Exchange's item sizes are not MIME sizes
 

@@ -171,6 +171,8 @@ class CopyPipeline:
         cp = checkpoint if checkpoint and checkpoint.get("engine") == self.kind else {}
         cp = upgrade_checkpoint(cp)
         fence = fence or getattr(progress, "fence", None)
+        heartbeat = getattr(progress, "heartbeat", None)
+        idle = float(getattr(progress, "heartbeat_seconds", 30.0))
         totals = {"items": int(cp.get("items", 0)), "bytes": int(cp.get("bytes", 0))}
         copied = {"items": 0, "bytes": 0}
         previous: dict[str, dict] = dict(cp.get("folders", {}))
@@ -178,10 +180,12 @@ class CopyPipeline:
         runs: dict[str, _FolderRun] = {}
         results: dict[str, FolderSync] = {}
 
+        writer_state = getattr(self.writer, "mailbox_state", None)
+
         def snapshot() -> dict:
             folders = dict(previous)
             folders.update({key: run.entry() for key, run in runs.items()})
-            return {
+            out = {
                 "engine": self.kind,
                 "version": CHECKPOINT_VERSION,
                 "items": totals["items"],
@@ -189,6 +193,9 @@ class CopyPipeline:
                 "folders": folders,
                 "skipped": [s.as_dict() for s in skipped],
             }
+            if writer_state is not None:
+                out["writer"] = writer_state()
+            return out
 
         def report() -> None:
             if progress is not None:
@@ -201,6 +208,8 @@ class CopyPipeline:
         try:
             self.reader.open()
             self.writer.open()
+            if hasattr(self.writer, "restore"):
+                self.writer.restore(cp.get("writer") or {})
             limit = self.writer.size_limit()
             folders = self.reader.folders()
             delta_stats: dict = {}
@@ -238,7 +247,12 @@ class CopyPipeline:
                         workers.append(thread)
                 if not in_flight:
                     continue
-                kind, payload = events.get()
+                try:
+                    kind, payload = events.get(timeout=idle)
+                except queue.Empty:
+                    if heartbeat is not None:
+                        heartbeat()  # the workers are slow (a big upload, a paced one): keep the lease
+                    continue
                 if kind == "error":
                     raise payload
                 in_flight -= 1

@@ -347,6 +347,12 @@ class TargetWriter(Protocol):
     def totals(self, target: TargetFolder) -> tuple[int, int]:
         """(items, bytes) in the target folder now. Bytes may be measured differently from the source's."""
 
+    # Optional, for a writer with per-mailbox state that must outlive a run (Graph's upload window):
+    #   mailbox_state() -> dict      saved in the checkpoint under "writer" with every progress report
+    #   restore(state: dict) -> None given it back after open() at the next run, on whichever worker
+    # and adopt(target, target_id, item) for items index() filed under "mid:<Message-ID>" (written, but
+    # their finishing step never came): the pipeline pairs them by Message-ID and the writer finishes them.
+
     def compares_bytes(self) -> bool:
         """False when the target's sizes are not the source's (Exchange item sizes are not MIME sizes)."""
 
