@@ -12,7 +12,12 @@ from django.views.decorators.http import require_POST
 
 from migrations_app.engines import EngineError
 from migrations_app.models import Mailbox
-from migrations_app.selectors.mailboxes import mailbox_search, mailbox_search_all, mailbox_skipped_items
+from migrations_app.selectors.mailboxes import (
+    mailbox_class_progress,
+    mailbox_search,
+    mailbox_search_all,
+    mailbox_skipped_items,
+)
 from migrations_app.selectors.scoping import can_administer, events_visible_to, mailboxes_visible_to
 from migrations_app.selectors.waves import wave_of_mailbox
 from migrations_app.services.execution import (
@@ -105,6 +110,7 @@ def mailbox_detail(request, pk: int):
             events_visible_to(request.user).filter(mailbox_id=mailbox.pk).select_related("actor")[:200]
         ),
         "skipped": mailbox_skipped_items(mailbox),
+        "class_progress": mailbox_class_progress(mailbox),
         "can_retry": may_act and mailbox.state in RETRYABLE,
         "can_rollback": may_act and mailbox.state in ROLLBACKABLE,
         "can_cancel": may_act and mailbox.wave_id is not None and mailbox.state in CANCELLABLE,
