@@ -6,6 +6,7 @@ an index named below, and nothing here walks a whole table.
 
 import datetime
 
+import pgtrigger
 from django.contrib.auth.models import AbstractUser
 from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
@@ -501,12 +502,19 @@ class ImportJob(models.Model):
         return self.status in {self.Status.SUCCEEDED, self.Status.REJECTED, self.Status.FAILED}
 
 
+APPEND_ONLY_REFUSAL = (
+    "RAISE EXCEPTION 'the audit trail is append-only: % on % refused', TG_OP, TG_TABLE_NAME"
+    " USING ERRCODE = 'insufficient_privilege';"
+)
+
+
 class Event(models.Model):
     """The audit trail: every state change and every human action. Append-only and never purged.
 
     References are kept as plain ids (no database foreign key), so an event outlives what it describes and
     never blocks a deletion; `subject` keeps a readable name (an address, an ODS code) for that case.
-    On PostgreSQL a trigger refuses UPDATE and DELETE on this table.
+    On PostgreSQL triggers refuse UPDATE, DELETE and TRUNCATE on this table, whoever asks; the portal's own
+    database role is moreover granted only SELECT and INSERT on it (README, "Database roles").
     """
 
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
@@ -548,6 +556,23 @@ class Event(models.Model):
             models.Index(fields=["wave", "-id"], name="event_wave_idx"),
             models.Index(fields=["actor", "-id"], name="event_actor_idx"),
             models.Index(fields=["action", "-id"], name="event_action_idx"),
+        ]
+        triggers = [
+            pgtrigger.Trigger(
+                name="event_append_only",
+                level=pgtrigger.Row,
+                when=pgtrigger.Before,
+                operation=pgtrigger.Update | pgtrigger.Delete,
+                func=APPEND_ONLY_REFUSAL,
+            ),
+            # TRUNCATE fires no row trigger: a statement trigger refuses it
+            pgtrigger.Trigger(
+                name="event_no_truncate",
+                level=pgtrigger.Statement,
+                when=pgtrigger.Before,
+                operation=pgtrigger.Truncate,
+                func=APPEND_ONLY_REFUSAL,
+            ),
         ]
 
     def __str__(self) -> str:

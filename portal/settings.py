@@ -55,6 +55,8 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_htmx",
+    # the audit trail's protection triggers, declared on Event (docs/adr/013-audit-trail-protection.md)
+    "pgtrigger",
     "migrations_app",
 ]
 
