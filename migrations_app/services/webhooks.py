@@ -11,15 +11,12 @@ subscription's secret, and `Portal-Event-Id` (the same on every retry) to drop d
 checks it is in README ("Webhooks") and docs/adr/008-api-design.md."""
 
 import datetime
-import functools
 import hashlib
 import hmac
 import json
 import random
 import time
-from urllib.parse import urlsplit
 
-import httpx
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -27,6 +24,7 @@ from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from migrations_app.models import Event, Organisation, User, Webhook, WebhookDelivery
+from migrations_app.outbound import OutboundRefused, outbound_check_url, outbound_request
 from migrations_app.selectors.feed import events_after, events_visible_below_horizon
 from migrations_app.selectors.scoping import require_administer
 from migrations_app.services.events import event_record
@@ -35,7 +33,6 @@ SIGNATURE_HEADER = "Portal-Signature"
 EVENT_ID_HEADER = "Portal-Event-Id"
 USER_AGENT = "migration-portal-webhooks/1"
 SECRET_MIN_LENGTH = 24
-EXCERPT_BYTES = 1000
 
 
 # --- signing -------------------------------------------------------------------------------------------------
@@ -55,17 +52,12 @@ def webhook_signature(*, secret: str, body: bytes, timestamp: int) -> str:
 
 
 def _check_url(url: str) -> str:
-    url = url.strip()
-    parts = urlsplit(url)
-    if parts.scheme not in {"https", "http"} or not parts.hostname:
-        raise ValidationError({"url": "Enter an https:// URL"})
-    if parts.username or parts.password:
-        raise ValidationError({"url": "Put no credentials in the URL: the signature authenticates us"})
-    if parts.scheme == "http" and not (
-        settings.DEBUG or parts.hostname in settings.WEBHOOK_ALLOWED_HTTP_HOSTS
-    ):
-        raise ValidationError({"url": "Webhooks are sent over https:// only"})
-    return url
+    """The URL's form (https, port, no credentials, no internal address literal); where its name resolves is
+    checked again at every send (migrations_app/outbound.py)."""
+    try:
+        return outbound_check_url(url)
+    except OutboundRefused as exc:
+        raise ValidationError({"url": str(exc)}) from exc
 
 
 def _check_event_types(event_types: list[str]) -> list[str]:
@@ -291,25 +283,6 @@ def webhook_retry_delay(attempt: int) -> float:
     return delay / 2 + random.uniform(0, delay / 2)
 
 
-@functools.cache
-def _client() -> httpx.Client:
-    """One client per worker process: its connection pool and TLS context are reused (making a client costs
-    tens of milliseconds). httpx.Client is safe to share between threads."""
-    return httpx.Client(follow_redirects=False)
-
-
-def _post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, str]:
-    """POST and read at most EXCERPT_BYTES of the answer (a receiver's huge page is not our problem)."""
-    timeout = httpx.Timeout(settings.WEBHOOK_TIMEOUT_SECONDS)
-    with _client().stream("POST", url, content=body, headers=headers, timeout=timeout) as response:
-        excerpt = b""
-        for chunk in response.iter_bytes():
-            excerpt += chunk
-            if len(excerpt) >= EXCERPT_BYTES:
-                break
-        return response.status_code, excerpt[:EXCERPT_BYTES].decode("utf-8", "replace")
-
-
 def webhook_deliver(*, delivery_id: int) -> WebhookDelivery | None:
     """One attempt at one delivery; records the outcome and when to try again. A delivery that is no longer
     pending (done, failed, or attempted meanwhile by another worker) is left alone."""
@@ -335,10 +308,18 @@ def webhook_deliver(*, delivery_id: int) -> WebhookDelivery | None:
     if not webhook.active and delivery.kind == WebhookDelivery.Kind.EVENT:
         error = "The webhook was switched off"
     else:
+        # the status and a short reason only: what a receiver (or an internal service a URL pointed at)
+        # answers never comes back to the person who typed the URL
         try:
-            http_status, excerpt = _post(webhook.url, body, headers)
-        except httpx.HTTPError as exc:
-            error = f"{type(exc).__name__}: {exc}"[:500]
+            result = outbound_request(
+                "POST", webhook.url, content=body, headers=headers, timeout=settings.WEBHOOK_TIMEOUT_SECONDS
+            )
+        except OutboundRefused as exc:
+            error = f"Not sent: {exc}"
+        else:
+            http_status, excerpt = result.status, result.reason
+            if http_status is None:
+                error = result.reason
     duration_ms = int((time.perf_counter() - started) * 1000)
     now = timezone.now()
     delivered = http_status is not None and 200 <= http_status < 300
@@ -350,7 +331,7 @@ def webhook_deliver(*, delivery_id: int) -> WebhookDelivery | None:
         status = WebhookDelivery.Status.PENDING
         next_attempt_at = now + datetime.timedelta(seconds=webhook_retry_delay(attempt))
     if not error and not delivered:
-        error = f"The receiver answered HTTP {http_status}"
+        error = f"The receiver answered HTTP {http_status} {excerpt}".strip()
     WebhookDelivery.objects.filter(
         pk=delivery.pk, status=WebhookDelivery.Status.PENDING, attempts=delivery.attempts
     ).update(

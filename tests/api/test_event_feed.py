@@ -11,6 +11,7 @@ from django.db import connection
 
 from migrations_app.models import Event, WebhookDelivery
 from migrations_app.services.webhooks import webhook_create, webhooks_fan_out
+from tests.webhook_receiver import allow_receiver
 
 SECRET = "whsec_0123456789abcdefghijklmnop"
 
@@ -72,7 +73,7 @@ def fan_out_until(count: int, timeout: float = 10) -> int:
 def test_events_committed_out_of_order_reach_the_feed_and_the_webhooks_exactly_once(
     postgres, api, officer, admin_a, org_a, settings
 ):
-    settings.WEBHOOK_ALLOWED_HTTP_HOSTS = ["127.0.0.1"]
+    allow_receiver(settings, "http://127.0.0.1:9/")
     consumer = Consumer(api(officer), after=0)
     webhook_create(
         actor=admin_a, organisation=org_a, url="http://127.0.0.1:9/", secret=SECRET, event_types=[]

@@ -25,7 +25,7 @@ def restore_hand_written_trigger(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("migrations_app", "0010_event_txid_feed_horizon"),
+        ("migrations_app", "0015_merged_mailbox_states"),
     ]
 
     operations = [
