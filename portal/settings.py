@@ -202,6 +202,8 @@ CELERY_BEAT_SCHEDULE = {
     "idempotency-keys-purge": {"task": "migrations_app.tasks.idempotency_keys_purge", "schedule": 3600.0},
     # turns new events into webhook deliveries and sends the ones that are due
     "webhooks-dispatch": {"task": "migrations_app.tasks.webhooks_dispatch", "schedule": 10.0},
+    # import jobs and readiness checks whose task was lost or whose worker died (services/sweeps.py)
+    "stuck-work-sweep": {"task": "migrations_app.tasks.stuck_work_sweep", "schedule": 60.0},
     # schedules the notifications that are due (set-based) and hands them to Notify within its limits
     "notifications-send": {"task": "migrations_app.tasks.notifications_send", "schedule": 15.0},
     # holds the next waves of organisations whose last wave crossed the support or failure threshold
@@ -377,6 +379,15 @@ WEBHOOK_CLAIM_SECONDS = env_int("WEBHOOK_CLAIM_SECONDS", 120)
 # The PowerShell remoting client: "pypsrp", or a module offering the same WSMan / RunspacePool / PowerShell
 # classes (the tests' and the benchmark's fake Exchange endpoint).
 SWITCH_POWERSHELL_CLIENT = env_str("SWITCH_POWERSHELL_CLIENT", "pypsrp")
+
+# Stuck work (services/sweeps.py): a job or check still queued this long had its task lost (a broker outage
+# at enqueue) and is sent again; a running import whose progress has not moved this long lost its worker and
+# is run again, up to IMPORT_MAX_ATTEMPTS runs, then failed with a reason; a running readiness check whose
+# counts have not moved this long lost batches and is failed with a reason (run it again).
+SWEEP_QUEUED_AFTER_SECONDS = env_int("SWEEP_QUEUED_AFTER_SECONDS", 300)
+IMPORT_STALL_SECONDS = env_int("IMPORT_STALL_SECONDS", 900)
+IMPORT_MAX_ATTEMPTS = env_int("IMPORT_MAX_ATTEMPTS", 3)
+READINESS_STALL_SECONDS = env_int("READINESS_STALL_SECONDS", 900)
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Migration control portal API",
