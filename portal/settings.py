@@ -179,6 +179,22 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "processed_folder": str(BROKER_DIR / "processed"),
         "store_processed": False,
     }
+# Redis (and SQS) hand an unacknowledged message to another worker after `visibility_timeout`. Tasks ack
+# late, so a task running longer than that is started a second time while the first still runs; the lease
+# makes that harmless, but it wastes a worker and, at kombu's default of one hour, the longest copy would
+# be redelivered every hour. The longest task the sizing allows is one mailbox's copy: the biggest mailbox
+# Exchange Online takes (100 GB) at the slowest per-mailbox rate we plan for (10 MB/s), about 2.8 hours.
+# Recovery never waits for this timeout: a killed worker's mailboxes are requeued by their stale heartbeat
+# (reconcile_stale) and lost jobs by the stuck-work sweep (docs/adr/015-broker-visibility-timeout.md).
+LONGEST_TASK_SECONDS = env_int("LONGEST_TASK_SECONDS", 100 * 1000**3 // (10 * 1000**2))
+CELERY_VISIBILITY_TIMEOUT_SECONDS = env_int("CELERY_VISIBILITY_TIMEOUT_SECONDS", 12 * 3600)
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://", "sqs://")):
+    if CELERY_VISIBILITY_TIMEOUT_SECONDS <= LONGEST_TASK_SECONDS:
+        raise ImproperlyConfigured(
+            f"CELERY_VISIBILITY_TIMEOUT_SECONDS={CELERY_VISIBILITY_TIMEOUT_SECONDS} must be longer than the "
+            f"longest task ({LONGEST_TASK_SECONDS} s, LONGEST_TASK_SECONDS), or long tasks run twice"
+        )
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT_SECONDS}
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_IGNORE_RESULT = True
