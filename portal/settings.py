@@ -55,6 +55,8 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_htmx",
+    # the audit trail's protection triggers, declared on Event (docs/adr/013-audit-trail-protection.md)
+    "pgtrigger",
     "migrations_app",
 ]
 
@@ -177,6 +179,22 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "processed_folder": str(BROKER_DIR / "processed"),
         "store_processed": False,
     }
+# Redis (and SQS) hand an unacknowledged message to another worker after `visibility_timeout`. Tasks ack
+# late, so a task running longer than that is started a second time while the first still runs; the lease
+# makes that harmless, but it wastes a worker and, at kombu's default of one hour, the longest copy would
+# be redelivered every hour. The longest task the sizing allows is one mailbox's copy: the biggest mailbox
+# Exchange Online takes (100 GB) at the slowest per-mailbox rate we plan for (10 MB/s), about 2.8 hours.
+# Recovery never waits for this timeout: a killed worker's mailboxes are requeued by their stale heartbeat
+# (reconcile_stale) and lost jobs by the stuck-work sweep (docs/adr/015-broker-visibility-timeout.md).
+LONGEST_TASK_SECONDS = env_int("LONGEST_TASK_SECONDS", 100 * 1000**3 // (10 * 1000**2))
+CELERY_VISIBILITY_TIMEOUT_SECONDS = env_int("CELERY_VISIBILITY_TIMEOUT_SECONDS", 12 * 3600)
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://", "sqs://")):
+    if CELERY_VISIBILITY_TIMEOUT_SECONDS <= LONGEST_TASK_SECONDS:
+        raise ImproperlyConfigured(
+            f"CELERY_VISIBILITY_TIMEOUT_SECONDS={CELERY_VISIBILITY_TIMEOUT_SECONDS} must be longer than the "
+            f"longest task ({LONGEST_TASK_SECONDS} s, LONGEST_TASK_SECONDS), or long tasks run twice"
+        )
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT_SECONDS}
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_IGNORE_RESULT = True
@@ -200,6 +218,8 @@ CELERY_BEAT_SCHEDULE = {
     "idempotency-keys-purge": {"task": "migrations_app.tasks.idempotency_keys_purge", "schedule": 3600.0},
     # turns new events into webhook deliveries and sends the ones that are due
     "webhooks-dispatch": {"task": "migrations_app.tasks.webhooks_dispatch", "schedule": 10.0},
+    # import jobs and readiness checks whose task was lost or whose worker died (services/sweeps.py)
+    "stuck-work-sweep": {"task": "migrations_app.tasks.stuck_work_sweep", "schedule": 60.0},
     # schedules the notifications that are due (set-based) and hands them to Notify within its limits
     "notifications-send": {"task": "migrations_app.tasks.notifications_send", "schedule": 15.0},
     # holds the next waves of organisations whose last wave crossed the support or failure threshold
@@ -377,6 +397,15 @@ WEBHOOK_CLAIM_SECONDS = env_int("WEBHOOK_CLAIM_SECONDS", 120)
 # The PowerShell remoting client: "pypsrp", or a module offering the same WSMan / RunspacePool / PowerShell
 # classes (the tests' and the benchmark's fake Exchange endpoint).
 SWITCH_POWERSHELL_CLIENT = env_str("SWITCH_POWERSHELL_CLIENT", "pypsrp")
+
+# Stuck work (services/sweeps.py): a job or check still queued this long had its task lost (a broker outage
+# at enqueue) and is sent again; a running import whose progress has not moved this long lost its worker and
+# is run again, up to IMPORT_MAX_ATTEMPTS runs, then failed with a reason; a running readiness check whose
+# counts have not moved this long lost batches and is failed with a reason (run it again).
+SWEEP_QUEUED_AFTER_SECONDS = env_int("SWEEP_QUEUED_AFTER_SECONDS", 300)
+IMPORT_STALL_SECONDS = env_int("IMPORT_STALL_SECONDS", 900)
+IMPORT_MAX_ATTEMPTS = env_int("IMPORT_MAX_ATTEMPTS", 3)
+READINESS_STALL_SECONDS = env_int("READINESS_STALL_SECONDS", 900)
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Migration control portal API",
