@@ -131,11 +131,14 @@ else:
         }
     }
 
-# The public "when does my mailbox move?" page: lookups per client IP (django-ratelimit, counted in the cache
-# above; a shared cache such as Redis when several web processes serve it). Behind a proxy, set
-# RATELIMIT_IP_META_KEY to the header that carries the client address (e.g. HTTP_X_FORWARDED_FOR).
-PUBLIC_LOOKUP_RATE = env_str("PUBLIC_LOOKUP_RATE", "10/m")
-RATELIMIT_IP_META_KEY = env_str("RATELIMIT_IP_META_KEY") or None
+# The public "when does my mailbox move?" page: lookups per client IP in each window listed (a burst, then a
+# longer window: a trust's staff behind one NAT share an address), and for everyone together, counted in the
+# cache above (atomically; a shared cache such as Redis when several web processes serve it).
+PUBLIC_LOOKUP_RATE = env_str("PUBLIC_LOOKUP_RATE", "30/m,300/h")
+PUBLIC_LOOKUP_GLOBAL_RATE = env_str("PUBLIC_LOOKUP_GLOBAL_RATE", "3000/m")
+# Behind a load balancer or proxy: its addresses (or networks). X-Forwarded-For is believed only from these,
+# for the client address every rate limit counts by (migrations_app/ratelimit.py).
+TRUSTED_PROXIES = env_list("TRUSTED_PROXIES")
 
 # --- Celery ------------------------------------------------------------------------------------------------
 # The embedded default is kombu's filesystem transport: messages are files in var/broker, so the web
@@ -291,6 +294,13 @@ AUTH_PASSWORD_VALIDATORS = [
 # Entra ID sign-in (portal/entra.py): None keeps local accounts only.
 ENTRA = entra_settings()
 
+# Failed sign-ins (services/sign_in.py): slowed from the 3rd for an account, refused for 15 minutes after the
+# 5th for an account or the 30th from one client address (TRUSTED_PROXIES says whose address that is).
+SIGN_IN_SLOW_AFTER = env_int("SIGN_IN_SLOW_AFTER", 3)
+SIGN_IN_MAX_FAILURES = env_int("SIGN_IN_MAX_FAILURES", 5)
+SIGN_IN_MAX_FAILURES_PER_ADDRESS = env_int("SIGN_IN_MAX_FAILURES_PER_ADDRESS", 30)
+SIGN_IN_LOCKOUT_SECONDS = env_int("SIGN_IN_LOCKOUT_SECONDS", 15 * 60)
+
 if TESTING:
     PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
@@ -298,6 +308,7 @@ if TESTING:
 REST_FRAMEWORK = {
     # Bearer first: an unauthenticated request gets 401 with WWW-Authenticate: Bearer
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        "migrations_app.api.authentication.AddressGate",
         "migrations_app.api.authentication.BearerTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
@@ -305,7 +316,7 @@ REST_FRAMEWORK = {
         "rest_framework.permissions.IsAuthenticated",
         "migrations_app.api.permissions.TokenHasScope",
     ],
-    "DEFAULT_THROTTLE_CLASSES": ["migrations_app.api.throttling.TokenRateThrottle"],
+    "DEFAULT_THROTTLE_CLASSES": ["migrations_app.api.throttling.UserRateThrottle"],
     # No OrderingFilter: every list is cursor-paged on a unique, indexed key (id, ODS code, start + id), so
     # page 10,000 costs what page 1 does; an ?ordering= on a non-unique column would page unstably and sort
     # 2.1 million rows.
@@ -313,8 +324,10 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "migrations_app.api.errors.problem_exception_handler",
 }
-# Requests per token (DRF rate syntax: "600/min", "10/s").
+# Requests per user, all their tokens and their session together ("600/min", "10/s"), and per client address
+# for anonymous and failed-authentication requests (migrations_app/api/throttling.py).
 API_THROTTLE_RATE = env_str("API_THROTTLE_RATE") or "600/min"
+API_ANON_THROTTLE_RATE = env_str("API_ANON_THROTTLE_RATE") or "60/min"
 # A bulk upsert with more rows than this is answered 202 with an import job to poll.
 API_BULK_INLINE_MAX_ROWS = env_int("API_BULK_INLINE_MAX_ROWS", 5_000)
 API_BULK_MAX_ROWS = env_int("API_BULK_MAX_ROWS", 100_000)
