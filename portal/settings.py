@@ -294,6 +294,10 @@ AUTH_PASSWORD_VALIDATORS = [
 # Entra ID sign-in (portal/entra.py): None keeps local accounts only.
 ENTRA = entra_settings()
 
+# Four eyes on wave approval (services/waves.py): the approver is neither the proposer nor whoever last changed
+# the wave. A deployment setting, not a button, so one person cannot switch it off, approve and switch it on.
+WAVE_FOUR_EYES = env_bool("WAVE_FOUR_EYES", True)
+
 # Failed sign-ins (services/sign_in.py): slowed from the 3rd for an account, refused for 15 minutes after the
 # 5th for an account or the 30th from one client address (TRUSTED_PROXIES says whose address that is).
 SIGN_IN_SLOW_AFTER = env_int("SIGN_IN_SLOW_AFTER", 3)

@@ -45,7 +45,7 @@ from migrations_app.services.planning import (
     wave_name,
     wave_place_carried_over,
 )
-from migrations_app.services.waves import ACTIONS, wave_act
+from migrations_app.services.waves import ACTIONS, four_eyes_refusal, wave_act
 from migrations_app.views._csv import CHUNK_SIZE, csv_response
 from migrations_app.views._helpers import add_service_errors, error_summary_items, paginate
 from migrations_app.views.mailboxes import MAILBOX_CSV_HEADER, mailbox_csv_rows
@@ -153,7 +153,6 @@ def _panel_context(request, wave: Wave, *, error: str = "") -> dict:
     can_answer = wave.status in (S.PROPOSED, S.APPROVED)
     for row in rows:
         row["can_answer"] = can_answer and not user.is_viewer and can_administer(user, row["organisation"])
-    settings = ProgrammeSettings.load()
     return {
         "wave": wave,
         "totals": totals,
@@ -173,9 +172,8 @@ def _panel_context(request, wave: Wave, *, error: str = "") -> dict:
             .order_by("-id")[:100]
         ),
         "actions": _wave_actions(wave, user),
-        "four_eyes_blocks": settings.four_eyes
-        and wave.status == S.PROPOSED
-        and wave.proposed_by_id == user.pk,
+        "four_eyes_blocks": wave.status == S.PROPOSED and four_eyes_refusal(wave, user) is not None,
+        "four_eyes_reason": four_eyes_refusal(wave, user) if wave.status == S.PROPOSED else None,
         "awaiting": sum(1 for r in rows if r["response"] != "go") if wave.status == S.PROPOSED else 0,
         "error": error,
     }
