@@ -15,7 +15,6 @@ from tests.webhook_receiver import allow_receiver, start_receiver
 
 @pytest.mark.django_db(transaction=True)
 def test_a_worker_sends_the_queued_deliveries(real_broker, settings, admin_a, org_a):
-    settings.WEBHOOK_FANOUT_LAG_SECONDS = 0
     receiver, server = start_receiver([200])
     allow_receiver(settings, receiver.url)
     try:

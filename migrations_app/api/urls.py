@@ -6,7 +6,7 @@ local sign-in is off, lockout after failures)."""
 from django.urls import include, path
 from rest_framework.routers import DefaultRouter
 
-from migrations_app.api import resources, views
+from migrations_app.api import resources, support, views
 
 app_name = "api"
 
@@ -50,6 +50,15 @@ urlpatterns = [
         webhooks.as_view({"get": "deliveries"}, **webhooks.deliveries.kwargs),
         name="webhook-deliveries",
     ),
+    # support: a trust's service-desk tickets, and the support rates
+    path("organisations/<str:ods_code>/support-tickets/", support.support_tickets, name="support-tickets"),
+    path(
+        "organisations/<str:ods_code>/support/",
+        support.organisation_support_rates,
+        name="organisation-support",
+    ),
+    path("waves/<int:pk>/support/", support.wave_support_rates, name="wave-support"),
+    path("support/", support.programme_support_rates, name="programme-support"),
     path("planner/preview/", views.planner_preview, name="planner-preview"),
     path("planner/commit/", views.planner_commit, name="planner-commit"),
     path("planner/pilot/", views.planner_pilot, name="planner-pilot"),

@@ -20,11 +20,12 @@ import time
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Exists, Max, OuterRef
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from migrations_app.models import Event, Organisation, User, Webhook, WebhookDelivery
 from migrations_app.outbound import OutboundRefused, outbound_check_url, outbound_request
+from migrations_app.selectors.feed import events_after, events_visible_below_horizon
 from migrations_app.selectors.scoping import require_administer
 from migrations_app.services.events import event_record
 
@@ -103,8 +104,8 @@ def webhook_create(
         data={"webhook": webhook.pk, "event_types": webhook.event_types},
     )
     # what happened before (its own creation included) is history, readable at /events
-    webhook.last_event_id = created.pk
-    webhook.save(update_fields=["last_event_id"])
+    webhook.last_event_txid, webhook.last_event_id = created.txid, created.pk
+    webhook.save(update_fields=["last_event_txid", "last_event_id"])
     return webhook
 
 
@@ -123,7 +124,7 @@ def webhook_update(*, actor: User, webhook: Webhook, **changes) -> Webhook:
         webhook.description = changes["description"][:200]
     if "active" in changes:
         if changes["active"] and not webhook.active:
-            webhook.last_event_id = Event.objects.aggregate(last=Max("id"))["last"] or 0
+            webhook.last_event_txid, webhook.last_event_id = _feed_end()
         webhook.active = changes["active"]
     webhook.save()
     event_record(
@@ -134,6 +135,12 @@ def webhook_update(*, actor: User, webhook: Webhook, **changes) -> Webhook:
         data={"webhook": webhook.pk, "fields": sorted(changes)},  # names only: never the secret
     )
     return webhook
+
+
+def _feed_end() -> tuple[int, int]:
+    """The feed position of "now": after the newest event, in the feed's order."""
+    last = Event.objects.order_by("-txid", "-id").values_list("txid", "id").first()
+    return last or (0, 0)
 
 
 @transaction.atomic
@@ -202,14 +209,16 @@ def event_payload(event: Event, ods_code: str) -> dict:
 def webhooks_fan_out(*, batch: int = 1000) -> int:
     """Deliveries for the events after each active subscription's cursor; returns how many were made.
 
-    One query finds the subscriptions with new events (event_org_idx); then per such subscription one read of
-    at most `batch` events and one INSERT. Events younger than WEBHOOK_FANOUT_LAG_SECONDS wait for the next
-    run, so an event whose transaction commits a moment after a later one is not skipped by the cursor; the
-    (webhook, event) unique constraint makes a second look at an event harmless."""
-    cutoff = timezone.now() - datetime.timedelta(seconds=settings.WEBHOOK_FANOUT_LAG_SECONDS)
-    newer = Event.objects.filter(
-        organisation_id=OuterRef("organisation_id"), id__gt=OuterRef("last_event_id"), created_at__lte=cutoff
-    )
+    The cursor is a position in the event feed's order, (txid, id), and only events below the visibility
+    horizon are read (selectors/feed.py), so an event whose transaction commits after a later one is still
+    delivered, exactly once: the (webhook, event) unique constraint makes a second look harmless too.
+    One query finds the subscriptions with new events (event_org_feed_idx); then per such subscription one
+    read of at most `batch` events and one INSERT."""
+    newer = events_visible_below_horizon(
+        Event.objects.filter(
+            organisation_id=OuterRef("organisation_id"), txid__gte=OuterRef("last_event_txid")
+        )
+    ).exclude(txid=OuterRef("last_event_txid"), id__lte=OuterRef("last_event_id"))
     pending = Webhook.objects.filter(Exists(newer), active=True).values_list("pk", flat=True)
     made = 0
     for webhook_id in list(pending):
@@ -224,13 +233,11 @@ def webhooks_fan_out(*, batch: int = 1000) -> int:
             if webhook is None:
                 continue
             events = list(
-                Event.objects.filter(
-                    organisation_id=webhook.organisation_id,
-                    id__gt=webhook.last_event_id,
-                    created_at__lte=cutoff,
-                )
-                .select_related("actor")
-                .order_by("id")[:batch]
+                events_after(
+                    Event.objects.filter(organisation_id=webhook.organisation_id),
+                    txid=webhook.last_event_txid,
+                    event_id=webhook.last_event_id,
+                ).select_related("actor")[:batch]
             )
             if not events:
                 continue
@@ -246,7 +253,9 @@ def webhooks_fan_out(*, batch: int = 1000) -> int:
                 if webhook.wants(event.action)
             ]
             WebhookDelivery.objects.bulk_create(deliveries, ignore_conflicts=True)
-            Webhook.objects.filter(pk=webhook.pk).update(last_event_id=events[-1].pk)
+            Webhook.objects.filter(pk=webhook.pk).update(
+                last_event_txid=events[-1].txid, last_event_id=events[-1].pk
+            )
             made += len(deliveries)
     return made
 

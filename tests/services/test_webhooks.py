@@ -36,7 +36,6 @@ def receiver_verifies(headers: dict, body: bytes, secret: str, tolerance: int = 
 
 @pytest.fixture
 def hooks(settings):
-    settings.WEBHOOK_FANOUT_LAG_SECONDS = 0
     settings.WEBHOOK_TIMEOUT_SECONDS = 5
     servers = []
 

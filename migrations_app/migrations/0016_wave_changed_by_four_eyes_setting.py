@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('migrations_app', '0009_merge_pages'),
+        ('migrations_app', '0015_merged_mailbox_states'),
     ]
 
     operations = [
