@@ -20,7 +20,7 @@ from rest_framework.response import Response
 from rest_framework.utils.urls import replace_query_param
 
 from migrations_app.api.errors import Problem
-from migrations_app.api.filters import IsoDateTimeFilter
+from migrations_app.api.filters import IdFilter, IsoDateTimeFilter
 from migrations_app.api.serializers import (
     EndpointSerializer,
     EventSerializer,
@@ -223,6 +223,7 @@ def _bulk_body(request) -> tuple[bytes, int, bool]:
 
 class MailboxFilter(filters.FilterSet):
     organisation = filters.CharFilter(method="by_ods_code", help_text="ODS code")
+    wave = IdFilter("wave")
     updated_since = IsoDateTimeFilter(field_name="updated_at", lookup_expr="gte")
 
     class Meta:
@@ -347,6 +348,8 @@ class AfterIdPagination(BasePagination):
 
 class EventFilter(filters.FilterSet):
     organisation = filters.CharFilter(method="by_ods_code", help_text="ODS code")
+    wave = IdFilter("wave")
+    mailbox = IdFilter("mailbox")
 
     class Meta:
         model = Event
