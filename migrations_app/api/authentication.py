@@ -56,3 +56,16 @@ class BearerTokenScheme(OpenApiAuthenticationExtension):
 
     def get_security_definition(self, auto_schema):
         return {"type": "http", "scheme": "bearer", "description": "An API token made under 'API tokens'"}
+
+
+class AddressGateScheme(OpenApiAuthenticationExtension):
+    """AddressGate only counts: it is no way of authenticating, so the schema shows nothing for it."""
+
+    target_class = AddressGate
+    name: list[str] = []
+
+    def get_security_requirement(self, auto_schema):
+        return None
+
+    def get_security_definition(self, auto_schema):
+        return []
