@@ -65,6 +65,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # before anything reads the body: too large a body, NUL bytes in parameters stop here (request_limits.py)
+    "migrations_app.request_limits.RequestLimitsMiddleware",
     # after authentication: keys are per user (api/idempotency.py)
     "migrations_app.api.idempotency.IdempotencyMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -350,6 +352,11 @@ REST_FRAMEWORK = {
         "migrations_app.api.permissions.TokenHasScope",
     ],
     "DEFAULT_THROTTLE_CLASSES": ["migrations_app.api.throttling.UserRateThrottle"],
+    "DEFAULT_PARSER_CLASSES": [
+        "migrations_app.api.parsers.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     # No OrderingFilter: every list is cursor-paged on a unique, indexed key (id, ODS code, start + id), so
     # page 10,000 costs what page 1 does; an ?ordering= on a non-unique column would page unstably and sort
     # 2.1 million rows.
@@ -364,6 +371,8 @@ API_ANON_THROTTLE_RATE = env_str("API_ANON_THROTTLE_RATE") or "60/min"
 # A bulk upsert with more rows than this is answered 202 with an import job to poll.
 API_BULK_INLINE_MAX_ROWS = env_int("API_BULK_INLINE_MAX_ROWS", 5_000)
 API_BULK_MAX_ROWS = env_int("API_BULK_MAX_ROWS", 100_000)
+# The largest request body accepted anywhere but an inventory upload: the bulk limit's rows at ~640 bytes each.
+API_MAX_BODY_BYTES = env_int("API_MAX_BODY_BYTES", 64 * 1024 * 1024)
 # Idempotency-Key: how long a first response is kept for retries, and after how long a request that never
 # finished (its process died) stops holding its key.
 API_IDEMPOTENCY_TTL_HOURS = env_int("API_IDEMPOTENCY_TTL_HOURS", 24)

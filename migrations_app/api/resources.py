@@ -15,12 +15,13 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.pagination import BasePagination, CursorPagination
-from rest_framework.parsers import BaseParser, JSONParser
+from rest_framework.parsers import BaseParser
 from rest_framework.response import Response
 from rest_framework.utils.urls import replace_query_param
 
 from migrations_app.api.errors import Problem
 from migrations_app.api.filters import IdFilter, IsoDateTimeFilter
+from migrations_app.api.parsers import JSONParser
 from migrations_app.api.serializers import (
     EndpointSerializer,
     EventSerializer,

@@ -18,6 +18,7 @@ from django_htmx.http import HttpResponseStopPolling
 from migrations_app.forms import DatePartsField
 from migrations_app.models import ClosedPeriod, Mailbox, Organisation, ProgrammeSettings, User, Wave
 from migrations_app.planning.calendar import LONDON
+from migrations_app.request_limits import id_parameter
 from migrations_app.selectors.progress import wave_progress
 from migrations_app.selectors.scoping import (
     can_administer,
@@ -252,7 +253,7 @@ def wave_place_carried_over_view(request, pk: int):
     target would go over its capacity or meets a blackout or a preference."""
     source = _visible_wave(request, pk)
     require_planner(request.user)
-    target = get_object_or_404(Wave, pk=request.POST.get("target") or 0)
+    target = get_object_or_404(Wave, pk=id_parameter(request.POST.get("target"), "target"))
     try:
         result = wave_place_carried_over(
             actor=request.user, source=source, target=target, confirm=request.POST.get("confirm") == "1"
@@ -331,7 +332,7 @@ def wave_move(request, pk: int):
     source = _visible_wave(request, pk)
     require_planner(request.user)
     organisation = get_object_or_404(Organisation, ods_code=(request.POST.get("organisation") or "").upper())
-    target = get_object_or_404(Wave, pk=request.POST.get("target") or 0)
+    target = get_object_or_404(Wave, pk=id_parameter(request.POST.get("target"), "target"))
     try:
         result = wave_move_organisation(
             actor=request.user,
@@ -357,7 +358,7 @@ def wave_move_mailbox_view(request, pk: int):
         .select_related("organisation")
         .first()
     )
-    target = get_object_or_404(Wave, pk=request.POST.get("target") or 0)
+    target = get_object_or_404(Wave, pk=id_parameter(request.POST.get("target"), "target"))
     if mailbox is None:
         messages.error(request, f"No mailbox {email}")
         return redirect("wave_detail", pk=source.pk)
