@@ -181,7 +181,7 @@ class ProgrammeSettingsAdmin(admin.ModelAdmin):
                 )
             },
         ),
-        ("Approval", {"fields": ("four_eyes", "go_required_from_every_organisation")}),
+        ("Approval", {"fields": ("go_required_from_every_organisation",)}),
     )
 
     def has_add_permission(self, request):

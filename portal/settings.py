@@ -67,6 +67,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # before anything reads the body: too large a body, NUL bytes in parameters stop here (request_limits.py)
+    "migrations_app.request_limits.RequestLimitsMiddleware",
     # after authentication: keys are per user (api/idempotency.py)
     "migrations_app.api.idempotency.IdempotencyMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -133,11 +135,14 @@ else:
         }
     }
 
-# The public "when does my mailbox move?" page: lookups per client IP (django-ratelimit, counted in the cache
-# above; a shared cache such as Redis when several web processes serve it). Behind a proxy, set
-# RATELIMIT_IP_META_KEY to the header that carries the client address (e.g. HTTP_X_FORWARDED_FOR).
-PUBLIC_LOOKUP_RATE = env_str("PUBLIC_LOOKUP_RATE", "10/m")
-RATELIMIT_IP_META_KEY = env_str("RATELIMIT_IP_META_KEY") or None
+# The public "when does my mailbox move?" page: lookups per client IP in each window listed (a burst, then a
+# longer window: a trust's staff behind one NAT share an address), and for everyone together, counted in the
+# cache above (atomically; a shared cache such as Redis when several web processes serve it).
+PUBLIC_LOOKUP_RATE = env_str("PUBLIC_LOOKUP_RATE", "30/m,300/h")
+PUBLIC_LOOKUP_GLOBAL_RATE = env_str("PUBLIC_LOOKUP_GLOBAL_RATE", "3000/m")
+# Behind a load balancer or proxy: its addresses (or networks). X-Forwarded-For is believed only from these,
+# for the client address every rate limit counts by (migrations_app/ratelimit.py).
+TRUSTED_PROXIES = env_list("TRUSTED_PROXIES")
 # The public help form ("I need help with my moved mailbox"): requests per client IP, like the lookup.
 PUBLIC_HELP_RATE = env_str("PUBLIC_HELP_RATE", "5/h")
 
@@ -342,6 +347,17 @@ AUTH_PASSWORD_VALIDATORS = [
 # Entra ID sign-in (portal/entra.py): None keeps local accounts only.
 ENTRA = entra_settings()
 
+# Four eyes on wave approval (services/waves.py): the approver is neither the proposer nor whoever last changed
+# the wave. A deployment setting, not a button, so one person cannot switch it off, approve and switch it on.
+WAVE_FOUR_EYES = env_bool("WAVE_FOUR_EYES", True)
+
+# Failed sign-ins (services/sign_in.py): slowed from the 3rd for an account, refused for 15 minutes after the
+# 5th for an account or the 30th from one client address (TRUSTED_PROXIES says whose address that is).
+SIGN_IN_SLOW_AFTER = env_int("SIGN_IN_SLOW_AFTER", 3)
+SIGN_IN_MAX_FAILURES = env_int("SIGN_IN_MAX_FAILURES", 5)
+SIGN_IN_MAX_FAILURES_PER_ADDRESS = env_int("SIGN_IN_MAX_FAILURES_PER_ADDRESS", 30)
+SIGN_IN_LOCKOUT_SECONDS = env_int("SIGN_IN_LOCKOUT_SECONDS", 15 * 60)
+
 if TESTING:
     PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
@@ -349,6 +365,7 @@ if TESTING:
 REST_FRAMEWORK = {
     # Bearer first: an unauthenticated request gets 401 with WWW-Authenticate: Bearer
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        "migrations_app.api.authentication.AddressGate",
         "migrations_app.api.authentication.BearerTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
@@ -356,7 +373,12 @@ REST_FRAMEWORK = {
         "rest_framework.permissions.IsAuthenticated",
         "migrations_app.api.permissions.TokenHasScope",
     ],
-    "DEFAULT_THROTTLE_CLASSES": ["migrations_app.api.throttling.TokenRateThrottle"],
+    "DEFAULT_THROTTLE_CLASSES": ["migrations_app.api.throttling.UserRateThrottle"],
+    "DEFAULT_PARSER_CLASSES": [
+        "migrations_app.api.parsers.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     # No OrderingFilter: every list is cursor-paged on a unique, indexed key (id, ODS code, start + id), so
     # page 10,000 costs what page 1 does; an ?ordering= on a non-unique column would page unstably and sort
     # 2.1 million rows.
@@ -364,11 +386,15 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "migrations_app.api.errors.problem_exception_handler",
 }
-# Requests per token (DRF rate syntax: "600/min", "10/s").
+# Requests per user, all their tokens and their session together ("600/min", "10/s"), and per client address
+# for anonymous and failed-authentication requests (migrations_app/api/throttling.py).
 API_THROTTLE_RATE = env_str("API_THROTTLE_RATE") or "600/min"
+API_ANON_THROTTLE_RATE = env_str("API_ANON_THROTTLE_RATE") or "60/min"
 # A bulk upsert with more rows than this is answered 202 with an import job to poll.
 API_BULK_INLINE_MAX_ROWS = env_int("API_BULK_INLINE_MAX_ROWS", 5_000)
 API_BULK_MAX_ROWS = env_int("API_BULK_MAX_ROWS", 100_000)
+# The largest request body accepted anywhere but an inventory upload: the bulk limit's rows at ~640 bytes each.
+API_MAX_BODY_BYTES = env_int("API_MAX_BODY_BYTES", 64 * 1024 * 1024)
 # Idempotency-Key: how long a first response is kept for retries, and after how long a request that never
 # finished (its process died) stops holding its key.
 API_IDEMPOTENCY_TTL_HOURS = env_int("API_IDEMPOTENCY_TTL_HOURS", 24)

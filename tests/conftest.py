@@ -16,6 +16,15 @@ from tests.switch_fixtures import fake_exchange  # noqa: F401 (a fixture for the
 REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
 
 
+@pytest.fixture(autouse=True)
+def fresh_rate_limits():
+    """Rate-limit and lockout counters live in the cache: each test starts with none."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+
+
 def skip_or_fail(reason: str) -> None:
     if REQUIRE_SERVICES:
         pytest.fail(f"REQUIRE_SERVICES=1 but {reason}")
