@@ -55,3 +55,10 @@ def test_endpoint_secrets_are_not_shown_in_the_admin(superuser_client):
     response = superuser_client.get(reverse("admin:migrations_app_endpoint_change", args=[endpoint.pk]))
     assert response.status_code == 200
     assert b"hunter2-secret" not in response.content
+
+
+def test_the_admin_is_offered_only_to_those_who_can_use_it(client, db):
+    client.force_login(UserFactory(username="pat", role="programme_office"))
+    assert "Administration" not in client.get("/dashboard/").content.decode()
+    client.force_login(UserFactory(username="root", is_staff=True, is_superuser=True))
+    assert "Administration" in client.get("/dashboard/").content.decode()

@@ -148,8 +148,11 @@ def _problem_response(status_code: int, detail: str) -> JsonResponse:
 def page_not_found(request, exception):
     """handler404: problem+json under /api/, the NHS.UK page elsewhere."""
     if request.path.startswith("/api/"):
-        return _problem_response(404, f"There is no API resource at {request.path}")
-    return defaults.page_not_found(request, exception)
+        response = _problem_response(404, f"There is no API resource at {request.path}")
+    else:
+        response = defaults.page_not_found(request, exception)
+    response.portal_error_page = True  # for DebugErrorPagesMiddleware: already the page production shows
+    return response
 
 
 def server_error(request):

@@ -70,7 +70,12 @@ def _database(base: Path) -> tuple[str, callable]:
 
 def _run(args: list[str], env: dict, timeout: int = 300) -> str:
     result = subprocess.run(
-        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     assert result.returncode == 0, f"manage.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
     return result.stdout
@@ -80,7 +85,8 @@ def production_env(base: Path, database_url: str, port: int) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("PORTAL_", "DJANGO_", "CELERY_", "SIMULATED_")) and k not in {"DEBUG", "CACHE_URL"}
+        if not k.startswith(("PORTAL_", "DJANGO_", "CELERY_", "SIMULATED_"))
+        and k not in {"DEBUG", "CACHE_URL"}
     }
     env.update(
         {

@@ -20,6 +20,9 @@ def test_it_refuses_a_scope_the_role_cannot_use(role, refused):
 @pytest.mark.django_db
 def test_the_programme_office_may_have_every_scope():
     token, _ = token_create(
-        user=UserFactory(role="programme_office"), name="x", scopes=["read", "write", "approve"], expires_at=None
+        user=UserFactory(role="programme_office"),
+        name="x",
+        scopes=["read", "write", "approve"],
+        expires_at=None,
     )
     assert token.scopes == ["approve", "read", "write"]
