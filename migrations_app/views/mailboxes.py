@@ -42,6 +42,7 @@ MAILBOX_CSV_HEADER = [
     "last_error_code",
     "last_error_message",
     "bytes_copied",
+    "target_upn",  # last, so the export uploads again as an inventory (the other state columns are ignored)
 ]
 
 
@@ -63,6 +64,7 @@ def mailbox_csv_rows(mailboxes):
             m.last_error_code,
             m.last_error_message,
             m.bytes_copied,
+            m.target_upn,
         ]
 
 
