@@ -145,3 +145,12 @@ def real_broker(settings, tmp_path):
 
 
 from tests.readiness_fixtures import preflight_rates, run_check  # noqa: E402, F401
+
+
+@pytest.fixture(scope="session")
+def production_server(tmp_path_factory):
+    """gunicorn serving the production profile (DEBUG unset, collectstatic's manifest) on the seeded demo, as
+    README says to serve it (tests/production/server.py). One per test session."""
+    from tests.production import server
+
+    yield from server.start(tmp_path_factory.mktemp("production"))

@@ -54,6 +54,7 @@ MAILBOX_CSV_HEADER = [
     "last_error_code",
     "last_error_message",
     "bytes_copied",
+    "target_upn",  # last, so the export uploads again as an inventory (the other state columns are ignored)
 ]
 
 
@@ -75,6 +76,7 @@ def mailbox_csv_rows(mailboxes):
             m.last_error_code,
             m.last_error_message,
             m.bytes_copied,
+            m.target_upn,
         ]
 
 
