@@ -202,8 +202,12 @@ def _claim(limit: int, now: dt.datetime) -> list[int]:
 
 def _render(ids: list[int]) -> tuple[list[Outgoing], list[Notification]]:
     """The claimed notifications with their words: one query per table for the whole claim."""
-    rows = list(Notification.objects.filter(id__in=ids).order_by("window_starts_at", "id"))
-    mailboxes = Mailbox.objects.in_bulk([r.mailbox_id for r in rows])
+    rows = list(
+        Notification.objects.filter(id__in=ids)
+        .only("id", "mailbox_id", "organisation_id", "wave_id", "moment", "recipient", "attempts", "status")
+        .order_by("window_starts_at", "id")
+    )
+    mailboxes = Mailbox.objects.only("id", "email", "display_name").in_bulk([r.mailbox_id for r in rows])
     org_ids = {r.organisation_id for r in rows}
     names = dict(Organisation.objects.filter(pk__in=org_ids).values_list("pk", "name"))
     notices = dict(
@@ -286,11 +290,33 @@ def _record(
                 result.retried += 1
             else:
                 result.rate_limited += 1
-    Notification.objects.bulk_update(
-        rows, ["status", "notify_id", "sent_at", "attempts", "next_attempt_at", "error"], batch_size=500
-    )
+    _save(rows, now=now)
     event_record_many(events)
     return result
+
+
+def _save(rows: list[Notification], *, now: dt.datetime) -> None:
+    """Write the outcomes: the sent ones (each with its own Notify id) in one executemany, which psycopg
+    pipelines; the rest grouped by what changes, one UPDATE each. (Django's bulk_update builds a CASE per
+    field and row: 4 s for 500 rows, most of the send time.)"""
+    sent = [r for r in rows if r.status == N.SENT]
+    if sent:
+        table = connection.ops.quote_name(Notification._meta.db_table)
+        at = connection.ops.adapt_datetimefield_value(now)
+        with connection.cursor() as cursor:
+            cursor.executemany(
+                f"UPDATE {table} SET status = %s, notify_id = %s, sent_at = %s, attempts = attempts + 1, "
+                "next_attempt_at = NULL, error = '' WHERE id = %s",
+                [(N.SENT, r.notify_id, at, r.pk) for r in sent],
+            )
+    groups: dict[tuple, list[int]] = {}
+    for r in rows:
+        if r.status != N.SENT:
+            groups.setdefault((r.status, r.attempts, r.next_attempt_at, r.error), []).append(r.pk)
+    for (status, attempts, next_attempt_at, error), ids in groups.items():
+        Notification.objects.filter(pk__in=ids).update(
+            status=status, attempts=attempts, next_attempt_at=next_attempt_at, error=error
+        )
 
 
 def _stop_reason(outcomes: Iterable[Outcome]) -> str:
