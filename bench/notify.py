@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import logging
 import multiprocessing
 import os
 import time
@@ -141,6 +142,8 @@ def main() -> None:
     from migrations_app.services.notifications.templates import DEFAULTS
     from tests.fakes.notify import API_KEY, TEMPLATE_ID
 
+    # The log backend logs a line per message; here it stands in for the HTTP call, so it stays quiet.
+    logging.getLogger("migrations_app.services.notifications.sending").setLevel(logging.WARNING)
     reset_schema()
     wave = generate(mailboxes=args.mailboxes, orgs=args.organisations)
     subject, body = DEFAULTS[Moment.REMINDER]

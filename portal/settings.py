@@ -146,7 +146,8 @@ NOTIFY_BACKEND = env_str("NOTIFY_BACKEND")  # "notify" or "log"; empty: notify w
 NOTIFY_BASE_URL = env_str("NOTIFY_BASE_URL", "https://api.notifications.service.gov.uk")
 # The Notify template for each moment (each is "((subject))" / "((body))"): moment=uuid,...; default=uuid for all.
 NOTIFY_TEMPLATE_IDS = dict(
-    (item.partition("=")[0].strip(), item.partition("=")[2].strip()) for item in env_list("NOTIFY_TEMPLATE_IDS")
+    (item.partition("=")[0].strip(), item.partition("=")[2].strip())
+    for item in env_list("NOTIFY_TEMPLATE_IDS")
 )
 # The bearer token we give Notify for its delivery-receipt callbacks (POST /notify/receipts).
 NOTIFY_CALLBACK_TOKEN = env_str("NOTIFY_CALLBACK_TOKEN")

@@ -112,7 +112,9 @@ def test_a_429_storm_slows_sending_without_losing_a_message(real_broker, fake_no
     _, mailboxes = wave_in(org_a, starts_in=13 * DAY, mailboxes=30)
     fake_notify.storm(25)
 
-    assert run_until(real_broker, lambda: Notification.objects.filter(status="sent").count() == 30, timeout=90)
+    assert run_until(
+        real_broker, lambda: Notification.objects.filter(status="sent").count() == 30, timeout=90
+    )
     assert fake_notify.responses.count(429) == 25
     assert sorted(m.email_address for m in fake_notify.messages) == sorted(m.email for m in mailboxes)
     assert set(references(fake_notify).values()) == {1}

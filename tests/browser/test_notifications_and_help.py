@@ -15,7 +15,9 @@ from tests.notify_fixtures import wave_in
 @pytest.mark.django_db(transaction=True)
 def test_staff_ask_for_help_from_the_public_page(browser_pages, org_a):
     cache.clear()
-    wave, (mailbox, *_) = wave_in(org_a, starts_in=-dt.timedelta(days=1), mailboxes=2, status=Wave.Status.COMPLETED)
+    wave, (mailbox, *_) = wave_in(
+        org_a, starts_in=-dt.timedelta(days=1), mailboxes=2, status=Wave.Status.COMPLETED
+    )
     Mailbox.objects.filter(wave=wave).update(state=Mailbox.State.MIGRATED)
     page = browser_pages()
     page.goto("/when-does-my-mailbox-move/")

@@ -90,7 +90,9 @@ def test_the_programme_office_overrides_with_a_reason(next_wave, org_a, admin_a,
     assert wave_approve(wave=next_wave, actor=approver).status == Wave.Status.APPROVED
 
 
-def test_only_the_trust_itself_gives_go_and_only_the_office_overrides(org_a, org_b, admin_a, admin_b, officer, viewer):
+def test_only_the_trust_itself_gives_go_and_only_the_office_overrides(
+    org_a, org_b, admin_a, admin_b, officer, viewer
+):
     crossed_wave(org_a, admin_a)
     gate_evaluate()
     with pytest.raises(PermissionDenied):

@@ -32,7 +32,9 @@ def ticket(mailbox, reference="INC001", when=None, category="sign_in"):
 @pytest.mark.django_db
 def test_a_help_request_for_a_known_address_is_stored_for_its_organisation(org_a):
     _, (mailbox, *_) = moved_wave(org_a)
-    request = support_request_submit(email=f" {mailbox.email.upper()} ", category="phone", description="No mail")
+    request = support_request_submit(
+        email=f" {mailbox.email.upper()} ", category="phone", description="No mail"
+    )
     assert (request.organisation, request.mailbox, request.source) == (org_a, mailbox, "public")
     assert Event.objects.filter(action="support.requested", mailbox_id=mailbox.pk).exists()
 
@@ -65,7 +67,11 @@ def test_tickets_are_idempotent_by_reference(org_a, admin_a):
 def test_a_bad_ticket_rejects_the_batch_with_every_error(org_a, org_b, admin_a):
     _, (mine, *_) = moved_wave(org_a)
     _, (theirs, *_) = moved_wave(org_b)
-    rows = [ticket(mine, "INC1"), ticket(theirs, "INC2"), {**ticket(mine, "INC3"), "category": "bad", "opened_at": "x"}]
+    rows = [
+        ticket(mine, "INC1"),
+        ticket(theirs, "INC2"),
+        {**ticket(mine, "INC3"), "category": "bad", "opened_at": "x"},
+    ]
     with pytest.raises(ValidationError) as caught:
         support_tickets_import(organisation=org_a, actor=admin_a, rows=rows)
     assert [(e["line"], e["column"]) for e in caught.value.rows] == [
@@ -93,7 +99,9 @@ def test_the_support_rate_counts_distinct_mailboxes_within_a_week_of_their_move(
         rows=[
             ticket(one, "A1", now),
             ticket(one, "A2", now, category="phone"),  # same mailbox: counted once
-            ticket(two, "A3", wave.ends_at + 8 * DAY if wave.ends_at + 8 * DAY < now else wave.starts_at - DAY),
+            ticket(
+                two, "A3", wave.ends_at + 8 * DAY if wave.ends_at + 8 * DAY < now else wave.starts_at - DAY
+            ),
         ],
     )
     support_request_submit(email=two.email, category="missing", description="")
@@ -108,6 +116,6 @@ def test_the_support_rate_counts_distinct_mailboxes_within_a_week_of_their_move(
 def test_a_ticket_csv_needs_its_columns():
     with pytest.raises(ValidationError):
         tickets_from_csv(b"ref,address\nINC1,a@b.nhs.uk\n")
-    assert tickets_from_csv(b"\xef\xbb\xbfReference,Address,Opened_at,Category\nINC1,a@b.nhs.uk,2026-06-01,other\n") == [
-        {"reference": "INC1", "address": "a@b.nhs.uk", "opened_at": "2026-06-01", "category": "other"}
-    ]
+    assert tickets_from_csv(
+        b"\xef\xbb\xbfReference,Address,Opened_at,Category\nINC1,a@b.nhs.uk,2026-06-01,other\n"
+    ) == [{"reference": "INC1", "address": "a@b.nhs.uk", "opened_at": "2026-06-01", "category": "other"}]

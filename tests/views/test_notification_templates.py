@@ -39,7 +39,9 @@ def test_saving_new_words_switches_the_template_off(client_for, officer, org_a):
     wave_in(org_a, starts_in=dt.timedelta(days=10), mailboxes=1)
     client.post(f"{URL}after/", {"action": "preview"})
     client.post(f"{URL}after/", {"action": "on"})
-    response = client.post(f"{URL}after/", {"action": "save", "subject": "Moved: ((address))", "body": "Hello ((name))"})
+    response = client.post(
+        f"{URL}after/", {"action": "save", "subject": "Moved: ((address))", "body": "Hello ((name))"}
+    )
     assert response.status_code == 302
     template = NotificationTemplate.objects.get(moment="after")
     assert (template.subject, template.enabled) == ("Moved: ((address))", False)
@@ -72,5 +74,10 @@ def test_receipts_need_our_bearer_token(client, settings, org_a):
     assert post("Bearer a-long-callback-token").status_code == 200
     notification.refresh_from_db()
     assert notification.status == "delivered"
-    bad = client.post("/notify/receipts", "[]", content_type="application/json", HTTP_AUTHORIZATION="Bearer a-long-callback-token")
+    bad = client.post(
+        "/notify/receipts",
+        "[]",
+        content_type="application/json",
+        HTTP_AUTHORIZATION="Bearer a-long-callback-token",
+    )
     assert bad.status_code == 400

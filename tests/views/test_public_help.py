@@ -23,7 +23,9 @@ def fresh_rate_limits(settings):
 
 
 def send(client, email, category="phone", ip="192.0.2.1", description="My phone stopped"):
-    return client.post(URL, {"email": email, "category": category, "description": description}, REMOTE_ADDR=ip)
+    return client.post(
+        URL, {"email": email, "category": category, "description": description}, REMOTE_ADDR=ip
+    )
 
 
 def moved(org):
@@ -50,6 +52,7 @@ def test_a_request_from_the_public_page_moves_the_support_rate(client, org_a):
 
 def test_an_unknown_address_gets_the_same_answer_and_nothing_is_stored(client, org_a):
     _, (mailbox, *_) = moved(org_a)
+
     def page(email):
         html = send(client, email).content.decode().replace(email, "X")
         return re.sub(r"[A-Za-z0-9]{64}", "TOKEN", html)  # the CSRF token differs per response

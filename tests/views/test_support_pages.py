@@ -15,7 +15,9 @@ from tests.notify_fixtures import wave_in
 
 @pytest.fixture
 def moved(db, org_a):
-    wave, mailboxes = wave_in(org_a, starts_in=-dt.timedelta(days=1), mailboxes=10, status=Wave.Status.COMPLETED)
+    wave, mailboxes = wave_in(
+        org_a, starts_in=-dt.timedelta(days=1), mailboxes=10, status=Wave.Status.COMPLETED
+    )
     Mailbox.objects.filter(wave=wave).update(state=Mailbox.State.MIGRATED)
     return wave, mailboxes
 
@@ -38,7 +40,9 @@ def test_a_ticket_csv_upload_moves_the_rate(client_for, admin_a, moved):
 
 
 def test_a_bad_ticket_file_says_what_is_wrong_and_imports_nothing(client_for, admin_a, moved):
-    html = upload(client_for(admin_a), "RJ1", "reference,address,opened_at,category\nINC1,x@y.nhs.uk,soon,sign_in\n").content.decode()
+    html = upload(
+        client_for(admin_a), "RJ1", "reference,address,opened_at,category\nINC1,x@y.nhs.uk,soon,sign_in\n"
+    ).content.decode()
     assert "nothing was imported" in html and "line 1, address" in html
     assert not SupportRequest.objects.exists()
 
@@ -78,7 +82,11 @@ def test_the_programme_office_overrides_with_a_reason(client_for, admin_a, offic
     for m in mailboxes[:5]:
         support_request_submit(email=m.email, category="sign_in", description="")
     gate_evaluate()
-    html = client_for(officer).post("/organisations/RJ1/hold/override/", {"reason": ""}, follow=True).content.decode()
+    html = (
+        client_for(officer)
+        .post("/organisations/RJ1/hold/override/", {"reason": ""}, follow=True)
+        .content.decode()
+    )
     assert "Give a reason" in html
     client_for(officer).post("/organisations/RJ1/hold/override/", {"reason": "Known password issue, fixed"})
     assert OrganisationHold.objects.get().release == "override"

@@ -48,7 +48,10 @@ def test_notify_refuses_a_malformed_address_and_it_is_not_retried(fake, org_a):
     result = notifications_send_due()
     assert (result.sent, result.rejected) == (0, 1)
     notification = Notification.objects.get()
-    assert (notification.status, notification.error) == ("rejected", "email_address Not a valid email address")
+    assert (notification.status, notification.error) == (
+        "rejected",
+        "email_address Not a valid email address",
+    )
     assert notifications_send_due().sent == 0
 
 
@@ -57,7 +60,9 @@ def test_a_wrong_key_is_retried_later_not_lost(fake, settings, org_a):
     templates_on()
     wave_in(org_a, starts_in=13 * DAY, mailboxes=2)
     notifications_schedule()
-    settings.NOTIFY_API_KEY = "portal_test-26785a09-ab16-4eb0-8407-a37497a57506-00000000-0000-0000-0000-000000000000"
+    settings.NOTIFY_API_KEY = (
+        "portal_test-26785a09-ab16-4eb0-8407-a37497a57506-00000000-0000-0000-0000-000000000000"
+    )
     result = notifications_send_due()
     assert (result.sent, result.retried, result.stopped) == (0, 2, "retry")
     assert fake.responses == [403, 403]
@@ -75,7 +80,9 @@ def test_notifys_daily_limit_waits_until_tomorrow(fake, org_a):
     result = notifications_send_due()
     assert (result.sent, result.stopped) == (1, "daily_limit")
     waiting = Notification.objects.filter(status="pending")
-    assert all(n.next_attempt_at > timezone.now() + dt.timedelta(hours=1) for n in waiting if n.next_attempt_at)
+    assert all(
+        n.next_attempt_at > timezone.now() + dt.timedelta(hours=1) for n in waiting if n.next_attempt_at
+    )
     assert waiting.count() == 2
 
 
