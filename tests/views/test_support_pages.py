@@ -103,3 +103,24 @@ def test_the_dashboard_shows_the_programme_rate_against_the_goal(client_for, off
     support_request_submit(email=one.email, category="missing", description="")
     html = client_for(officer).get("/dashboard/").content.decode()
     assert "10.00% of moved mailboxes needed support" in html and "1.2%" in html
+
+
+def test_a_bad_address_is_shown_on_the_mailbox_and_organisation_pages(client_for, admin_a, admin_b, org_a):
+    from migrations_app.models import Notification
+
+    wave, (mailbox,) = wave_in(org_a, starts_in=dt.timedelta(days=10), mailboxes=1)
+    Notification.objects.create(
+        mailbox=mailbox,
+        organisation_id=org_a.pk,
+        wave_id=wave.pk,
+        moment="first",
+        recipient=mailbox.email,
+        window_starts_at=wave.starts_at,
+        status="permanent-failure",
+        created_at=timezone.now(),
+    )
+    org_page = client_for(admin_a).get("/organisations/RJ1/").content.decode()
+    assert "Addresses to fix" in org_page and mailbox.email in org_page
+    mailbox_page = client_for(admin_a).get(f"/mailboxes/{mailbox.pk}/").content.decode()
+    assert "Bad address" in mailbox_page and "fix this address" in mailbox_page
+    assert client_for(admin_b).get(f"/mailboxes/{mailbox.pk}/").status_code == 404
