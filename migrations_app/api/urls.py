@@ -1,5 +1,7 @@
 """/api/v1/: organisations (and their webhooks), mailboxes, events, endpoints, import jobs, waves and their actions, the planner,
-decisions. Bearer tokens for scripts; session sign-in for the browsable API."""
+decisions. Bearer tokens for scripts; the portal's own session for the browsable API. There is deliberately no
+DRF login route (rest_framework.urls): every way in is the portal's sign-in page, with its rules (Entra only when
+local sign-in is off, lockout after failures)."""
 
 from django.urls import include, path
 from rest_framework.routers import DefaultRouter
@@ -60,6 +62,5 @@ urlpatterns = [
     path("planner/preview/", views.planner_preview, name="planner-preview"),
     path("planner/commit/", views.planner_commit, name="planner-commit"),
     path("planner/pilot/", views.planner_pilot, name="planner-pilot"),
-    path("auth/", include("rest_framework.urls", namespace="rest_framework")),
     path("", include(router.urls)),
 ]

@@ -93,6 +93,11 @@ def require_programme_office(user: User) -> None:
         raise PermissionDenied("Only the programme office can do this")
 
 
+def require_planner(user: User) -> None:
+    if not (user.is_authenticated and user.is_programme_office):
+        raise PermissionDenied("Only the programme office can plan waves")
+
+
 def support_requests_visible_to(user: User):
     """Support requests name a person: the programme office and the organisation's own admins see them (not
     viewers, not other trusts)."""

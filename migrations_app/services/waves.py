@@ -30,6 +30,7 @@ from migrations_app.selectors.waves import (
 )
 from migrations_app.services.events import event_record
 from migrations_app.services.gate import gate_check_approval
+from migrations_app.services.readiness.stages import organisations_stage_on_approval
 
 S = Wave.Status
 
@@ -216,6 +217,7 @@ def wave_approve(*, wave: Wave, actor: User, reason: str = "") -> Wave:
     gate_check_approval(wave=as_proposed)  # the support-rate gate (services/gate.py)
     totals = _check_capacity(as_proposed)
     stamped = _stamp(wave)
+    organisations_stage_on_approval(wave=wave, actor=actor)
     Wave.objects.filter(pk=wave.pk).update(stamped_at=now)
     wave.stamped_at = now
     wave_refresh_totals(wave=wave)

@@ -58,7 +58,7 @@ def test_a_claimed_mailbox_is_never_claimed_again(db, org_a):
 def test_two_claimers_at_the_same_moment_never_share_a_mailbox(postgres, org_a, settings, monkeypatch):
     settings.MIGRATION_MAX_CONCURRENCY = 1000
     # Claim only: with eager tasks the queued work would run (and claim more) inside the claimer's thread.
-    monkeypatch.setattr("migrations_app.services.execution._queue", lambda ids, phase: None)
+    monkeypatch.setattr("migrations_app.services.execution.claims._queue", lambda ids, phase: None)
     wave, mailboxes = approved_wave(org_a, 60)
     wave = _running(wave)
     barrier = threading.Barrier(4)
