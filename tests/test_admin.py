@@ -18,6 +18,12 @@ MODELS = [
     models.ImportJob,
     models.Invitation,
     models.User,
+    models.Notification,
+    models.NotificationSettings,
+    models.NotificationTemplate,
+    models.OrganisationNotice,
+    models.SupportRequest,
+    models.OrganisationHold,
 ]
 
 
