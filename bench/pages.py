@@ -308,6 +308,10 @@ def main() -> None:
 
     if not args.keep_data:
         build(args)
+    else:
+        from django.core.management import call_command
+
+        call_command("migrate", verbosity=0, interactive=False)  # data from an earlier schema
 
     officer, _ = User.objects.get_or_create(username="bench-officer", defaults={"role": "programme_office"})
     wave = Wave.objects.get(status=Wave.Status.RUNNING)
