@@ -350,6 +350,13 @@ def _import_rows(
                     group = row[i_group].strip() if i_group is not None else ""
                     if len(group) > 100:
                         add(line, "affinity_group", group, "the affinity group is longer than 100 characters")
+                    elif group.startswith(PERMISSIONS_GROUP_PREFIX):
+                        add(
+                            line,
+                            "affinity_group",
+                            group,
+                            f"names starting {PERMISSIONS_GROUP_PREFIX} come from a permissions import: choose another",
+                        )
 
                     target = ""
                     if i_target is not None:
