@@ -40,6 +40,9 @@ run: export DEBUG := 1
 run: export SIMULATED_THROUGHPUT ?= 1000000000
 run: export SIMULATED_FAILURE_RATES ?= THROTTLED=0.03,AUTH_FAILED=0.01,OVER_QUOTA=0.005
 run: setup
+	@{ echo "# Written by make run: manage.py reads it (the environment wins), so commands act on this portal."; \
+	  echo "DEBUG=1"; echo "PORT=$(PORT)"; for v in DATABASE_URL CELERY_BROKER_URL CACHE_URL; do \
+	    if [ -n "$${!v:-}" ]; then echo "$$v=$${!v}"; fi; done; } > var/.env
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py seed_demo
 	$(BIN)/honcho -f Procfile.dev start -p $(PORT)

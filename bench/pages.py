@@ -145,7 +145,7 @@ def build(args) -> None:
         )
     log(f"waves stamped in {time.perf_counter() - started:.1f} s; planning the rest ...")
     from migrations_app.models import User
-    from migrations_app.services.planning import plan_commit
+    from migrations_app.services.plans import plan_commit
 
     officer, _ = User.objects.get_or_create(username="bench-officer", defaults={"role": "programme_office"})
     plan, waves = plan_commit(start=(now + dt.timedelta(days=3)).date(), actor=officer)

@@ -12,7 +12,7 @@ table), never row by row in Python:
   groups of ~30 inside their organisation, and groups linking ten practices at a time across organisations;
 - 5% of organisations with a blackout of one to three weeks; England's bank holidays and a Christmas freeze.
 
-Timed: services.planning.plan_commit, which reads the aggregates, plans, and saves the draft waves and their
+Timed: services.plans.plan_commit, which reads the aggregates, plans, and saves the draft waves and their
 allocations. Prints one JSON line:
 
     {"bench": "plan", "mailboxes": N, "orgs": M, "waves": W, "seconds": S}
@@ -149,7 +149,7 @@ def main() -> None:
         Wave.objects.all().delete()
 
     officer, _ = User.objects.get_or_create(username="bench-officer", defaults={"role": "programme_office"})
-    from migrations_app.services.planning import plan_commit
+    from migrations_app.services.plans import plan_commit
 
     started = time.perf_counter()
     plan, waves = plan_commit(start=args.start, actor=officer)

@@ -506,5 +506,11 @@ class ApiTokenForm(forms.Form):
     )
     expires_in_days = forms.ChoiceField(label="Expires after", choices=EXPIRY_CHOICES, initial="90")
 
+    def __init__(self, *args, scopes: list[str] | None = None, **kwargs):
+        """`scopes`: the ones the user's role can use (services.tokens.token_scopes_for); only those offered."""
+        super().__init__(*args, **kwargs)
+        if scopes is not None:
+            self.fields["scopes"].choices = [c for c in ApiToken.Scope.choices if c[0] in scopes]
+
     def expires_at(self) -> datetime.datetime:
         return timezone.now() + datetime.timedelta(days=int(self.cleaned_data["expires_in_days"]))

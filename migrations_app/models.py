@@ -12,6 +12,7 @@ from django.db import models
 from django.db.models import F, Q
 from django.db.models.functions import Lower, Now, Upper
 
+from migrations_app.expressions import CurrentTransactionId
 from migrations_app.fields import EncryptedTextField
 
 ODS_CODE_PATTERN = r"^[A-Z0-9]{1,9}$"
@@ -114,6 +115,19 @@ class Organisation(models.Model):
         "gate_service_desk_briefed",
     )
 
+    class Stage(models.TextChoices):
+        """Where the organisation stands on the programme's path (services.readiness.stages moves it)."""
+
+        ENROLLED = "enrolled", "Enrolled"
+        READINESS = "readiness", "Readiness"
+        PILOT = "pilot", "Pilot"
+        SYNC_SWITCH = "sync_switch", "Sync & Switch"
+        MOP_UP = "mop_up", "Mop-up"
+        CLOSED = "closed", "Closed"
+
+    stage = models.CharField(max_length=12, choices=Stage.choices, default=Stage.ENROLLED)
+    stage_changed_at = models.DateTimeField(null=True, blank=True)
+
     class Meta:
         ordering = ["ods_code"]
         constraints = [
@@ -124,6 +138,7 @@ class Organisation(models.Model):
         ]
         indexes = [
             models.Index(fields=["status", "ods_code"], name="organisation_status_idx"),
+            models.Index(fields=["stage", "ods_code"], name="organisation_stage_idx"),
             models.Index(fields=["region", "ods_code"], name="organisation_region_idx"),
             models.Index(fields=["parent"], name="organisation_parent_idx"),
             models.Index(Upper("name"), name="organisation_name_upper_idx"),
@@ -139,6 +154,10 @@ class Organisation(models.Model):
     @property
     def gates_met(self) -> bool:
         return all(getattr(self, name) for name in self.GATES)
+
+    def missing_gates(self, required: list[str] | tuple[str, ...]) -> list[str]:
+        """The required gates (field names) this organisation has not met."""
+        return [name for name in required if name in self.GATES and not getattr(self, name)]
 
 
 class Contact(models.Model):
@@ -259,6 +278,7 @@ class Endpoint(models.Model):
         SIMULATED = "simulated", "Simulated"
         IMAP = "imap", "IMAP"
         GRAPH = "graph", "Microsoft Graph (Exchange Online)"
+        EXCHANGE = "exchange", "Exchange 2013 (EWS)"
 
     class Role(models.TextChoices):
         SOURCE = "source", "Source"
@@ -268,6 +288,12 @@ class Endpoint(models.Model):
         TLS = "tls", "TLS"
         STARTTLS = "starttls", "STARTTLS"
         PLAIN = "plain", "Plain text (test systems only)"
+
+    class SwitchMethod(models.TextChoices):
+        SIMULATED = "simulated", "Simulated (test systems: nothing is rerouted)"
+        EXCHANGE_POWERSHELL = "exchange-powershell", "Exchange 2013 remote PowerShell"
+        WEBHOOK = "webhook", "The trust's own automation (signed webhook)"
+        MANUAL = "manual", "By hand (a person confirms)"
 
     name = models.CharField(max_length=100, unique=True)
     kind = models.CharField(max_length=10, choices=Kind.choices)
@@ -279,6 +305,29 @@ class Endpoint(models.Model):
     secret = EncryptedTextField(blank=True, help_text="Password, client secret or key; encrypted at rest")
     options = models.JSONField(default=dict, blank=True)
     max_concurrency = models.PositiveIntegerField(default=20)
+    # How a source's mailboxes are switched at cutover: their mail routed to Exchange Online, and back on roll
+    # back (migrations_app/switchers, docs/adr/012-the-switch.md).
+    switch_method = models.CharField(
+        max_length=20, choices=SwitchMethod.choices, default=SwitchMethod.SIMULATED
+    )
+    switch_address = models.CharField(
+        max_length=500,
+        blank=True,
+        help_text="Exchange PowerShell: the server's host name; webhook: the trust's https:// URL",
+    )
+    switch_username = models.CharField(max_length=255, blank=True)
+    switch_secret = EncryptedTextField(
+        blank=True, help_text="PowerShell password, or the webhook's signing secret; encrypted at rest"
+    )
+    # Exchange limits the remote PowerShell runspaces a user may hold (throttling policy
+    # PowerShellMaxConcurrency): the sessions each worker process keeps open to this endpoint.
+    switch_sessions = models.PositiveSmallIntegerField(default=8, validators=[MinValueValidator(1)])
+    switch_timeout_seconds = models.PositiveIntegerField(
+        default=3600, help_text="Webhook: how long the trust's system has to confirm a switch"
+    )
+    routing_domain = models.CharField(
+        max_length=255, blank=True, help_text="The tenant's routing domain, e.g. contoso.mail.onmicrosoft.com"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -303,9 +352,26 @@ class Mailbox(models.Model):
         SYNCING = "syncing", "Syncing"
         SYNCED = "synced", "Synced"
         CUTOVER = "cutover", "Cutting over"
+        # Waiting for the trust's system or a person to confirm the switch (webhook, manual switchers).
+        SWITCHING = "switching", "Switching"
         VERIFYING = "verifying", "Verifying"
         MIGRATED = "migrated", "Migrated"
         FAILED = "failed", "Failed"
+        # Left the inventory (a leaver, a closed shared mailbox): kept with its history, never planned.
+        RETIRED = "retired", "Retired"
+
+    class CutoverStep(models.TextChoices):
+        FINAL_DELTA = "final_delta", "Final delta"
+        SWITCH = "switch", "Switch"
+        CATCH_UP = "catch_up", "Catch-up delta"
+        VERIFY = "verify", "Verify"
+
+    class SwitchStatus(models.TextChoices):
+        # "" (blank): never switched, mail is delivered to the source
+        REQUESTED = "requested", "Switch requested"
+        SWITCHED = "switched", "Switched: mail goes to Exchange Online"
+        UNSWITCHING = "unswitching", "Being switched back"
+        UNSWITCHED = "unswitched", "Switched back: mail goes to the source"
 
     # db_index=False: the (organisation, state, id) index below serves every lookup by organisation.
     organisation = models.ForeignKey(
@@ -347,6 +413,22 @@ class Mailbox(models.Model):
     skipped_items = models.JSONField(null=True, blank=True)
     # Set for good the first time the mailbox fails or is retried: "the share that needed attention".
     needed_attention = models.BooleanField(default=False, db_default=False)
+    # The last readiness check (services.readiness): a stable code (readiness/codes.py) and the engine's
+    # words when it was blocked; when it ran. updated_at later than checked_at: the inventory row changed.
+    blocked_code = models.CharField(max_length=40, blank=True, default="", db_default="")
+    blocked_reason = models.TextField(blank=True, default="", db_default="")
+    checked_at = models.DateTimeField(null=True, blank=True)
+    # Where its cutover stands (final delta -> switch -> catch-up delta -> verify), and where its mail goes:
+    # the switch is recorded before and after it is made, so a crash never makes it twice.
+    cutover_step = models.CharField(
+        max_length=12, choices=CutoverStep.choices, blank=True, default="", db_default=""
+    )
+    switch_status = models.CharField(
+        max_length=12, choices=SwitchStatus.choices, blank=True, default="", db_default=""
+    )
+    switched_at = models.DateTimeField(null=True, blank=True)
+    # A webhook switch not confirmed by then fails with SWITCH_TIMEOUT.
+    switch_deadline = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_default=Now())
     updated_at = models.DateTimeField(auto_now=True, db_default=Now())
 
@@ -368,9 +450,25 @@ class Mailbox(models.Model):
             models.Index(
                 fields=["affinity_group"], name="mailbox_affinity_idx", condition=~Q(affinity_group="")
             ),
+            # blocked mailboxes by reason (organisation page, dashboard, preview): only blocked ones
+            models.Index(
+                fields=["blocked_code", "organisation"],
+                name="mailbox_blocked_idx",
+                condition=Q(state="blocked"),
+            ),
+            # the readiness re-check's due list: the checkable mailboxes by when they were last checked
+            models.Index(
+                fields=["checked_at", "id"],
+                name="mailbox_check_due_idx",
+                condition=Q(state__in=["inventoried", "ready", "blocked"]),
+            ),
             # failure triage by error code: only failed mailboxes have one
             models.Index(
                 fields=["last_error_code"], name="mailbox_error_code_idx", condition=~Q(last_error_code="")
+            ),
+            # the webhook switches waiting for confirmation, by deadline (the tick fails the late ones)
+            models.Index(
+                fields=["switch_deadline"], name="mailbox_switch_deadline_idx", condition=Q(state="switching")
             ),
             # the planner's one GROUP BY (organisation, affinity group) and its chunking pass by id, over
             # the plannable mailboxes only (ready, in no wave); an index-only scan on PostgreSQL
@@ -532,11 +630,17 @@ class Event(models.Model):
     to_state = models.CharField(max_length=20, blank=True)
     message = models.TextField(blank=True)
     data = models.JSONField(default=dict, blank=True)
+    # The inserting transaction's id (PostgreSQL xid8; 0 on SQLite): the event feed's order and its
+    # visibility horizon, so no consumer skips an event that commits late (selectors/feed.py).
+    txid = models.BigIntegerField(db_default=CurrentTransactionId(), editable=False)
 
     class Meta:
         ordering = ["-id"]
         indexes = [
             models.Index(fields=["organisation", "-id"], name="event_org_idx"),
+            # the feed (/api/v1/events?after=) and the webhook fan-out read in (txid, id) order
+            models.Index(fields=["txid", "id"], name="event_feed_idx"),
+            models.Index(fields=["organisation", "txid", "id"], name="event_org_feed_idx"),
             models.Index(fields=["mailbox", "-id"], name="event_mailbox_idx"),
             models.Index(fields=["wave", "-id"], name="event_wave_idx"),
             models.Index(fields=["actor", "-id"], name="event_actor_idx"),
@@ -545,6 +649,10 @@ class Event(models.Model):
 
     def __str__(self) -> str:
         return f"{self.created_at:%Y-%m-%d %H:%M} {self.action} {self.subject}"
+
+
+def _all_gates() -> list[str]:
+    return list(Organisation.GATES)
 
 
 class ProgrammeSettings(models.Model):
@@ -596,6 +704,24 @@ class ProgrammeSettings(models.Model):
     )
     go_required_from_every_organisation = models.BooleanField(
         default=True, help_text="A wave can be approved only when every organisation in it has said go"
+    )
+    required_gates = models.JSONField(
+        default=_all_gates,
+        blank=True,
+        help_text="The readiness gates (Organisation.GATES) an organisation must meet before it is planned",
+    )
+    readiness_recheck_hours = models.PositiveIntegerField(
+        "Re-check readiness after (hours)",
+        default=168,
+        validators=[MinValueValidator(1)],
+        help_text="Mailboxes whose last readiness check is older than this are checked again by themselves",
+    )
+    # The endpoints readiness checks log in to; both empty means the simulated engine (demos, drills).
+    readiness_source_endpoint = models.ForeignKey(
+        "Endpoint", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    readiness_target_endpoint = models.ForeignKey(
+        "Endpoint", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -753,8 +879,8 @@ class IdempotencyKey(models.Model):
 
 class Webhook(models.Model):
     """An organisation's subscription to its events: each matching event is POSTed, signed with `secret`
-    (HMAC-SHA256, services/webhooks.py), to `url` by the workers. `last_event_id` is the fan-out cursor:
-    events up to it have been turned into deliveries."""
+    (HMAC-SHA256, services/webhooks.py), to `url` by the workers. (`last_event_txid`, `last_event_id`) is
+    the fan-out cursor in the event feed's order: events up to it have been turned into deliveries."""
 
     organisation = models.ForeignKey(Organisation, on_delete=models.CASCADE, related_name="webhooks")
     url = models.URLField(max_length=500)
@@ -764,6 +890,7 @@ class Webhook(models.Model):
     active = models.BooleanField(default=True)
     description = models.CharField(max_length=200, blank=True)
     last_event_id = models.BigIntegerField(default=0)
+    last_event_txid = models.BigIntegerField(default=0)
     created_by = models.ForeignKey(User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -829,3 +956,59 @@ class WebhookDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.message_id} to webhook {self.webhook_id}"
+
+
+class ReadinessCheck(models.Model):
+    """One readiness check: engine pre-flight over an organisation's mailboxes, a wave's, or a chosen set, run
+    by the workers in batches (services.readiness). Counts grow as batches finish; the page polls them."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Finished"
+        FAILED = "failed", "Failed"
+
+    organisation = models.ForeignKey(
+        Organisation, null=True, blank=True, on_delete=models.CASCADE, related_name="readiness_checks"
+    )
+    wave = models.ForeignKey(Wave, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    # A chosen set (the API, the beat's re-check of mailboxes due): their ids.
+    mailbox_ids = models.JSONField(null=True, blank=True)
+    requested_by = models.ForeignKey(User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    total = models.PositiveIntegerField(default=0)
+    ready = models.PositiveIntegerField(default=0)
+    blocked = models.PositiveIntegerField(default=0)
+    # Transient trouble past the retry limit, or no longer checkable (moved on meanwhile): left as they were.
+    unchecked = models.PositiveIntegerField(default=0)
+    failure = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["organisation", "-id"], name="readinesscheck_org_idx")]
+
+    def __str__(self) -> str:
+        return f"Readiness check {self.pk}"
+
+    @property
+    def done(self) -> int:
+        return self.ready + self.blocked + self.unchecked
+
+    @property
+    def percent(self) -> int:
+        return 100 if not self.total else min(100, self.done * 100 // self.total)
+
+
+# Notifications, support requests and the support-rate gate (issue 18) live in their own module.
+from migrations_app.models_comms import (  # noqa: E402, F401
+    Moment,
+    Notification,
+    NotificationSettings,
+    NotificationTemplate,
+    OrganisationHold,
+    OrganisationNotice,
+    SupportRequest,
+)

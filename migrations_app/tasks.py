@@ -48,6 +48,14 @@ def mailboxes_work(mailbox_ids: list[int], phase: str) -> None:
     mailboxes_run(mailbox_ids=mailbox_ids, phase=phase)
 
 
+@shared_task(acks_late=True)
+def mailbox_unswitch(mailbox_id: int, actor_id: int | None, reason: str) -> None:
+    """Route a mailbox's mail back to the source (then its roll back completes)."""
+    from migrations_app.services.execution import mailbox_unswitch_run
+
+    mailbox_unswitch_run(mailbox_id=mailbox_id, actor_id=actor_id, reason=reason)
+
+
 @shared_task
 def reconcile_stale() -> None:
     """Requeue mailboxes whose heartbeat went stale."""
@@ -79,3 +87,68 @@ def webhook_deliver(delivery_id: int) -> None:
     from migrations_app.services.webhooks import webhook_deliver as deliver
 
     deliver(delivery_id=delivery_id)
+
+
+@shared_task(acks_late=True)
+def readiness_check_dispatch(check_id: int) -> None:
+    """Count a readiness check's mailboxes and queue their batches."""
+    from migrations_app.services.readiness.checks import readiness_check_dispatch as dispatch
+    from migrations_app.services.readiness.checks import readiness_check_fail
+
+    try:
+        dispatch(check_id=check_id)
+    except Exception as exc:
+        readiness_check_fail(check_id=check_id, failure=f"{type(exc).__name__}: {exc}")
+        raise
+
+
+# acks_late: a batch whose worker died is redelivered; writing a batch twice gives the same rows (the
+# counts may then overshoot, never undershoot, so the check still finishes).
+@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
+def readiness_batch(self, check_id: int, mailbox_ids: list[int], attempt: int = 0) -> None:
+    """Pre-flight one batch of a readiness check; an endpoint with no free slot is tried again shortly."""
+    from migrations_app.services.readiness.checks import NoSlot, readiness_batch_run
+
+    try:
+        readiness_batch_run(check_id=check_id, mailbox_ids=mailbox_ids, attempt=attempt)
+    except NoSlot as exc:
+        raise self.retry(countdown=5) from exc
+
+
+@shared_task
+def readiness_recheck() -> None:
+    """Beat: check again the mailboxes whose last check is stale or whose inventory row changed."""
+    from migrations_app.services.readiness.checks import readiness_recheck_due
+
+    readiness_recheck_due()
+
+
+@shared_task
+def organisations_mop_up_review() -> None:
+    """Beat: organisations in Sync & Switch with nothing planned left and something left behind -> Mop-up."""
+    from migrations_app.services.readiness.stages import organisations_mop_up_review as review
+
+    review()
+
+
+@shared_task
+def notifications_send() -> None:
+    """Beat, every 15 s: schedule the notifications now due (set-based, at most once each) and send them
+    within Notify's rate limit and daily allowance, nearest windows first."""
+    from migrations_app.services.notifications.scheduling import notifications_schedule
+    from migrations_app.services.notifications.sending import (
+        notifications_requeue_stuck,
+        notifications_send_due,
+    )
+
+    notifications_schedule()
+    notifications_requeue_stuck()
+    notifications_send_due()
+
+
+@shared_task
+def support_gate_evaluate() -> None:
+    """Beat, hourly: hold the next waves of organisations whose last wave crossed a threshold."""
+    from migrations_app.services.gate import gate_evaluate
+
+    gate_evaluate()

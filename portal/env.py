@@ -8,6 +8,22 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
 
+def load_env_file(path) -> None:
+    """KEY=VALUE lines (blank lines and # comments skipped) into the environment, never over a variable that is
+    already set. `make run` writes var/.env so that manage.py commands run later on that checkout act on the
+    same portal (its DEBUG, database, broker and cache) without retyping them."""
+    try:
+        text = open(path, encoding="utf-8").read()  # noqa: PTH123, SIM115
+    except FileNotFoundError:
+        return
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        os.environ.setdefault(key.strip(), value.strip())
+
+
 def env_str(name: str, default: str = "") -> str:
     return os.environ.get(name, default)
 

@@ -55,6 +55,7 @@ def environment(**options) -> Environment:
         {
             "url": url,
             "static": static,
+            "static_url": settings.STATIC_URL,
             "get_messages": messages.get_messages,
             "htmx_script": htmx_script,
             "service_name": "Mailbox migration portal",

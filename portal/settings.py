@@ -136,6 +136,28 @@ else:
 # RATELIMIT_IP_META_KEY to the header that carries the client address (e.g. HTTP_X_FORWARDED_FOR).
 PUBLIC_LOOKUP_RATE = env_str("PUBLIC_LOOKUP_RATE", "10/m")
 RATELIMIT_IP_META_KEY = env_str("RATELIMIT_IP_META_KEY") or None
+# The public help form ("I need help with my moved mailbox"): requests per client IP, like the lookup.
+PUBLIC_HELP_RATE = env_str("PUBLIC_HELP_RATE", "5/h")
+
+# --- GOV.UK Notify (services/notifications/) ------------------------------------------------------------------
+# Without a key the log backend sends nothing and writes what it would send on each mailbox's timeline.
+NOTIFY_API_KEY = env_str("NOTIFY_API_KEY")
+NOTIFY_BACKEND = env_str("NOTIFY_BACKEND")  # "notify" or "log"; empty: notify when there is a key
+NOTIFY_BASE_URL = env_str("NOTIFY_BASE_URL", "https://api.notifications.service.gov.uk")
+# The Notify template for each moment (each is "((subject))" / "((body))"): moment=uuid,...; default=uuid for all.
+NOTIFY_TEMPLATE_IDS = dict(
+    (item.partition("=")[0].strip(), item.partition("=")[2].strip())
+    for item in env_list("NOTIFY_TEMPLATE_IDS")
+)
+# The bearer token we give Notify for its delivery-receipt callbacks (POST /notify/receipts).
+NOTIFY_CALLBACK_TOKEN = env_str("NOTIFY_CALLBACK_TOKEN")
+NOTIFY_SEND_BATCH = env_int("NOTIFY_SEND_BATCH", 500)
+NOTIFY_SEND_THREADS = env_int("NOTIFY_SEND_THREADS", 8)
+NOTIFY_RATE_LIMIT_WAIT_SECONDS = env_int("NOTIFY_RATE_LIMIT_WAIT_SECONDS", 30)
+NOTIFY_RETRY_WAIT_SECONDS = env_int("NOTIFY_RETRY_WAIT_SECONDS", 900)
+NOTIFY_MAX_ATTEMPTS = env_int("NOTIFY_MAX_ATTEMPTS", 3)
+# Where the notifications send people for help (the public help form on this portal).
+PUBLIC_HELP_URL = env_str("PUBLIC_HELP_URL", "https://mailbox-move.nhs.uk/when/help")
 
 # --- Celery ------------------------------------------------------------------------------------------------
 # The embedded default is kombu's filesystem transport: messages are files in var/broker, so the web
@@ -178,6 +200,10 @@ CELERY_BEAT_SCHEDULE = {
     "idempotency-keys-purge": {"task": "migrations_app.tasks.idempotency_keys_purge", "schedule": 3600.0},
     # turns new events into webhook deliveries and sends the ones that are due
     "webhooks-dispatch": {"task": "migrations_app.tasks.webhooks_dispatch", "schedule": 10.0},
+    # schedules the notifications that are due (set-based) and hands them to Notify within its limits
+    "notifications-send": {"task": "migrations_app.tasks.notifications_send", "schedule": 15.0},
+    # holds the next waves of organisations whose last wave crossed the support or failure threshold
+    "support-gate": {"task": "migrations_app.tasks.support_gate_evaluate", "schedule": 3600.0},
 }
 
 # --- execution (services/execution/) ----------------------------------------------------------------------
@@ -209,6 +235,8 @@ MIGRATION_ENGINE_OPTIONS = {
         "failure_rates": env_rates("SIMULATED_FAILURE_RATES"),
         # drills: a file that records every copy's start and end, to check no mailbox ran twice at once
         "run_log": env_str("SIMULATED_RUN_LOG") or None,
+        # e.g. NOT_LICENSED=0.02,TARGET_MISSING=0.01: the share of mailboxes pre-flight blocks with each code
+        "preflight_rates": env_rates("SIMULATED_PREFLIGHT_RATES"),
     },
 }
 
@@ -247,7 +275,8 @@ INVENTORY_INLINE_MAX_BYTES = env_int("INVENTORY_INLINE_MAX_BYTES", 256 * 1024)
 PROGRAMME_LARGEST_WAVE_MAILBOXES = env_int("PROGRAMME_LARGEST_WAVE_MAILBOXES", 83_000)
 PROGRAMME_EVENING_WAVE_MAILBOXES = env_int("PROGRAMME_EVENING_WAVE_MAILBOXES", 22_000)
 INVITATION_DAYS = env_int("INVITATION_DAYS", 14)
-PORTAL_BASE_URL = env_str("PORTAL_BASE_URL", "http://127.0.0.1:8000")
+# links in e-mails; unset, the address `make run` serves (PORT, as the Makefile and honcho use it)
+PORTAL_BASE_URL = env_str("PORTAL_BASE_URL") or f"http://127.0.0.1:{env_int('PORT', 8000)}"
 
 # --- email -------------------------------------------------------------------------------------------------
 _EMAIL_BACKEND = env_str(
@@ -325,17 +354,29 @@ API_BULK_MAX_ROWS = env_int("API_BULK_MAX_ROWS", 100_000)
 API_IDEMPOTENCY_TTL_HOURS = env_int("API_IDEMPOTENCY_TTL_HOURS", 24)
 API_IDEMPOTENCY_IN_FLIGHT_SECONDS = env_int("API_IDEMPOTENCY_IN_FLIGHT_SECONDS", 600)
 
+# --- outbound requests to URLs people type (migrations_app/outbound.py, docs/adr/012-outbound-requests.md) ----
+# https on port 443 to public addresses only. The programme office (never a trust) can name exceptions:
+# hosts that may use http, "host:port" pairs allowed another port, hosts that may resolve to internal addresses.
+OUTBOUND_ALLOWED_HTTP_HOSTS = env_list("OUTBOUND_ALLOWED_HTTP_HOSTS") or env_list(
+    "WEBHOOK_ALLOWED_HTTP_HOSTS"
+)
+OUTBOUND_ALLOWED_PORTS = env_list("OUTBOUND_ALLOWED_PORTS")
+OUTBOUND_ALLOWED_INTERNAL_HOSTS = env_list("OUTBOUND_ALLOWED_INTERNAL_HOSTS")
+# An endpoint's options.ca_file must be inside this directory (unset: no extra CA files accepted).
+ENDPOINT_CA_DIR = env_str("ENDPOINT_CA_DIR")
+
 # --- outbound webhooks (services/webhooks.py) ----------------------------------------------------------------
-# Webhooks go over https only; hosts listed here may use http (a receiver on the same private network).
-WEBHOOK_ALLOWED_HTTP_HOSTS = env_list("WEBHOOK_ALLOWED_HTTP_HOSTS")
 WEBHOOK_MAX_ATTEMPTS = env_int("WEBHOOK_MAX_ATTEMPTS", 8)
 WEBHOOK_RETRY_BASE_SECONDS = env_int("WEBHOOK_RETRY_BASE_SECONDS", 30)
 WEBHOOK_RETRY_MAX_SECONDS = env_int("WEBHOOK_RETRY_MAX_SECONDS", 6 * 3600)
 WEBHOOK_TIMEOUT_SECONDS = env_int("WEBHOOK_TIMEOUT_SECONDS", 10)
 # A claimed delivery is not queued again for this long (longer than the timeout).
 WEBHOOK_CLAIM_SECONDS = env_int("WEBHOOK_CLAIM_SECONDS", 120)
-# Events are fanned out once they are this old, so one committed a moment late is not passed by the cursor.
-WEBHOOK_FANOUT_LAG_SECONDS = env_int("WEBHOOK_FANOUT_LAG_SECONDS", 2)
+
+# --- the switch (migrations_app/switchers, docs/adr/012-the-switch.md) --------------------------------------------
+# The PowerShell remoting client: "pypsrp", or a module offering the same WSMan / RunspacePool / PowerShell
+# classes (the tests' and the benchmark's fake Exchange endpoint).
+SWITCH_POWERSHELL_CLIENT = env_str("SWITCH_POWERSHELL_CLIENT", "pypsrp")
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Migration control portal API",
@@ -387,4 +428,25 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
+}
+
+# --- readiness checks (services/readiness) ------------------------------------------------------------------
+# Mailboxes pre-flighted per task (one engine, one slot per endpoint, one UPDATE for the batch).
+READINESS_BATCH_MAILBOXES = env_int("READINESS_BATCH_MAILBOXES", 500)
+# Transient trouble (network, throttled, busy) is tried this many times, with back-off, before a mailbox is
+# counted as not checked (left as it was, never blocked for it).
+READINESS_RETRY_LIMIT = env_int("READINESS_RETRY_LIMIT", 4)
+READINESS_RETRY_BASE_SECONDS = env_int("READINESS_RETRY_BASE_SECONDS", 30)
+# A batch's hold on an endpoint slot expires after this, should its worker die holding it.
+READINESS_SLOT_SECONDS = env_int("READINESS_SLOT_SECONDS", 600)
+# The most mailboxes one chosen-set check (API, beat re-check) takes.
+READINESS_CHOSEN_MAX = env_int("READINESS_CHOSEN_MAX", 50_000)
+READINESS_RECHECK_MAX = env_int("READINESS_RECHECK_MAX", 20_000)
+CELERY_BEAT_SCHEDULE["readiness-recheck"] = {
+    "task": "migrations_app.tasks.readiness_recheck",
+    "schedule": float(env_int("READINESS_RECHECK_SECONDS", 900)),
+}
+CELERY_BEAT_SCHEDULE["organisations-mop-up"] = {
+    "task": "migrations_app.tasks.organisations_mop_up_review",
+    "schedule": 300.0,
 }

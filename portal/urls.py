@@ -1,8 +1,13 @@
 from django.contrib import admin
+from django.contrib.auth.decorators import login_required
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from migrations_app.views import health
+
+# The admin's own login form would be a second door that ignores the portal's rules (Entra only, lockout):
+# anyone not signed in is sent to the portal's sign-in page instead.
+admin.site.login = login_required(admin.site.login)
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),

@@ -28,6 +28,11 @@ def approved_wave(
     return wave, list(Mailbox.objects.filter(wave=wave).order_by("id"))
 
 
+# A cutover's recorded steps inside the cutover state, before the catch-up delta: final delta, switch requested,
+# switched (then cutover -> verifying is the catch-up delta).
+CUTOVER_STEPS = [(Mailbox.State.CUTOVER, Mailbox.State.CUTOVER)] * 3
+
+
 def transitions(mailbox: Mailbox) -> list[tuple[str, str]]:
     return list(
         Event.objects.filter(mailbox_id=mailbox.pk).order_by("id").values_list("from_state", "to_state")

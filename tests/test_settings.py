@@ -96,3 +96,23 @@ def test_database_and_broker_urls_are_read_from_the_environment():
         "portal",
         "redis://cache.example:6379/2",
     ]
+
+
+def _setting(name: str, env: dict) -> str:
+    result = _manage("shell", "-c", f"from django.conf import settings; print(settings.{name})", env=env)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip().splitlines()[-1]
+
+
+def test_invitation_links_use_the_port_make_run_serves():
+    assert _setting("PORTAL_BASE_URL", {"DEBUG": "1", "PORT": "8231"}) == "http://127.0.0.1:8231"
+    env = {"DEBUG": "1", "PORT": "8231", "PORTAL_BASE_URL": "https://portal.example.nhs.uk"}
+    assert _setting("PORTAL_BASE_URL", env) == "https://portal.example.nhs.uk"
+
+
+def test_manage_py_reads_what_make_run_wrote_and_the_environment_wins(tmp_path):
+    (tmp_path / ".env").write_text("# make run\nDEBUG=1\nPORT=8231\n")
+    # DEBUG unset: without var/.env this stops with "SECRET_KEY must be set"
+    assert _setting("DEBUG", {"PORTAL_VAR_DIR": str(tmp_path)}) == "True"
+    assert _setting("PORTAL_BASE_URL", {"PORTAL_VAR_DIR": str(tmp_path)}) == "http://127.0.0.1:8231"
+    assert _setting("PORTAL_BASE_URL", {"PORTAL_VAR_DIR": str(tmp_path), "PORT": "9000"}).endswith(":9000")

@@ -9,7 +9,7 @@ from celery.contrib.testing.worker import start_worker
 
 from migrations_app.models import Event, Mailbox, Wave
 from migrations_app.services.execution import wave_tick
-from tests.execution_fixtures import approved_wave, transitions
+from tests.execution_fixtures import CUTOVER_STEPS, approved_wave, transitions
 
 M = Mailbox.State
 
@@ -37,6 +37,7 @@ def test_an_approved_wave_runs_to_all_migrated_through_a_worker(real_broker, set
             (M.SCHEDULED, M.SYNCING),
             (M.SYNCING, M.SYNCED),
             (M.SYNCED, M.CUTOVER),
+            *CUTOVER_STEPS,  # final delta, switch requested, switched
             (M.CUTOVER, M.VERIFYING),
             (M.VERIFYING, M.MIGRATED),
         ]

@@ -3,7 +3,7 @@
 import datetime as dt
 
 from migrations_app.models import Allocation, Mailbox, Organisation, Wave
-from migrations_app.services.planning import LONDON
+from migrations_app.planning.calendar import LONDON
 from migrations_app.services.waves import wave_refresh_totals
 
 _counter = iter(range(1, 10_000_000))

@@ -40,3 +40,14 @@ def start_receiver(statuses: list[int]) -> tuple[Receiver, ThreadingHTTPServer]:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     receiver.url = f"http://127.0.0.1:{server.server_address[1]}/hooks/portal"
     return receiver, server
+
+
+def allow_receiver(settings, url: str) -> None:
+    """What the programme office would configure for a receiver on its own network: this host may use http,
+    this port, and resolve to an internal (here loopback) address. Without it the portal refuses the URL."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    settings.OUTBOUND_ALLOWED_HTTP_HOSTS = [*settings.OUTBOUND_ALLOWED_HTTP_HOSTS, parts.hostname]
+    settings.OUTBOUND_ALLOWED_PORTS = [*settings.OUTBOUND_ALLOWED_PORTS, f"{parts.hostname}:{parts.port}"]
+    settings.OUTBOUND_ALLOWED_INTERNAL_HOSTS = [*settings.OUTBOUND_ALLOWED_INTERNAL_HOSTS, parts.hostname]

@@ -33,6 +33,7 @@ from migrations_app.api.serializers import (
     WebhookSerializer,
 )
 from migrations_app.models import Endpoint, Event, ImportJob, Mailbox, Organisation, Webhook, WebhookDelivery
+from migrations_app.selectors.feed import event_cursor, events_after
 from migrations_app.selectors.scoping import (
     events_visible_to,
     import_jobs_visible_to,
@@ -49,6 +50,8 @@ from migrations_app.services.execution import (
     mailbox_resume,
     mailbox_retry,
     mailbox_rollback,
+    mailbox_switch_confirm,
+    mailbox_unswitch,
 )
 from migrations_app.services.imports import INVENTORY_OPTIONAL, INVENTORY_REQUIRED, import_job_create
 from migrations_app.services.organisations import ContactData, organisation_enrol
@@ -224,7 +227,7 @@ class MailboxFilter(filters.FilterSet):
 
     class Meta:
         model = Mailbox
-        fields = ["state", "wave", "kind", "last_error_code"]
+        fields = ["state", "wave", "kind", "last_error_code", "cutover_step", "switch_status"]
 
     def by_ods_code(self, queryset, name, value):
         return queryset.filter(organisation__ods_code=value.strip().upper())
@@ -277,16 +280,33 @@ class MailboxViewSet(viewsets.ReadOnlyModelViewSet):
     @extend_schema(request=MailboxActionSerializer, responses=MailboxSerializer)
     @action(detail=True, methods=["post"])
     def rollback(self, request, pk=None):
-        """Back to ready, out of its wave (a migrated mailbox needs a reason)."""
+        """Back to ready, out of its wave (a migrated mailbox needs a reason). A switched mailbox is switched
+        back first: the response shows it `unswitching` until its source receives its mail again."""
         return self._act(request, mailbox_rollback)
+
+    @extend_schema(request=MailboxActionSerializer, responses=MailboxSerializer)
+    @action(detail=True, methods=["post"], url_path="switch-confirm", url_name="switch-confirm")
+    def switch_confirm(self, request, pk=None):
+        """Confirm that the mailbox's mail now goes where the portal asked (the webhook and manual switch
+        methods): a waiting switch goes on to its catch-up delta, a waiting switch back completes its roll
+        back. For the trust's own automation, with a token of one of the organisation's admins."""
+        return self._act(request, mailbox_switch_confirm)
+
+    @extend_schema(request=MailboxActionSerializer, responses=MailboxSerializer)
+    @action(detail=True, methods=["post"])
+    def unswitch(self, request, pk=None):
+        """Switch the mailbox's mail back to the source, then roll it back (a reason is required)."""
+        return self._act(request, mailbox_unswitch)
 
 
 # --- events --------------------------------------------------------------------------------------------------
 
 
 class AfterIdPagination(BasePagination):
-    """`?after=<id>`: the next events after the last one the caller has seen, oldest first. `next` is the
-    link to follow (it stays valid: events are append-only)."""
+    """`?after=<id>`: the next events after the last one the caller has seen, in the feed's order (the order
+    their transactions began, which is id order except where workers committed concurrently). `next` is the
+    link to follow (it stays valid: events are append-only). Only events below the visibility horizon are
+    served, so one that commits late is never skipped (selectors/feed.py)."""
 
     page_size = 100
     max_page_size = 1000
@@ -298,7 +318,8 @@ class AfterIdPagination(BasePagination):
         except ValueError:
             raise exceptions.ValidationError({"after": ["Send the id of the last event you have"]}) from None
         self.request = request
-        self.page = list(queryset.filter(id__gt=after).order_by("id")[: max(size, 1)])
+        txid, event_id = event_cursor(after)
+        self.page = list(events_after(queryset, txid=txid, event_id=event_id)[: max(size, 1)])
         self.last = self.page[-1].pk if self.page else after
         return self.page
 

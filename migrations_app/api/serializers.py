@@ -14,7 +14,7 @@ from migrations_app.models import (
     WebhookDelivery,
 )
 from migrations_app.selectors.waves import plan_unplaced_rows
-from migrations_app.services.planning import wave_name
+from migrations_app.services.plans import wave_name
 
 
 class WaveSerializer(serializers.ModelSerializer):
@@ -226,6 +226,9 @@ class MailboxSerializer(serializers.ModelSerializer):
             "paused",
             "carried_over",
             "skipped_items",
+            "cutover_step",
+            "switch_status",
+            "switched_at",
             "created_at",
             "updated_at",
         ]
@@ -242,7 +245,7 @@ class MailboxSerializer(serializers.ModelSerializer):
                 out[name] = mailbox.organisation.ods_code
             elif name == "wave":
                 out[name] = mailbox.wave_id
-            elif name in ("created_at", "updated_at"):
+            elif name in ("created_at", "updated_at", "switched_at"):
                 value = getattr(mailbox, name)
                 out[name] = None if value is None else fields[name].to_representation(value)
             else:
@@ -282,6 +285,10 @@ class EndpointSerializer(serializers.ModelSerializer):
         write_only=True, required=False, allow_blank=True, style={"input_type": "password"}
     )
     has_secret = serializers.SerializerMethodField()
+    switch_secret = serializers.CharField(
+        write_only=True, required=False, allow_blank=True, style={"input_type": "password"}
+    )
+    has_switch_secret = serializers.SerializerMethodField()
 
     class Meta:
         model = Endpoint
@@ -298,13 +305,24 @@ class EndpointSerializer(serializers.ModelSerializer):
             "has_secret",
             "options",
             "max_concurrency",
+            "switch_method",
+            "switch_address",
+            "switch_username",
+            "switch_secret",
+            "has_switch_secret",
+            "switch_sessions",
+            "switch_timeout_seconds",
+            "routing_domain",
             "created_at",
             "updated_at",
         ]
-        read_only_fields = ["id", "has_secret", "created_at", "updated_at"]
+        read_only_fields = ["id", "has_secret", "has_switch_secret", "created_at", "updated_at"]
 
     def get_has_secret(self, endpoint) -> bool:
         return bool(endpoint.secret)
+
+    def get_has_switch_secret(self, endpoint) -> bool:
+        return bool(endpoint.switch_secret)
 
 
 class ImportJobSerializer(serializers.ModelSerializer):

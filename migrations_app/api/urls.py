@@ -1,10 +1,12 @@
 """/api/v1/: organisations (and their webhooks), mailboxes, events, endpoints, import jobs, waves and their actions, the planner,
-decisions. Bearer tokens for scripts; session sign-in for the browsable API."""
+decisions. Bearer tokens for scripts; the portal's own session for the browsable API. There is deliberately no
+DRF login route (rest_framework.urls): every way in is the portal's sign-in page, with its rules (Entra only when
+local sign-in is off, lockout after failures)."""
 
 from django.urls import include, path
 from rest_framework.routers import DefaultRouter
 
-from migrations_app.api import resources, views
+from migrations_app.api import resources, support, views
 
 app_name = "api"
 
@@ -48,9 +50,17 @@ urlpatterns = [
         webhooks.as_view({"get": "deliveries"}, **webhooks.deliveries.kwargs),
         name="webhook-deliveries",
     ),
+    # support: a trust's service-desk tickets, and the support rates
+    path("organisations/<str:ods_code>/support-tickets/", support.support_tickets, name="support-tickets"),
+    path(
+        "organisations/<str:ods_code>/support/",
+        support.organisation_support_rates,
+        name="organisation-support",
+    ),
+    path("waves/<int:pk>/support/", support.wave_support_rates, name="wave-support"),
+    path("support/", support.programme_support_rates, name="programme-support"),
     path("planner/preview/", views.planner_preview, name="planner-preview"),
     path("planner/commit/", views.planner_commit, name="planner-commit"),
     path("planner/pilot/", views.planner_pilot, name="planner-pilot"),
-    path("auth/", include("rest_framework.urls", namespace="rest_framework")),
     path("", include(router.urls)),
 ]

@@ -30,7 +30,7 @@ from migrations_app.api.serializers import (
     plan_as_data,
 )
 from migrations_app.models import Decision, Organisation, Wave
-from migrations_app.selectors.scoping import organisations_visible_to
+from migrations_app.selectors.scoping import organisations_visible_to, require_planner
 from migrations_app.selectors.waves import (
     decisions_visible_to,
     wave_members,
@@ -39,14 +39,9 @@ from migrations_app.selectors.waves import (
     waves_visible_to,
 )
 from migrations_app.services.execution import wave_retry_failures
-from migrations_app.services.planning import (
-    pilot_wave_create,
-    plan_commit,
-    plan_preview,
-    require_planner,
-    wave_move_organisation,
-    wave_place_carried_over,
-)
+from migrations_app.services.pilots import pilot_wave_create
+from migrations_app.services.plans import plan_commit, plan_preview
+from migrations_app.services.wave_moves import wave_move_organisation, wave_place_carried_over
 from migrations_app.services.waves import wave_act
 
 

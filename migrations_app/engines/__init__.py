@@ -13,12 +13,14 @@ import importlib
 from migrations_app.engines.base import (
     AUTH_FAILED,
     ERROR_CODES,
+    IMPERSONATION_REFUSED,
     NETWORK,
     OVER_QUOTA,
     PERMANENT_CODES,
     PROTOCOL,
     RETRYABLE_CODES,
     SERVER_BUSY,
+    SOURCE_MISSING,
     TARGET_MISSING,
     THROTTLED,
     TLS_FAILED,
@@ -43,6 +45,7 @@ _REGISTRY: dict[str, str] = {
     "simulated": "migrations_app.engines.simulated:SimulatedEngine",
     "imap": "migrations_app.engines.imap:ImapEngine",
     "graph": "migrations_app.engines.graph:GraphEngine",
+    "exchange": "migrations_app.engines.exchange:ExchangeEngine",
 }
 
 
@@ -68,12 +71,14 @@ def get_engine(kind: str, **options) -> Engine:
 __all__ = [
     "AUTH_FAILED",
     "ERROR_CODES",
+    "IMPERSONATION_REFUSED",
     "NETWORK",
     "OVER_QUOTA",
     "PERMANENT_CODES",
     "PROTOCOL",
     "RETRYABLE_CODES",
     "SERVER_BUSY",
+    "SOURCE_MISSING",
     "TARGET_MISSING",
     "THROTTLED",
     "TLS_FAILED",

@@ -22,14 +22,27 @@ NETWORK = "NETWORK"  # refused, reset, timed out
 THROTTLED = "THROTTLED"  # the server asked us to slow down
 SERVER_BUSY = "SERVER_BUSY"  # [UNAVAILABLE], [INUSE], BYE
 PROTOCOL = "PROTOCOL"  # the server answered something we cannot work with
+SOURCE_MISSING = "SOURCE_MISSING"  # the source has no such mailbox (exchange: ErrorNonExistentMailbox)
+IMPERSONATION_REFUSED = "IMPERSONATION_REFUSED"  # the service account may not impersonate the mailbox
+
+# Found by pre-flight only (a mailbox blocked before it is planned), never raised by a copy.
+NOT_LICENSED = "NOT_LICENSED"  # the target exists but has no Exchange Online licence (no mailbox enabled)
+ITEM_TOO_LARGE = "ITEM_TOO_LARGE"  # the source holds items larger than the target accepts
+PREFLIGHT_CODES = frozenset(
+    {AUTH_FAILED, TARGET_MISSING, NOT_LICENSED, OVER_QUOTA, ITEM_TOO_LARGE, TLS_FAILED}
+)
 
 RETRYABLE_CODES = frozenset({NETWORK, THROTTLED, SERVER_BUSY})
-PERMANENT_CODES = frozenset({AUTH_FAILED, TARGET_MISSING, OVER_QUOTA, TLS_FAILED, PROTOCOL})
+PERMANENT_CODES = frozenset(
+    {AUTH_FAILED, TARGET_MISSING, OVER_QUOTA, TLS_FAILED, PROTOCOL, SOURCE_MISSING, IMPERSONATION_REFUSED}
+)
 ERROR_CODES = RETRYABLE_CODES | PERMANENT_CODES
 
 # Reasons an item is skipped (listed in SyncResult.skipped, never silently dropped).
 SKIP_TOO_BIG = "TOO_BIG"  # over the target's APPENDLIMIT or the configured size limit
 SKIP_REJECTED = "REJECTED"  # the target answered NO to the APPEND
+SKIP_CORRUPT = "CORRUPT"  # the source could not export the item (exchange: ErrorCorruptData and the like)
+SKIP_SEARCH_FOLDER = "SEARCH_FOLDER"  # a search folder: a saved query, not content (listed, never copied)
 
 
 class EngineError(Exception):

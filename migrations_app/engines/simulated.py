@@ -7,7 +7,10 @@ The outcome of a sync is a pure function of (seed, email, size, item count, opti
   where attempt comes from the checkpoint, so a retry from the saved checkpoint gets a fresh roll;
 - the copy is reported in chunks and resumes from the checkpoint without copying anything twice.
 
-A rate is the probability that one sync attempt of one mailbox fails with that code. Throughput 0 or
+A rate is the probability that one sync attempt of one mailbox fails with that code. `preflight_rates` are the
+probabilities that pre-flight blocks a mailbox with a code (NOT_LICENSED, TARGET_MISSING, OVER_QUOTA,
+ITEM_TOO_LARGE, ...), rolled from (seed, email, target user): correcting the target user in the inventory
+re-rolls, as provisioning the right account would. Throughput 0 or
 instant=True means no waiting at all: 22,000 mailboxes take well under a second of engine time.
 """
 
@@ -22,8 +25,11 @@ from collections.abc import Callable
 from migrations_app.engines.base import (
     AUTH_FAILED,
     ERROR_CODES,
+    ITEM_TOO_LARGE,
+    NOT_LICENSED,
     OVER_QUOTA,
     PERMANENT_CODES,
+    PREFLIGHT_CODES,
     RETRYABLE_CODES,
     SKIP_TOO_BIG,
     TARGET_MISSING,
@@ -51,6 +57,8 @@ _MESSAGES = {
     TARGET_MISSING: "simulated: the target mailbox does not exist",
     OVER_QUOTA: "simulated: the target mailbox is full",
     TLS_FAILED: "simulated: certificate verification failed",
+    NOT_LICENSED: "simulated: MailboxNotEnabledForRESTAPI: the user has no Exchange Online licence",
+    ITEM_TOO_LARGE: "simulated: an item is larger than the target's 150 MB message limit",
 }
 
 
@@ -69,8 +77,15 @@ class SimulatedEngine(Engine):
         target_quota_bytes: int | None = None,
         sleep: Callable[[float], None] = time.sleep,
         run_log: str | None = None,
+        preflight_rates: dict[str, float] | None = None,
     ):
         failure_rates = dict(failure_rates or {})
+        preflight_rates = dict(preflight_rates or {})
+        if set(preflight_rates) - PREFLIGHT_CODES:
+            raise ValueError(f"unknown pre-flight codes: {sorted(set(preflight_rates) - PREFLIGHT_CODES)}")
+        if any(not 0 <= rate <= 1 for rate in preflight_rates.values()):
+            raise ValueError("pre-flight rates are probabilities between 0 and 1")
+        self.preflight_rates = sorted((c, r) for c, r in preflight_rates.items() if r)
         unknown = set(failure_rates) - ERROR_CODES
         if unknown:
             raise ValueError(f"unknown error codes in failure_rates: {sorted(unknown)}")
@@ -129,6 +144,14 @@ class SimulatedEngine(Engine):
         code, _, _ = self._mailbox_fate(spec)
         if code in _AT_LOGIN:
             return PreflightResult(ok=False, code=code, message=_MESSAGES[code])
+        if self.preflight_rates:
+            draws = _draws(f"{spec.seed}:{spec.email}:{spec.target_user}:preflight")
+            # one draw for all codes, cumulatively: the rates add up to the share blocked
+            roll, edge = draws[0], 0.0
+            for candidate, rate in self.preflight_rates:
+                edge += rate
+                if roll < edge:
+                    return PreflightResult(ok=False, code=candidate, message=_MESSAGES[candidate])
         if self.target_quota_bytes is not None and spec.size_bytes > self.target_quota_bytes:
             return PreflightResult(
                 ok=False,

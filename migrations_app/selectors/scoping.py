@@ -91,3 +91,18 @@ def require_administer(user: User, organisation: Organisation) -> None:
 def require_programme_office(user: User) -> None:
     if not (user.is_authenticated and user.is_programme_office):
         raise PermissionDenied("Only the programme office can do this")
+
+
+def require_planner(user: User) -> None:
+    if not (user.is_authenticated and user.is_programme_office):
+        raise PermissionDenied("Only the programme office can plan waves")
+
+
+def support_requests_visible_to(user: User):
+    """Support requests name a person: the programme office and the organisation's own admins see them (not
+    viewers, not other trusts)."""
+    from migrations_app.models import SupportRequest
+
+    if user.is_authenticated and user.is_programme_office:
+        return SupportRequest.objects.all()
+    return SupportRequest.objects.filter(organisation_id__in=_own_organisation_ids(user))

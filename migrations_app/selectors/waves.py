@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery, Sum
 
 from migrations_app.models import Allocation, Decision, Mailbox, MailboxCounter, Organisation, User, Wave
+from migrations_app.planning.calendar import allowed_kinds
 from migrations_app.selectors.scoping import organisations_visible_to
 
 ALLOCATING_STATUSES = (Wave.Status.DRAFT, Wave.Status.PROPOSED)
@@ -26,11 +27,7 @@ LONDON = ZoneInfo("Europe/London")
 
 
 def organisation_allowed_kinds(preference: str) -> frozenset[str]:
-    if preference == Organisation.WindowPreference.EVENING:
-        return frozenset({EVENING})
-    if preference == Organisation.WindowPreference.WEEKEND:
-        return frozenset({WEEKEND})
-    return frozenset({EVENING, WEEKEND})
+    return allowed_kinds(preference)
 
 
 def allocation_matches(allocations: QuerySet[Allocation]) -> QuerySet[Allocation]:

@@ -499,7 +499,7 @@ def inventory_import(
     A file with any error imports nothing unless `import_valid_rows`; a file-level problem (header,
     empty, not text) is a rejected result with a line-1 error.
     """
-    return run_import(
+    result = run_import(
         _inventory_import,
         rejected_action="inventory.rejected",
         source=source,
@@ -509,6 +509,11 @@ def inventory_import(
         progress=progress,
         total_bytes=total_bytes,
     )
+    if result.status == ImportJob.Status.SUCCEEDED:
+        from migrations_app.services.readiness.stages import organisations_stage_on_import
+
+        organisations_stage_on_import(organisation=organisation, actor=actor)
+    return result
 
 
 def run_import(
@@ -989,6 +994,8 @@ def _upsert_sql(*, with_target: bool) -> str:
         f"affinity_group = CASE WHEN excluded.affinity_group = '' THEN {t}.affinity_group "
         "ELSE excluded.affinity_group END",
         "updated_at = excluded.updated_at",
+        # a changed row is checked again (services.readiness: the beat re-checks those with no check)
+        "checked_at = NULL",
     ]
     changed = [
         distinct_sql(f"{t}.display_name", "excluded.display_name"),

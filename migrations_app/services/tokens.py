@@ -21,6 +21,16 @@ PREFIX_CHARS = 12
 LAST_USED_EVERY = datetime.timedelta(minutes=1)
 
 
+def token_scopes_for(user: User) -> list[str]:
+    """The scopes a token of `user` can use: a viewer only reads, a trust admin reads and writes (approving a
+    wave is the programme office's), the programme office everything."""
+    if user.is_programme_office:
+        return list(ApiToken.Scope.values)
+    if user.is_trust_admin:
+        return [ApiToken.Scope.READ, ApiToken.Scope.WRITE]
+    return [ApiToken.Scope.READ]
+
+
 def token_hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
@@ -51,6 +61,9 @@ def token_create(
     unknown = set(scopes) - set(ApiToken.Scope.values)
     if unknown:
         raise ValidationError({"scopes": f"Unknown scopes: {', '.join(sorted(unknown))}"})
+    beyond = set(scopes) - set(token_scopes_for(user))
+    if beyond:
+        raise ValidationError({"scopes": f"Your role cannot use these scopes: {', '.join(sorted(beyond))}"})
     if expires_at is not None and expires_at <= timezone.now():
         raise ValidationError({"expires_at": "The expiry must be in the future"})
     prefix = secrets.token_hex(PREFIX_CHARS // 2)

@@ -29,6 +29,8 @@ from migrations_app.selectors.waves import (
     wave_totals,
 )
 from migrations_app.services.events import event_record
+from migrations_app.services.gate import gate_check_approval
+from migrations_app.services.readiness.stages import organisations_stage_on_approval
 
 S = Wave.Status
 
@@ -212,8 +214,10 @@ def wave_approve(*, wave: Wave, actor: User, reason: str = "") -> Wave:
             raise ValidationError(
                 f"{len(missing)} organisation(s) have not said go yet: {', '.join(codes)}{more}"
             )
+    gate_check_approval(wave=as_proposed)  # the support-rate gate (services/gate.py)
     totals = _check_capacity(as_proposed)
     stamped = _stamp(wave)
+    organisations_stage_on_approval(wave=wave, actor=actor)
     Wave.objects.filter(pk=wave.pk).update(stamped_at=now)
     wave.stamped_at = now
     wave_refresh_totals(wave=wave)

@@ -11,22 +11,21 @@ subscription's secret, and `Portal-Event-Id` (the same on every retry) to drop d
 checks it is in README ("Webhooks") and docs/adr/008-api-design.md."""
 
 import datetime
-import functools
 import hashlib
 import hmac
 import json
 import random
 import time
-from urllib.parse import urlsplit
 
-import httpx
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Exists, Max, OuterRef
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from migrations_app.models import Event, Organisation, User, Webhook, WebhookDelivery
+from migrations_app.outbound import OutboundRefused, outbound_check_url, outbound_request
+from migrations_app.selectors.feed import events_after, events_visible_below_horizon
 from migrations_app.selectors.scoping import require_administer
 from migrations_app.services.events import event_record
 
@@ -34,7 +33,6 @@ SIGNATURE_HEADER = "Portal-Signature"
 EVENT_ID_HEADER = "Portal-Event-Id"
 USER_AGENT = "migration-portal-webhooks/1"
 SECRET_MIN_LENGTH = 24
-EXCERPT_BYTES = 1000
 
 
 # --- signing -------------------------------------------------------------------------------------------------
@@ -54,17 +52,12 @@ def webhook_signature(*, secret: str, body: bytes, timestamp: int) -> str:
 
 
 def _check_url(url: str) -> str:
-    url = url.strip()
-    parts = urlsplit(url)
-    if parts.scheme not in {"https", "http"} or not parts.hostname:
-        raise ValidationError({"url": "Enter an https:// URL"})
-    if parts.username or parts.password:
-        raise ValidationError({"url": "Put no credentials in the URL: the signature authenticates us"})
-    if parts.scheme == "http" and not (
-        settings.DEBUG or parts.hostname in settings.WEBHOOK_ALLOWED_HTTP_HOSTS
-    ):
-        raise ValidationError({"url": "Webhooks are sent over https:// only"})
-    return url
+    """The URL's form (https, port, no credentials, no internal address literal); where its name resolves is
+    checked again at every send (migrations_app/outbound.py)."""
+    try:
+        return outbound_check_url(url)
+    except OutboundRefused as exc:
+        raise ValidationError({"url": str(exc)}) from exc
 
 
 def _check_event_types(event_types: list[str]) -> list[str]:
@@ -111,8 +104,8 @@ def webhook_create(
         data={"webhook": webhook.pk, "event_types": webhook.event_types},
     )
     # what happened before (its own creation included) is history, readable at /events
-    webhook.last_event_id = created.pk
-    webhook.save(update_fields=["last_event_id"])
+    webhook.last_event_txid, webhook.last_event_id = created.txid, created.pk
+    webhook.save(update_fields=["last_event_txid", "last_event_id"])
     return webhook
 
 
@@ -131,7 +124,7 @@ def webhook_update(*, actor: User, webhook: Webhook, **changes) -> Webhook:
         webhook.description = changes["description"][:200]
     if "active" in changes:
         if changes["active"] and not webhook.active:
-            webhook.last_event_id = Event.objects.aggregate(last=Max("id"))["last"] or 0
+            webhook.last_event_txid, webhook.last_event_id = _feed_end()
         webhook.active = changes["active"]
     webhook.save()
     event_record(
@@ -142,6 +135,12 @@ def webhook_update(*, actor: User, webhook: Webhook, **changes) -> Webhook:
         data={"webhook": webhook.pk, "fields": sorted(changes)},  # names only: never the secret
     )
     return webhook
+
+
+def _feed_end() -> tuple[int, int]:
+    """The feed position of "now": after the newest event, in the feed's order."""
+    last = Event.objects.order_by("-txid", "-id").values_list("txid", "id").first()
+    return last or (0, 0)
 
 
 @transaction.atomic
@@ -210,14 +209,16 @@ def event_payload(event: Event, ods_code: str) -> dict:
 def webhooks_fan_out(*, batch: int = 1000) -> int:
     """Deliveries for the events after each active subscription's cursor; returns how many were made.
 
-    One query finds the subscriptions with new events (event_org_idx); then per such subscription one read of
-    at most `batch` events and one INSERT. Events younger than WEBHOOK_FANOUT_LAG_SECONDS wait for the next
-    run, so an event whose transaction commits a moment after a later one is not skipped by the cursor; the
-    (webhook, event) unique constraint makes a second look at an event harmless."""
-    cutoff = timezone.now() - datetime.timedelta(seconds=settings.WEBHOOK_FANOUT_LAG_SECONDS)
-    newer = Event.objects.filter(
-        organisation_id=OuterRef("organisation_id"), id__gt=OuterRef("last_event_id"), created_at__lte=cutoff
-    )
+    The cursor is a position in the event feed's order, (txid, id), and only events below the visibility
+    horizon are read (selectors/feed.py), so an event whose transaction commits after a later one is still
+    delivered, exactly once: the (webhook, event) unique constraint makes a second look harmless too.
+    One query finds the subscriptions with new events (event_org_feed_idx); then per such subscription one
+    read of at most `batch` events and one INSERT."""
+    newer = events_visible_below_horizon(
+        Event.objects.filter(
+            organisation_id=OuterRef("organisation_id"), txid__gte=OuterRef("last_event_txid")
+        )
+    ).exclude(txid=OuterRef("last_event_txid"), id__lte=OuterRef("last_event_id"))
     pending = Webhook.objects.filter(Exists(newer), active=True).values_list("pk", flat=True)
     made = 0
     for webhook_id in list(pending):
@@ -232,13 +233,11 @@ def webhooks_fan_out(*, batch: int = 1000) -> int:
             if webhook is None:
                 continue
             events = list(
-                Event.objects.filter(
-                    organisation_id=webhook.organisation_id,
-                    id__gt=webhook.last_event_id,
-                    created_at__lte=cutoff,
-                )
-                .select_related("actor")
-                .order_by("id")[:batch]
+                events_after(
+                    Event.objects.filter(organisation_id=webhook.organisation_id),
+                    txid=webhook.last_event_txid,
+                    event_id=webhook.last_event_id,
+                ).select_related("actor")[:batch]
             )
             if not events:
                 continue
@@ -254,7 +253,9 @@ def webhooks_fan_out(*, batch: int = 1000) -> int:
                 if webhook.wants(event.action)
             ]
             WebhookDelivery.objects.bulk_create(deliveries, ignore_conflicts=True)
-            Webhook.objects.filter(pk=webhook.pk).update(last_event_id=events[-1].pk)
+            Webhook.objects.filter(pk=webhook.pk).update(
+                last_event_txid=events[-1].txid, last_event_id=events[-1].pk
+            )
             made += len(deliveries)
     return made
 
@@ -282,25 +283,6 @@ def webhook_retry_delay(attempt: int) -> float:
     return delay / 2 + random.uniform(0, delay / 2)
 
 
-@functools.cache
-def _client() -> httpx.Client:
-    """One client per worker process: its connection pool and TLS context are reused (making a client costs
-    tens of milliseconds). httpx.Client is safe to share between threads."""
-    return httpx.Client(follow_redirects=False)
-
-
-def _post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, str]:
-    """POST and read at most EXCERPT_BYTES of the answer (a receiver's huge page is not our problem)."""
-    timeout = httpx.Timeout(settings.WEBHOOK_TIMEOUT_SECONDS)
-    with _client().stream("POST", url, content=body, headers=headers, timeout=timeout) as response:
-        excerpt = b""
-        for chunk in response.iter_bytes():
-            excerpt += chunk
-            if len(excerpt) >= EXCERPT_BYTES:
-                break
-        return response.status_code, excerpt[:EXCERPT_BYTES].decode("utf-8", "replace")
-
-
 def webhook_deliver(*, delivery_id: int) -> WebhookDelivery | None:
     """One attempt at one delivery; records the outcome and when to try again. A delivery that is no longer
     pending (done, failed, or attempted meanwhile by another worker) is left alone."""
@@ -326,10 +308,18 @@ def webhook_deliver(*, delivery_id: int) -> WebhookDelivery | None:
     if not webhook.active and delivery.kind == WebhookDelivery.Kind.EVENT:
         error = "The webhook was switched off"
     else:
+        # the status and a short reason only: what a receiver (or an internal service a URL pointed at)
+        # answers never comes back to the person who typed the URL
         try:
-            http_status, excerpt = _post(webhook.url, body, headers)
-        except httpx.HTTPError as exc:
-            error = f"{type(exc).__name__}: {exc}"[:500]
+            result = outbound_request(
+                "POST", webhook.url, content=body, headers=headers, timeout=settings.WEBHOOK_TIMEOUT_SECONDS
+            )
+        except OutboundRefused as exc:
+            error = f"Not sent: {exc}"
+        else:
+            http_status, excerpt = result.status, result.reason
+            if http_status is None:
+                error = result.reason
     duration_ms = int((time.perf_counter() - started) * 1000)
     now = timezone.now()
     delivered = http_status is not None and 200 <= http_status < 300
@@ -341,7 +331,7 @@ def webhook_deliver(*, delivery_id: int) -> WebhookDelivery | None:
         status = WebhookDelivery.Status.PENDING
         next_attempt_at = now + datetime.timedelta(seconds=webhook_retry_delay(attempt))
     if not error and not delivered:
-        error = f"The receiver answered HTTP {http_status}"
+        error = f"The receiver answered HTTP {http_status} {excerpt}".strip()
     WebhookDelivery.objects.filter(
         pk=delivery.pk, status=WebhookDelivery.Status.PENDING, attempts=delivery.attempts
     ).update(

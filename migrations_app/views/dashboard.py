@@ -5,9 +5,10 @@ from django.contrib.auth.decorators import login_required
 from django.shortcuts import render
 
 from migrations_app.selectors.progress import dashboard as dashboard_figures
+from migrations_app.selectors.support import programme_support
 
 
 @login_required
 def dashboard(request):
-    context = {"nav": "dashboard", **dashboard_figures(request.user)}
+    context = {"nav": "dashboard", **dashboard_figures(request.user), "support": programme_support()}
     return render(request, "dashboard.html", context)

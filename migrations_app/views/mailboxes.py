@@ -26,6 +26,7 @@ from migrations_app.services.execution import (
     mailbox_rollback,
 )
 from migrations_app.views._csv import CHUNK_SIZE, csv_response
+from migrations_app.views.support import mailbox_notifications_context
 
 NAV = "mailboxes"
 MAILBOX_CSV_HEADER = [
@@ -103,6 +104,7 @@ def mailbox_detail(request, pk: int):
         "can_cancel": may_act and mailbox.wave_id is not None and mailbox.state in CANCELLABLE,
         "can_pause": may_act and not mailbox.paused and mailbox.state in PAUSABLE,
         "can_resume": may_act and mailbox.paused,
+        **mailbox_notifications_context(mailbox),
     }
     return render(request, "mailboxes/detail.html", context)
 

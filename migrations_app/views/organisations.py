@@ -54,6 +54,7 @@ from migrations_app.services.organisations import (
 from migrations_app.views._csv import CHUNK_SIZE, csv_response
 from migrations_app.views._helpers import add_service_errors, error_summary_items, paginate, posted
 from migrations_app.views.mailboxes import MAILBOX_CSV_HEADER, mailbox_csv_rows
+from migrations_app.views.support import organisation_support_context
 
 NAV = "organisations"
 
@@ -120,6 +121,7 @@ def organisation_detail(request, ods_code: str):
         "progress": organisation_progress(organisation),
         "waves": _organisation_waves(organisation),
         **_inventory_context(request, organisation),
+        **organisation_support_context(request.user, organisation),
     }
     return render(request, "organisations/detail.html", context)
 

@@ -9,7 +9,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST
 
 from migrations_app.forms import ApiTokenForm
-from migrations_app.services.tokens import token_create, token_revoke
+from migrations_app.services.tokens import token_create, token_revoke, token_scopes_for
 from migrations_app.views._helpers import add_service_errors, error_summary_items, posted
 
 NAV = "tokens"
@@ -18,7 +18,8 @@ NAV = "tokens"
 @login_required
 @require_http_methods(["GET", "POST"])
 def token_list(request):
-    form = ApiTokenForm(posted(request)[0])
+    scopes = token_scopes_for(request.user)
+    form = ApiTokenForm(posted(request)[0], scopes=scopes)
     raw = None
     if request.method == "POST" and form.is_valid():
         try:
@@ -31,7 +32,7 @@ def token_list(request):
         except ValidationError as error:
             add_service_errors(form, error)
         else:
-            form = ApiTokenForm()
+            form = ApiTokenForm(scopes=scopes)
     context = {
         "nav": NAV,
         "form": form,

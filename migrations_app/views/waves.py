@@ -1,7 +1,7 @@
 """Wave pages: the timeline, one wave with its organisations, capacity and decisions, the actions (htmx, with a
 confirmation step for destructive ones), moves, the planner with its preview, pilot waves.
 
-Every action calls one service (services.waves / services.planning), the same ones the API calls. Scoping
+Every action calls one service (services.waves, services.plans, services.wave_moves, services.pilots, services.programme), the same ones the API calls. Scoping
 through the selectors: a wave outside the user's scope is a 404; a forbidden action is a 403."""
 
 import datetime as dt
@@ -17,8 +17,14 @@ from django_htmx.http import HttpResponseStopPolling
 
 from migrations_app.forms import DatePartsField
 from migrations_app.models import ClosedPeriod, Mailbox, Organisation, ProgrammeSettings, User, Wave
+from migrations_app.planning.calendar import LONDON
 from migrations_app.selectors.progress import wave_progress
-from migrations_app.selectors.scoping import can_administer, mailboxes_visible_to, organisations_visible_to
+from migrations_app.selectors.scoping import (
+    can_administer,
+    mailboxes_visible_to,
+    organisations_visible_to,
+    require_planner,
+)
 from migrations_app.selectors.waves import (
     decisions_visible_to,
     plan_unplaced_rows,
@@ -29,26 +35,25 @@ from migrations_app.selectors.waves import (
     waves_visible_to,
 )
 from migrations_app.services.execution import wave_retry_failures
-from migrations_app.services.planning import (
-    LONDON,
-    MOVABLE_INTO,
+from migrations_app.services.pilots import pilot_wave_create
+from migrations_app.services.plans import plan_commit, plan_preview, wave_name
+from migrations_app.services.programme import (
     SETTINGS_FIELDS,
     closed_period_add,
     closed_period_remove,
-    pilot_wave_create,
-    plan_commit,
-    plan_preview,
     programme_settings_update,
-    require_planner,
+)
+from migrations_app.services.wave_moves import (
+    MOVABLE_INTO,
     wave_move_mailbox,
     wave_move_organisation,
-    wave_name,
     wave_place_carried_over,
 )
 from migrations_app.services.waves import ACTIONS, wave_act
 from migrations_app.views._csv import CHUNK_SIZE, csv_response
 from migrations_app.views._helpers import add_service_errors, error_summary_items, paginate
 from migrations_app.views.mailboxes import MAILBOX_CSV_HEADER, mailbox_csv_rows
+from migrations_app.views.support import wave_support_context
 
 NAV = "waves"
 S = Wave.Status
@@ -233,6 +238,7 @@ def wave_detail(request, pk: int):
         )
         if context["carried_over"] and request.user.is_programme_office:
             context["place_targets"] = _other_movable_waves(wave)
+    context.update(wave_support_context(request.user, wave))
     return render(request, "waves/detail.html", context)
 
 

@@ -5,7 +5,7 @@ from django.core.cache import cache
 from django.test import Client
 from django.utils import timezone
 
-from migrations_app.services.tokens import token_create
+from migrations_app.services.tokens import token_create, token_scopes_for
 
 
 @pytest.fixture(autouse=True)
@@ -17,10 +17,12 @@ def fresh_throttles():
 
 @pytest.fixture
 def token_for(db):
-    """token_for(user, scopes=("read", "write")) -> the raw bearer token."""
+    """token_for(user, scopes=("read", "write")) -> the raw bearer token, with the scopes asked for that the
+    user's role can use (a viewer's token only reads: the role's own refusal is tested with a session)."""
 
     def make(user, scopes=("read", "write"), expires_at=None, name="script"):
         expires_at = expires_at or timezone.now() + dt.timedelta(days=30)
+        scopes = [scope for scope in scopes if scope in token_scopes_for(user)]
         return token_create(user=user, name=name, scopes=scopes, expires_at=expires_at)[1]
 
     return make

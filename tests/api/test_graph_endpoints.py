@@ -61,3 +61,40 @@ def test_a_certificate_key_needs_its_thumbprint(api, officer):
         },
     )
     assert response.status_code == 400 and "certificate_thumbprint" in response.content.decode()
+
+
+def _graph(options):
+    return {
+        "name": "exo",
+        "kind": "graph",
+        "role": "target",
+        "address": TENANT,
+        "username": CLIENT,
+        "secret": "client-secret-value",
+        "options": options,
+    }
+
+
+def test_a_graph_url_to_an_internal_address_is_refused(api, officer):
+    for url in (
+        "http://graph.example.org/v1.0",
+        "https://169.254.169.254/",
+        "https://[::1]/",
+        "https://10.0.0.8/",
+    ):
+        response = post(api(officer), "/api/v1/endpoints/", _graph({"graph_url": url}))
+        assert response.status_code == 400 and "graph_url" in response.content.decode(), url
+    assert not Endpoint.objects.exists()
+    ok = post(api(officer), "/api/v1/endpoints/", _graph({"graph_url": "https://graph.microsoft.com/v1.0"}))
+    assert ok.status_code == 201, ok.content
+
+
+def test_a_ca_file_must_be_in_the_configured_directory(api, officer, settings, tmp_path):
+    settings.ENDPOINT_CA_DIR = str(tmp_path)
+    outside = post(api(officer), "/api/v1/endpoints/", _graph({"ca_file": "/etc/shadow"}))
+    climbing = post(api(officer), "/api/v1/endpoints/", _graph({"ca_file": f"{tmp_path}/../../etc/passwd"}))
+    assert (
+        outside.status_code == climbing.status_code == 400 and "ENDPOINT_CA_DIR" in outside.content.decode()
+    )
+    inside = post(api(officer), "/api/v1/endpoints/", _graph({"ca_file": str(tmp_path / "trust-ca.pem")}))
+    assert inside.status_code == 201, inside.content

@@ -60,11 +60,14 @@ def test_enrol_validation_errors_name_each_field(api, admin_a):
     assert {"ods_code", "name", "kind", "region", "primary_contact"} <= {e["field"] for e in body["errors"]}
 
 
-def test_a_viewer_is_read_only(api, viewer, org_a, mailboxes):
-    client = api(viewer)
+def test_a_viewer_is_read_only(api, client_for, viewer, org_a, mailboxes):
+    client = api(viewer)  # a viewer's token can only read
     assert client.get("/api/v1/mailboxes/").status_code == 200
-    assert post(client, "/api/v1/organisations/", enrolment()).status_code == 403
-    response = post(client, "/api/v1/organisations/RJ1/mailboxes/bulk", [])
+    response = post(client, "/api/v1/organisations/", enrolment())
+    assert response.status_code == 403 and response.json()["code"] == "insufficient_scope"
+    session = client_for(viewer)  # a session carries every scope: the role itself refuses
+    assert post(session, "/api/v1/organisations/", enrolment()).status_code == 403
+    response = post(session, "/api/v1/organisations/RJ1/mailboxes/bulk", [])
     assert response.status_code == 403 and response.json()["code"] == "permission_denied"
 
 

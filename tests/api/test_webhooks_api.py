@@ -7,15 +7,15 @@ import pytest
 
 from migrations_app.models import Webhook, WebhookDelivery
 from tests.services.test_webhooks import SECRET, receiver_verifies
-from tests.webhook_receiver import start_receiver
+from tests.webhook_receiver import allow_receiver, start_receiver
 
 BASE = "/api/v1/organisations/RJ1/webhooks/"
 
 
 @pytest.fixture
 def receiver(settings):
-    settings.WEBHOOK_ALLOWED_HTTP_HOSTS = ["127.0.0.1"]
     made, server = start_receiver([200])
+    allow_receiver(settings, made.url)
     yield made
     server.shutdown()
     server.server_close()
@@ -90,9 +90,14 @@ def test_the_delivery_log_is_newest_first_and_read_only(api, admin_a, org_a, rec
         ("http://example.org/hook", "https"),
         ("ftp://example.org/hook", "https"),
         ("https://user:pw@example.org/hook", "credentials"),
+        ("https://169.254.169.254/latest/meta-data/", "internal"),
+        ("https://127.1/hook", "internal"),
+        ("https://[::ffff:10.0.0.1]/hook", "internal"),
+        ("https://localhost/hook", "internal"),
+        ("https://example.org:6379/hook", "port 443"),
     ],
 )
-def test_only_https_urls_are_accepted(api, admin_a, org_a, url, message):
+def test_only_https_urls_to_public_addresses_are_accepted(api, admin_a, org_a, url, message):
     response = post(api(admin_a), BASE, subscription(url))
     assert response.status_code == 400 and message in response.content.decode()
     assert not Webhook.objects.exists()

@@ -33,6 +33,7 @@ def endpoints(dovecots, fake, settings):  # noqa: F811
         security="tls",
         secret=next(iter(source_server.users.values()), "") or "secret",
         options={"ca_file": str(source_server.ca_file)},
+        routing_domain="trust.mail.onmicrosoft.com",  # the switch at cutover routes mail there (simulated)
     )
     target = Endpoint.objects.create(
         name="exchange-online",
@@ -97,8 +98,8 @@ def test_a_mailbox_ten_times_the_upload_budget_is_paced_to_migrated_through_a_wo
     real_broker,
     org_a,
     endpoints,
-    fake,
-    settings,  # noqa: F811
+    fake,  # noqa: F811
+    settings,
 ):
     budget, window = 30_000, 0.5  # Graph's 150 MB in 300 s, time scaled down: the same arithmetic
     settings.MIGRATION_ENGINE_OPTIONS = {

@@ -10,7 +10,7 @@ from migrations_app.models import Endpoint, Event, Mailbox, Wave
 from migrations_app.services.execution import wave_tick
 from tests.engines import mailgen
 from tests.engines.dovecot import MASTER_USER, PASSWORD
-from tests.execution_fixtures import approved_wave
+from tests.execution_fixtures import CUTOVER_STEPS, approved_wave
 
 M = Mailbox.State
 FOLDERS = {"INBOX": 5, "Sent Items": 3, "Projects/2024": 2}  # source separator "/", target "."
@@ -28,6 +28,7 @@ def _endpoint(server, name, role, security):
         secret=PASSWORD,
         options={"ca_file": str(server.ca_file), "master_user_separator": "*"},
         max_concurrency=4,
+        routing_domain="trust.mail.onmicrosoft.com",  # the cutover's switch (simulated) routes mail there
     )
 
 
@@ -88,6 +89,7 @@ def test_an_approved_wave_moves_real_mailboxes_between_imap_servers(dovecots, or
             (M.SCHEDULED, M.SYNCING),
             (M.SYNCING, M.SYNCED),
             (M.SYNCED, M.CUTOVER),
+            *CUTOVER_STEPS,  # final delta, switch requested, switched
             (M.CUTOVER, M.VERIFYING),
             (M.VERIFYING, M.MIGRATED),
         ]

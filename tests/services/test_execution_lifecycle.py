@@ -16,7 +16,7 @@ from migrations_app.services.execution import (
     wave_tick,
 )
 from migrations_app.services.waves import wave_pause, wave_resume
-from tests.execution_fixtures import approved_wave, transitions
+from tests.execution_fixtures import CUTOVER_STEPS, approved_wave, transitions
 
 M = Mailbox.State
 
@@ -60,6 +60,7 @@ def test_a_mailbox_runs_to_migrated_with_every_transition_in_the_event_table(db,
         (M.SCHEDULED, M.SYNCING),
         (M.SYNCING, M.SYNCED),
         (M.SYNCED, M.CUTOVER),
+        *CUTOVER_STEPS,  # final delta, switch requested, switched
         (M.CUTOVER, M.VERIFYING),
         (M.VERIFYING, M.MIGRATED),
     ]
@@ -80,6 +81,7 @@ def test_a_mailbox_synced_inside_its_open_window_goes_straight_on_to_its_cutover
         (M.SCHEDULED, M.SYNCING),
         (M.SYNCING, M.SYNCED),
         (M.SYNCED, M.CUTOVER),
+        *CUTOVER_STEPS,  # final delta, switch requested, switched
         (M.CUTOVER, M.VERIFYING),
         (M.VERIFYING, M.MIGRATED),
     ]

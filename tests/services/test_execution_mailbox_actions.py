@@ -20,7 +20,7 @@ from migrations_app.services.execution import (
     mailbox_run_sync,
     wave_tick,
 )
-from migrations_app.services.planning import wave_place_carried_over
+from migrations_app.services.wave_moves import wave_place_carried_over
 from tests.execution_fixtures import approved_wave, transitions
 from tests.wave_fixtures import wave_with
 

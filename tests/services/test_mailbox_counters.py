@@ -21,7 +21,7 @@ from migrations_app.services.execution import (
     wave_tick,
 )
 from migrations_app.services.imports import inventory_import
-from migrations_app.services.planning import wave_move_mailbox
+from migrations_app.services.wave_moves import wave_move_mailbox
 from migrations_app.services.waves import wave_approve, wave_go, wave_propose
 from tests.execution_fixtures import approved_wave
 from tests.wave_fixtures import ready_mailboxes, wave_with

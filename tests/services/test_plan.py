@@ -17,23 +17,14 @@ from migrations_app.models import (
     ProgrammeSettings,
     Wave,
 )
+from migrations_app.planning.calendar import LONDON, WindowRules, windows_between
+from migrations_app.planning.placement import BLACKOUT_COVERS_HORIZON, TOO_LARGE
+from migrations_app.planning.units import large_organisations
+from migrations_app.selectors.planning import _chunk_rows, _group_rows, _plannable
 from migrations_app.selectors.waves import wave_members, wave_of_mailbox, wave_totals
-from migrations_app.services.planning import (
-    BLACKOUT_COVERS_HORIZON,
-    LONDON,
-    TOO_LARGE,
-    WindowRules,
-    _chunk_rows,
-    _group_rows,
-    _plannable,
-    large_organisations,
-    pilot_wave_create,
-    plan_commit,
-    plan_preview,
-    wave_move_mailbox,
-    wave_move_organisation,
-    windows_between,
-)
+from migrations_app.services.pilots import pilot_wave_create
+from migrations_app.services.plans import plan_commit, plan_preview
+from migrations_app.services.wave_moves import wave_move_mailbox, wave_move_organisation
 from migrations_app.services.waves import wave_approve, wave_go, wave_propose
 from tests.factories import OrganisationFactory
 from tests.wave_fixtures import ready_mailboxes
@@ -104,7 +95,7 @@ def test_bank_holidays_and_freezes_close_windows(db):
     ClosedPeriod.objects.create(
         kind="freeze", starts_on=dt.date(2026, 6, 3), ends_on=dt.date(2026, 6, 3), name="Change freeze"
     )
-    from migrations_app.services.planning import closed_periods
+    from migrations_app.selectors.planning import closed_periods
 
     rules = WindowRules.from_settings(ProgrammeSettings.load())
     start, end = dt.date(2026, 5, 18), dt.date(2026, 6, 7)
@@ -375,7 +366,7 @@ def test_organisation_status_is_not_the_planners_business(db, officer):
 
 
 def test_settings_changes_are_audited_and_validated(db, officer, admin_a):
-    from migrations_app.services.planning import closed_period_add, programme_settings_update
+    from migrations_app.services.programme import closed_period_add, programme_settings_update
 
     programme_settings_update(actor=officer, evening_capacity_mailboxes=21_000)
     event = Event.objects.get(action="programme.settings_changed")

@@ -1,6 +1,8 @@
 """The planner end to end on the database, for random inventories: what the SQL aggregates, the saved
 allocations and the membership selector say agrees with the promises (every ready mailbox in exactly one
-wave or reported, capacity, affinity groups whole, blackouts and preferences)."""
+wave or reported, capacity, affinity groups whole, blackouts and preferences), and it never places a mailbox
+that is not ready nor one of an organisation whose required readiness gates are unmet (those are listed as
+left out, with why)."""
 
 import datetime as dt
 from collections import defaultdict
@@ -11,8 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from migrations_app.models import BlackoutPeriod, Mailbox, Organisation, ProgrammeSettings
+from migrations_app.planning.calendar import LONDON
 from migrations_app.selectors.waves import organisation_allowed_kinds, wave_members
-from migrations_app.services.planning import LONDON, plan_commit
+from migrations_app.services.plans import plan_commit
 
 MONDAY = dt.date(2026, 10, 19)  # the horizon crosses the October clock change
 
@@ -27,20 +30,28 @@ def inventories(draw):
                 "priority": draw(st.integers(1, 3)),
                 "preference": draw(st.sampled_from(["any", "any", "evening", "weekend"])),
                 "blackout": draw(st.one_of(st.none(), st.integers(0, 12))),
+                "gates": draw(
+                    st.one_of(st.just((True,) * 4), st.tuples(*(st.booleans() for _ in Organisation.GATES)))
+                ),
                 "mailboxes": [
-                    (draw(st.integers(0, 500)), draw(st.sampled_from(["", "", "", "G1", "G2"])))
+                    (
+                        draw(st.integers(0, 500)),
+                        draw(st.sampled_from(["", "", "", "G1", "G2"])),
+                        draw(st.sampled_from(["ready"] * 4 + ["blocked", "inventoried"])),
+                    )
                     for _ in range(draw(st.integers(0, 25)))
                 ],
             }
         )
-    return orgs, draw(st.integers(3, 30)), draw(st.integers(1, 20)), draw(st.integers(1, 6))
+    required = sorted(draw(st.sets(st.sampled_from(Organisation.GATES))))
+    return orgs, draw(st.integers(3, 30)), draw(st.integers(1, 20)), draw(st.integers(1, 6)), required
 
 
 @pytest.mark.django_db
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(inventories())
 def test_committed_plans_keep_their_promises(officer, inventory):
-    orgs, evening_cap, single_max, chunk = inventory
+    orgs, evening_cap, single_max, chunk, required = inventory
     with transaction.atomic():
         settings_row = ProgrammeSettings.load()
         settings_row.evening_capacity_mailboxes = evening_cap
@@ -50,6 +61,7 @@ def test_committed_plans_keep_their_promises(officer, inventory):
         settings_row.single_wave_organisation_max = single_max
         settings_row.large_organisation_chunk = chunk
         settings_row.planning_horizon_days = 21
+        settings_row.required_gates = required
         settings_row.save()
         n = 0
         for spec in orgs:
@@ -59,6 +71,7 @@ def test_committed_plans_keep_their_promises(officer, inventory):
                 region="london",
                 priority=spec["priority"],
                 preferred_window=spec["preference"],
+                **dict(zip(Organisation.GATES, spec["gates"], strict=True)),
             )
             if spec["blackout"] is not None:
                 start = MONDAY + dt.timedelta(days=spec["blackout"])
@@ -66,7 +79,7 @@ def test_committed_plans_keep_their_promises(officer, inventory):
                     organisation=org, starts_on=start, ends_on=start + dt.timedelta(days=3)
                 )
             rows = []
-            for size, group in spec["mailboxes"]:
+            for size, group, state in spec["mailboxes"]:
                 n += 1
                 rows.append(
                     Mailbox(
@@ -74,7 +87,8 @@ def test_committed_plans_keep_their_promises(officer, inventory):
                         email=f"p{n}@x.nhs.uk",
                         size_bytes=size,
                         affinity_group=group,
-                        state="ready",
+                        state=state,
+                        blocked_code="NOT_LICENSED" if state == "blocked" else "",
                     )
                 )
             Mailbox.objects.bulk_create(rows)
@@ -93,12 +107,27 @@ def test_committed_plans_keep_their_promises(officer, inventory):
                 where[m.pk] = wave.pk
                 assert wave.kind in organisation_allowed_kinds(m.organisation.preferred_window)
                 assert not m.organisation.blackouts.filter(starts_on__lte=last, ends_on__gte=first).exists()
-        ready = set(Mailbox.objects.filter(state="ready").values_list("pk", flat=True))
+        gated_in = {o.pk for o in Organisation.objects.all() if all(getattr(o, gate) for gate in required)}
+        ready = set(
+            Mailbox.objects.filter(state="ready", organisation_id__in=gated_in).values_list("pk", flat=True)
+        )
         placed = set(where)
-        assert placed <= ready
+        assert placed <= ready  # never a mailbox not ready, never an organisation missing a required gate
         assert len(ready - placed) == plan.unplaced_mailboxes
         groups = defaultdict(set)
-        for m in Mailbox.objects.filter(state="ready").exclude(affinity_group=""):
-            groups[m.affinity_group].add(where.get(m.pk))
+        for m in Mailbox.objects.filter(state="ready", organisation_id__in=gated_in).exclude(
+            affinity_group=""
+        ):
+            groups[(m.organisation_id in gated_in, m.affinity_group)].add(where.get(m.pk))
         assert all(len(v) == 1 for v in groups.values())
+        # every organisation held back is said to be, with why
+        left_out = {item.ods_code: {r.code.split(":")[0] for r in item.reasons} for item in plan.left_out}
+        for org in Organisation.objects.all():
+            mine = Mailbox.objects.filter(organisation=org)
+            if org.pk not in gated_in and mine.filter(state="ready").exists():
+                assert "GATES_MISSING" in left_out[org.ods_code]
+            if mine.filter(state="inventoried").exists():
+                assert "NOT_CHECKED" in left_out[org.ods_code]
+            if mine.filter(state="blocked").exists():
+                assert "BLOCKED" in left_out[org.ods_code]
         transaction.set_rollback(True)

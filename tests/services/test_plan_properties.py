@@ -9,22 +9,10 @@ from dataclasses import dataclass
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from migrations_app.selectors.waves import organisation_allowed_kinds
-from migrations_app.services.planning import (
-    BLACKOUT_COVERS_HORIZON,
-    EVENING,
-    LONDON,
-    TOO_LARGE,
-    WEEKEND,
-    ChunkRow,
-    GroupRow,
-    OrgInfo,
-    WindowRules,
-    build_units,
-    large_organisations,
-    plan_units,
-    windows_between,
-)
+from migrations_app.planning.calendar import EVENING, LONDON, WEEKEND, WindowRules, windows_between
+from migrations_app.planning.calendar import allowed_kinds as organisation_allowed_kinds
+from migrations_app.planning.placement import BLACKOUT_COVERS_HORIZON, TOO_LARGE, plan_units
+from migrations_app.planning.units import ChunkRow, GroupRow, OrgInfo, build_units, large_organisations
 
 
 @dataclass(frozen=True)

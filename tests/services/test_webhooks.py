@@ -21,7 +21,7 @@ from migrations_app.services.webhooks import (
     webhooks_dispatch,
     webhooks_fan_out,
 )
-from tests.webhook_receiver import start_receiver
+from tests.webhook_receiver import allow_receiver, start_receiver
 
 SECRET = "whsec_0123456789abcdefghijklmnop"
 
@@ -36,13 +36,12 @@ def receiver_verifies(headers: dict, body: bytes, secret: str, tolerance: int = 
 
 @pytest.fixture
 def hooks(settings):
-    settings.WEBHOOK_ALLOWED_HTTP_HOSTS = ["127.0.0.1"]
-    settings.WEBHOOK_FANOUT_LAG_SECONDS = 0
     settings.WEBHOOK_TIMEOUT_SECONDS = 5
     servers = []
 
     def receiver(*statuses):
         made, server = start_receiver(list(statuses) or [200])
+        allow_receiver(settings, made.url)
         servers.append(server)
         return made
 
@@ -101,7 +100,8 @@ def test_a_500_is_retried_with_back_off_and_the_same_event_id(hooks, admin_a, or
     webhooks_dispatch()
     delivery = WebhookDelivery.objects.get()
     assert (delivery.status, delivery.attempts, delivery.http_status) == ("pending", 1, 500)
-    assert "maintenance" in delivery.response_excerpt and delivery.duration_ms is not None
+    # the status and its reason only: what the receiver said is not stored (nor shown to the trust)
+    assert delivery.response_excerpt == "Internal Server Error" and delivery.duration_ms is not None
     # first retry: 30 s base with jitter in its upper half
     assert (
         before + dt.timedelta(seconds=14)
@@ -133,16 +133,23 @@ def test_a_receiver_that_never_recovers_is_given_up_on(hooks, admin_a, org_a, se
         make_due()
     delivery = WebhookDelivery.objects.get()
     assert (delivery.status, delivery.attempts, delivery.next_attempt_at) == ("failed", 3, None)
-    assert delivery.error == "The receiver answered HTTP 503" and len(receiver.requests) == 3
+    assert (
+        delivery.error == "The receiver answered HTTP 503 Service Unavailable" and len(receiver.requests) == 3
+    )
 
 
-def test_an_unreachable_receiver_is_logged_and_retried(hooks, admin_a, org_a):
+def test_an_unreachable_receiver_is_logged_and_retried(hooks, admin_a, org_a, settings):
     receiver = hooks(200)
+    settings.OUTBOUND_ALLOWED_PORTS = [*settings.OUTBOUND_ALLOWED_PORTS, "127.0.0.1:1"]
     webhook = subscribe(admin_a, org_a, receiver.url.replace(receiver.url.split(":")[2].split("/")[0], "1"))
     event_record(action="x", organisation=org_a)
     webhooks_dispatch()
     delivery = WebhookDelivery.objects.get(webhook=webhook)
-    assert delivery.status == "pending" and delivery.http_status is None and "Connect" in delivery.error
+    assert (
+        delivery.status == "pending"
+        and delivery.http_status is None
+        and delivery.error == "Could not connect"
+    )
 
 
 def test_fan_out_is_once_per_event_even_if_run_twice(hooks, admin_a, org_a):
@@ -178,3 +185,30 @@ def test_the_secret_is_encrypted_at_rest(hooks, admin_a, org_a):
         stored = cursor.fetchone()[0]
     assert SECRET not in stored and Webhook.objects.get().secret == SECRET
     assert SECRET not in json.dumps(list(Event.objects.values("data", "message", "subject")), default=str)
+
+
+def test_a_name_that_resolves_to_an_internal_address_is_not_sent_to(
+    hooks, admin_a, org_a, settings, monkeypatch
+):
+    """Saved while its name pointed somewhere public; at send time it resolves to loopback (the receiver's own
+    address): no connection is made and the log says why, without anything from the internal service."""
+    import socket
+
+    receiver = hooks(200)
+    port = int(receiver.url.split(":")[2].split("/")[0])
+    real = socket.getaddrinfo
+
+    def rebound(host, *args, **kwargs):
+        if host == "hooks.attacker.example" and not kwargs.get("flags", 0) & socket.AI_NUMERICHOST:
+            host = "127.0.0.1"
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebound)
+    settings.OUTBOUND_ALLOWED_PORTS = [f"hooks.attacker.example:{port}"]
+    subscribe(admin_a, org_a, f"https://hooks.attacker.example:{port}/hooks/portal")
+    event_record(action="mailbox.migrated", organisation=org_a)
+    webhooks_dispatch()
+    delivery = WebhookDelivery.objects.get()
+    assert delivery.http_status is None and delivery.response_excerpt == ""
+    assert delivery.error == "Not sent: That address is on an internal network"
+    assert receiver.requests == []

@@ -7,7 +7,7 @@ python manage.py mailboxes_ready RJ1 RRV    # some
 from django.core.management.base import BaseCommand, CommandError
 
 from migrations_app.models import Organisation
-from migrations_app.services.planning import mailboxes_mark_ready
+from migrations_app.services.programme import mailboxes_mark_ready
 
 
 class Command(BaseCommand):

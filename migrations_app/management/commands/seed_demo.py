@@ -21,7 +21,8 @@ from django.utils import timezone
 from migrations_app.models import Contact, Organisation, User, Wave
 from migrations_app.services.affinity import permissions_import
 from migrations_app.services.imports import inventory_import
-from migrations_app.services.planning import mailboxes_mark_ready, pilot_wave_create
+from migrations_app.services.pilots import pilot_wave_create
+from migrations_app.services.programme import mailboxes_mark_ready
 from migrations_app.services.waves import wave_approve, wave_go, wave_propose
 
 R = Organisation.Region

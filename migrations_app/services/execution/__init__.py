@@ -1,7 +1,8 @@
 """Running the waves: claim mailboxes, run the engine, record every transition.
 
     scheduled --claim--> syncing --engine.sync--> synced --claim (window open)--> cutover
-        --engine.sync (delta)--> verifying --engine.verify--> migrated
+        --final delta--> cutover (switch: mail routed to Exchange Online; or switching, until confirmed)
+        --catch-up delta--> verifying --engine.verify--> migrated
     retryable error: back to scheduled / synced with attempts+1 and retry_at (back-off with jitter)
     permanent error, or over MIGRATION_RETRY_LIMIT: failed, with a stable code and message
 
@@ -19,6 +20,8 @@ The package, one concern per module:
     runner   a run: lease, journal, progress (checkpoint and heartbeat), retries
     clock    the wave clock: tick, pump, carry-over, completion, reconcile
     actions  a person's actions on a mailbox (retry, roll back, cancel, pause, resume)
+    switch   the cutover's switch step (mail routed to Exchange Online) and the late-confirmation timeout
+    switch_actions  confirming a switch, switching back (a roll back of a switched mailbox does it first)
 Every name is re-exported here, so `from migrations_app.services.execution import X` keeps working.
 """
 
@@ -63,6 +66,12 @@ from migrations_app.services.execution.states import (
     MailboxConflict,
     PauseRequested,
 )
+from migrations_app.services.execution.switch import MANUAL_CHECKLIST, cutover_switch, switch_timeouts
+from migrations_app.services.execution.switch_actions import (
+    mailbox_switch_confirm,
+    mailbox_unswitch,
+    mailbox_unswitch_run,
+)
 
 __all__ = [
     "ACTIVE_STATES",
@@ -90,6 +99,12 @@ __all__ = [
     "mailbox_run_cutover",
     "mailbox_run_sync",
     "mailbox_spec",
+    "mailbox_switch_confirm",
+    "mailbox_unswitch",
+    "mailbox_unswitch_run",
+    "cutover_switch",
+    "switch_timeouts",
+    "MANUAL_CHECKLIST",
     "mailboxes_run",
     "reconcile_stale",
     "retry_delay",

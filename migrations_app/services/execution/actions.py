@@ -82,10 +82,17 @@ def _refuse_running(mailbox: Mailbox) -> None:
 @transaction.atomic
 def mailbox_rollback(*, mailbox: Mailbox, actor: User, reason: str = "") -> Mailbox:
     """Back to ready and out of its wave, to be planned again: before its cutover (scheduled, synced,
-    failed) or after it (migrated: mail is delivered to the old system again; a reason is required).
+    failed) or after it (migrated: a reason is required). A switched mailbox is switched back first, so its
+    mail is delivered to the old system again before it leaves its wave.
     The checkpoint is kept, so its next copy is incremental. Never while a worker is copying it."""
     if mailbox.state == M.MIGRATED and not reason.strip():
         raise ValidationError("Give the reason for rolling back a migrated mailbox")
+    if mailbox.switch_status in (Mailbox.SwitchStatus.REQUESTED, Mailbox.SwitchStatus.SWITCHED):
+        # Its mail goes to Exchange Online (or may): switch it back first; the roll back completes when the
+        # source receives its mail again (execution/switch_actions.py).
+        from migrations_app.services.execution.switch_actions import mailbox_unswitch
+
+        return mailbox_unswitch(mailbox=mailbox, actor=actor, reason=reason or "rolled back")
     return _out_of_wave(mailbox, actor, ROLLBACKABLE, "mailbox.rolled_back", reason)
 
 

@@ -15,6 +15,7 @@ from migrations_app.models import Mailbox, Wave
 from migrations_app.services.events import event_record, event_record_many
 from migrations_app.services.execution.claims import _queue, mailbox_claim
 from migrations_app.services.execution.states import ACTIVE_STATES, CUTOVER, PHASES, SYNC, M, W
+from migrations_app.services.execution.switch import switch_timeouts
 
 
 def wave_pump_later(wave_id: int) -> None:
@@ -97,7 +98,8 @@ def wave_carry_over(*, wave: Wave, now: dt.datetime | None = None) -> int:
 
 def wave_tick(*, now: dt.datetime | None = None) -> dict[str, int]:
     """The beat's every-minute pass over the waves that can move: start the pre-stage of approved waves whose
-    time has come, fill the running ones, carry over at window close, complete what is done."""
+    time has come, fill the running ones, carry over at window close, complete what is done; fail the switches
+    not confirmed in time."""
     now = now or timezone.now()
     prestage = dt.timedelta(hours=settings.MIGRATION_PRESTAGE_HOURS)
     stats = {"started": 0, "claimed": 0, "carried_over": 0, "completed": 0}
@@ -121,6 +123,9 @@ def wave_tick(*, now: dt.datetime | None = None) -> dict[str, int]:
         pumped = wave_pump(wave=wave, now=now)
         stats["claimed"] += pumped["cutover"] + pumped["sync"]
         stats["completed"] += pumped["completed"]
+    late = switch_timeouts(now=now)
+    if late:
+        stats["switch_timeouts"] = late
     return stats
 
 

@@ -33,6 +33,7 @@ from migrations_app.services.execution.states import (
     PauseRequested,
     W,
 )
+from migrations_app.services.execution.switch import cutover_switch
 
 logger = logging.getLogger(__name__)
 
@@ -329,7 +330,9 @@ class _Waves:
         return row is not None and row[0] == W.RUNNING and row[1] <= timezone.now() < row[2]
 
 
-def _run_one(mailbox: Mailbox, phase: str, engine: Engine | None, journal: Journal, waves: _Waves) -> None:
+def _run_one(mailbox: Mailbox, phase: str, engine: Engine | None, journal: Journal, waves: _Waves) -> bool:
+    """One mailbox's part of the run up to its switch; True when its final delta is done and it waits for the
+    batch's switch (then it is run again, switched, for its catch-up delta and verification)."""
     wave = mailbox.wave
     state = _CLAIM[phase][1]
     keeper = LeaseKeeper(mailbox.pk, journal.lease).start()  # the heartbeat, whatever the engine does
@@ -358,10 +361,29 @@ def _run_one(mailbox: Mailbox, phase: str, engine: Engine | None, journal: Journ
             )
             journal.move(mailbox, M.SYNCED, M.CUTOVER, action="mailbox.claimed", data={"straight_on": True})
             phase, state = CUTOVER, M.CUTOVER
-        # The cutover: new items, and the flags, moves and deletions since the pre-stage (engines.pipeline).
+        if mailbox.switch_status != Mailbox.SwitchStatus.SWITCHED:
+            # The final delta (new items, and the flags, moves and deletions since the pre-stage:
+            # engines.pipeline.delta); then the mailbox waits for its batch's switch (execution/switch.py).
+            result = engine.cutover(spec, mailbox.checkpoint, progress)
+            journal.move(
+                mailbox,
+                state,
+                M.CUTOVER,
+                action="mailbox.final_delta",
+                cutover_step=Mailbox.CutoverStep.SWITCH,
+                **_done(mailbox, result, progress),
+            )
+            return True
+        # The catch-up delta: what reached or changed on the source while its mail was being switched.
         result = engine.cutover(spec, mailbox.checkpoint, progress)
         journal.move(
-            mailbox, state, M.VERIFYING, action="mailbox.verifying", **_done(mailbox, result, progress)
+            mailbox,
+            state,
+            M.VERIFYING,
+            action="mailbox.verifying",
+            message="catch-up delta copied",
+            cutover_step=Mailbox.CutoverStep.VERIFY,
+            **_done(mailbox, result, progress),
         )
         state = M.VERIFYING
         if time.monotonic() - started > settings.MIGRATION_JOURNAL_SECONDS:
@@ -371,7 +393,14 @@ def _run_one(mailbox: Mailbox, phase: str, engine: Engine | None, journal: Journ
             folders = ", ".join(f.folder for f in verified.differences[:5])
             raise PermanentError(VERIFY_MISMATCH, f"source and target differ in {folders}")
         journal.move(
-            mailbox, state, M.MIGRATED, action="mailbox.migrated", lease="", attempts=0, paused=False
+            mailbox,
+            state,
+            M.MIGRATED,
+            action="mailbox.migrated",
+            lease="",
+            attempts=0,
+            paused=False,
+            cutover_step="",
         )
     except LeaseLost:
         logger.warning("mailbox %s: lease lost (handed to another run): stopped", mailbox.pk)
@@ -393,6 +422,7 @@ def _run_one(mailbox: Mailbox, phase: str, engine: Engine | None, journal: Journ
         keeper.stop()
         if time.monotonic() - started > settings.MIGRATION_JOURNAL_SECONDS or journal.due():
             journal.flush()
+    return False
 
 
 def _record_lost(mailbox: Mailbox, phase: str, progress: _Progress) -> None:
@@ -460,12 +490,22 @@ def mailboxes_run(*, mailbox_ids: Iterable[int], phase: str, engine: Engine | No
     )
     beat = _BatchHeartbeat(journal, held)
     engines: dict[int, Engine] = {}  # one per wave for the whole batch (the graph engine's token is reused)
+    to_switch: list[Mailbox] = []
     for mailbox in mailboxes:
         if not beat.still_held(mailbox.pk):
             continue
         if engine is None and mailbox.wave_id not in engines and mailbox.wave is not None:
             engines[mailbox.wave_id] = wave_engine(mailbox.wave)
-        _run_one(mailbox, phase, engine or engines.get(mailbox.wave_id), journal, waves)
+        if _run_one(mailbox, phase, engine or engines.get(mailbox.wave_id), journal, waves):
+            to_switch.append(mailbox)
+    if to_switch:
+        # One switch for the batch (a PowerShell session switches many mailboxes), then each switched one
+        # goes on to its catch-up delta and verification.
+        def on_error(mailbox: Mailbox, error: Exception) -> None:
+            _failed(journal, mailbox, M.CUTOVER, error, CUTOVER, _Progress(mailbox, journal))
+
+        for mailbox in cutover_switch(to_switch, journal, on_error):
+            _run_one(mailbox, CUTOVER, engine or engines.get(mailbox.wave_id), journal, waves)
     journal.flush()
     for wave_id in {m.wave_id for m in mailboxes if m.wave_id}:
         transaction.on_commit(lambda wave_id=wave_id: wave_pump_later(wave_id))

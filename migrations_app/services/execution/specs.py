@@ -40,9 +40,12 @@ def _is_graph(endpoint: Endpoint | None) -> bool:
 
 
 def wave_engine(wave: Wave) -> Engine:
-    """A Graph (Exchange Online) target means the graph engine, whatever the source (it reads IMAP);
-    otherwise the source endpoint's kind; no endpoints means the simulated engine."""
-    if _is_graph(wave.target_endpoint):
+    """An Exchange 2013 source means the exchange engine (EWS export, Graph import); otherwise a Graph (Exchange
+    Online) target means the graph engine (it reads IMAP); otherwise the source endpoint's kind; no endpoints
+    means the simulated engine."""
+    if wave.source_endpoint_id and wave.source_endpoint.kind == Endpoint.Kind.EXCHANGE:
+        kind = "exchange"
+    elif _is_graph(wave.target_endpoint):
         kind = "graph"
     else:
         kind = wave.source_endpoint.kind if wave.source_endpoint_id else "simulated"

@@ -1,0 +1,154 @@
+"""The support rate: distinct mailboxes with a support request or ticket within N days (7 by default) after
+their move, divided by the mailboxes moved; per wave and organisation, for the programme, and the categories
+that drive it. A move's time is its wave's window: a request counts from the window's start to N days after
+its end. Grouped counts over indexed columns (supportrequest_mailbox_idx, mailbox_wave_state_idx); no loop over
+mailboxes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+from django.db.models import Count, F, Q
+
+from migrations_app.models import Mailbox, NotificationSettings, Organisation, SupportRequest, Wave
+
+M = Mailbox.State
+GOAL_PERCENT = Decimal("1.2")  # the reference programme: fewer than 1.2% of users needed support
+
+
+def percent(part: int, whole: int) -> Decimal | None:
+    if not whole:
+        return None
+    return (Decimal(part) * 100 / Decimal(whole)).quantize(Decimal("0.01"))
+
+
+def _window_days() -> dt.timedelta:
+    return dt.timedelta(days=NotificationSettings.load().support_window_days)
+
+
+def _counted(requests, days: dt.timedelta):
+    """Requests about moved mailboxes, within the window after their wave."""
+    return requests.filter(
+        mailbox__state=M.MIGRATED,
+        mailbox__wave__isnull=False,
+        opened_at__gte=F("mailbox__wave__starts_at"),
+        opened_at__lt=F("mailbox__wave__ends_at") + days,
+    )
+
+
+def wave_support(*, wave: Wave, organisation_ids: list[int] | None = None) -> dict:
+    """{"moved", "supported", "rate", "failed", "total", "failure_rate", "organisations": [...], "categories"}."""
+    days = _window_days()
+    members = Mailbox.objects.filter(wave=wave)
+    requests = _counted(SupportRequest.objects.filter(mailbox__wave=wave), days)
+    if organisation_ids is not None:
+        members = members.filter(organisation_id__in=organisation_ids)
+        requests = requests.filter(organisation_id__in=organisation_ids)
+    per_org = {
+        row["organisation_id"]: row
+        for row in members.values("organisation_id").annotate(
+            total=Count("id"),
+            moved=Count("id", filter=Q(state=M.MIGRATED)),
+            failed=Count("id", filter=Q(state=M.FAILED)),
+        )
+    }
+    supported = dict(
+        requests.values("mailbox__organisation_id")
+        .annotate(n=Count("mailbox_id", distinct=True))
+        .values_list("mailbox__organisation_id", "n")
+    )
+    names = dict(Organisation.objects.filter(pk__in=per_org).values_list("pk", "ods_code"))
+    organisations = []
+    for org_id, row in sorted(per_org.items(), key=lambda item: names.get(item[0], "")):
+        count = supported.get(org_id, 0)
+        organisations.append(
+            {
+                "organisation_id": org_id,
+                "ods_code": names.get(org_id, ""),
+                "moved": row["moved"],
+                "supported": count,
+                "rate": percent(count, row["moved"]),
+                "failed": row["failed"],
+                "total": row["total"],
+                "failure_rate": percent(row["failed"], row["total"]),
+            }
+        )
+    moved = sum(o["moved"] for o in organisations)
+    total = sum(o["total"] for o in organisations)
+    failed = sum(o["failed"] for o in organisations)
+    count = sum(o["supported"] for o in organisations)
+    return {
+        "moved": moved,
+        "supported": count,
+        "rate": percent(count, moved),
+        "failed": failed,
+        "total": total,
+        "failure_rate": percent(failed, total),
+        "goal": GOAL_PERCENT,
+        "organisations": organisations,
+        "categories": _categories(requests),
+    }
+
+
+def _categories(requests) -> list[dict]:
+    labels = dict(SupportRequest.Category.choices)
+    rows = (
+        requests.values("category").annotate(n=Count("mailbox_id", distinct=True)).order_by("-n", "category")
+    )
+    return [
+        {"category": r["category"], "label": labels.get(r["category"], r["category"]), "mailboxes": r["n"]}
+        for r in rows
+    ]
+
+
+def organisation_support(*, organisation: Organisation) -> dict:
+    """The organisation's rate over all its moves, per wave, and its categories."""
+    days = _window_days()
+    moved_by_wave = dict(
+        Mailbox.objects.filter(organisation=organisation, state=M.MIGRATED, wave__isnull=False)
+        .values("wave_id")
+        .annotate(n=Count("id"))
+        .values_list("wave_id", "n")
+    )
+    requests = _counted(SupportRequest.objects.filter(organisation=organisation), days)
+    supported_by_wave = dict(
+        requests.values("mailbox__wave_id")
+        .annotate(n=Count("mailbox_id", distinct=True))
+        .values_list("mailbox__wave_id", "n")
+    )
+    waves = Wave.objects.filter(pk__in=moved_by_wave).order_by("starts_at")
+    rows = [
+        {
+            "wave": wave,
+            "moved": moved_by_wave[wave.pk],
+            "supported": supported_by_wave.get(wave.pk, 0),
+            "rate": percent(supported_by_wave.get(wave.pk, 0), moved_by_wave[wave.pk]),
+        }
+        for wave in waves
+    ]
+    moved, supported = sum(moved_by_wave.values()), sum(supported_by_wave.values())
+    return {
+        "moved": moved,
+        "supported": supported,
+        "rate": percent(supported, moved),
+        "goal": GOAL_PERCENT,
+        "waves": rows,
+        "categories": _categories(requests),
+    }
+
+
+def programme_support() -> dict:
+    """The whole programme against the 1.2% goal. Two grouped counts."""
+    days = _window_days()
+    moved = Mailbox.objects.filter(state=M.MIGRATED, wave__isnull=False).count()
+    requests = _counted(SupportRequest.objects.all(), days)
+    supported = requests.aggregate(n=Count("mailbox_id", distinct=True))["n"]
+    return {
+        "moved": moved,
+        "supported": supported,
+        "rate": percent(supported, moved),
+        "goal": GOAL_PERCENT,
+        "categories": _categories(requests),
+    }

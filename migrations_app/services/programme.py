@@ -1,0 +1,110 @@
+"""Programme settings and closed dates: the windows and planning rules the programme office sets."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from migrations_app.models import ClosedPeriod, Mailbox, Organisation, ProgrammeSettings, User
+from migrations_app.selectors.scoping import require_programme_office
+from migrations_app.services.events import event_record
+
+SETTINGS_FIELDS = (
+    "evening_days",
+    "evening_starts",
+    "evening_ends",
+    "evening_capacity_mailboxes",
+    "evening_capacity_bytes",
+    "weekend_start_day",
+    "weekend_starts",
+    "weekend_end_day",
+    "weekend_ends",
+    "weekend_capacity_mailboxes",
+    "weekend_capacity_bytes",
+    "single_wave_organisation_max",
+    "large_organisation_chunk",
+    "pilot_mailboxes_per_organisation",
+    "planning_horizon_days",
+    "four_eyes",
+    "go_required_from_every_organisation",
+)
+
+
+@transaction.atomic
+def programme_settings_update(*, actor: User, **changes) -> ProgrammeSettings:
+    """Change the windows and planning rules. Waves already planned keep their capacity; the next plan uses
+    the new rules."""
+    require_programme_office(actor)
+    settings = ProgrammeSettings.load()
+    before = {name: getattr(settings, name) for name in SETTINGS_FIELDS}
+    for name, value in changes.items():
+        if name not in SETTINGS_FIELDS:
+            raise ValidationError(f"Unknown setting {name}")
+        setattr(settings, name, value)
+    settings.full_clean()
+    settings.save()
+    changed = {
+        n: [str(before[n]), str(getattr(settings, n))]
+        for n in SETTINGS_FIELDS
+        if before[n] != getattr(settings, n)
+    }
+    if changed:
+        event_record(
+            action="programme.settings_changed", actor=actor, subject="Programme settings", data=changed
+        )
+    return settings
+
+
+@transaction.atomic
+def closed_period_add(
+    *, actor: User, kind: str, starts_on: dt.date, ends_on: dt.date, name: str
+) -> ClosedPeriod:
+    require_programme_office(actor)
+    period = ClosedPeriod(kind=kind, starts_on=starts_on, ends_on=ends_on, name=name.strip())
+    period.full_clean()
+    if ends_on < starts_on:
+        raise ValidationError({"ends_on": "The end date must be on or after the start date"})
+    period.save()
+    event_record(
+        action="programme.closed_period_added",
+        actor=actor,
+        subject=period.name,
+        message=f"{period.get_kind_display()} {starts_on} to {ends_on}",
+    )
+    return period
+
+
+@transaction.atomic
+def closed_period_remove(*, actor: User, period: ClosedPeriod) -> None:
+    require_programme_office(actor)
+    event_record(
+        action="programme.closed_period_removed",
+        actor=actor,
+        subject=period.name,
+        message=f"{period.get_kind_display()} {period.starts_on} to {period.ends_on}",
+    )
+    period.delete()
+
+
+@transaction.atomic
+def mailboxes_mark_ready(*, actor: User | None, organisations: Iterable[Organisation] | None = None) -> int:
+    """Stand-in for pre-flight until the engines do it (demos, drills, the bench): inventoried mailboxes become
+    ready. One set-based UPDATE."""
+    if actor is not None:
+        require_programme_office(actor)
+    qs = Mailbox.objects.filter(state=Mailbox.State.INVENTORIED)
+    if organisations is not None:
+        qs = qs.filter(organisation__in=list(organisations))
+    count = qs.update(state=Mailbox.State.READY, updated_at=timezone.now())
+    event_record(
+        action="mailboxes.marked_ready",
+        actor=actor,
+        subject=f"{count} mailboxes",
+        message="Marked ready without pre-flight (demo or drill)",
+        data={"mailboxes": count},
+    )
+    return count

@@ -1,0 +1,131 @@
+"""An organisation's stage on the programme's path, as a state machine. Each move is one conditional UPDATE
+(only from the stages its entry rule names) and an Event per organisation moved.
+
+    enrolled --inventory imported--> readiness --pilot wave approved--> pilot
+    enrolled / readiness / pilot --main wave approved--> sync_switch
+    sync_switch --no planned mailboxes left, some failed, skipped or carried over (beat)--> mop_up
+    sync_switch / mop_up --programme office closes, with a reason; every mailbox migrated or retired--> closed
+"""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError
+from django.db import connection, transaction
+from django.db.models import Exists, OuterRef, Q
+from django.utils import timezone
+
+from migrations_app.models import Mailbox, Organisation, User, Wave
+from migrations_app.selectors.scoping import require_programme_office
+from migrations_app.services.events import event_record_many
+
+ST = Organisation.Stage
+M = Mailbox.State
+ENTRY: dict[str, tuple[str, ...]] = {
+    ST.READINESS: (ST.ENROLLED,),
+    ST.PILOT: (ST.ENROLLED, ST.READINESS),
+    ST.SYNC_SWITCH: (ST.ENROLLED, ST.READINESS, ST.PILOT),
+    ST.MOP_UP: (ST.SYNC_SWITCH,),
+    ST.CLOSED: (ST.SYNC_SWITCH, ST.MOP_UP),
+}
+# Mailboxes still on their way: the organisation is not in mop-up while any is left.
+PLANNED = (M.SCHEDULED, M.SYNCING, M.SYNCED, M.CUTOVER, M.VERIFYING)
+# What a closed organisation may hold.
+FINISHED = (M.MIGRATED, M.RETIRED)
+
+
+def _stage_move(
+    organisations, *, to_stage: str, actor: User | None, reason: str, data: dict | None = None
+) -> list[int]:
+    """Move the given organisations (a queryset) that are in one of to_stage's entry stages. Set-based."""
+    from_stages = ENTRY[to_stage]
+    candidates = organisations.filter(stage__in=from_stages)
+    if connection.features.has_select_for_update:
+        candidates = candidates.select_for_update()
+    rows = list(candidates.order_by("pk").values_list("pk", "ods_code", "stage"))
+    if not rows:
+        return []
+    now = timezone.now()
+    moved = Organisation.objects.filter(pk__in=[r[0] for r in rows], stage__in=from_stages).update(
+        stage=to_stage, stage_changed_at=now, updated_at=now
+    )
+    assert moved == len(rows)  # the rows are locked (PostgreSQL) or in one SQLite write transaction
+    event_record_many(
+        dict(
+            action="organisation.stage_changed",
+            actor_id=actor.pk if actor is not None and actor.is_authenticated else None,
+            organisation_id=pk,
+            subject=code,
+            from_state=stage,
+            to_state=to_stage,
+            message=reason,
+            data=data or {},
+        )
+        for pk, code, stage in rows
+    )
+    return [r[0] for r in rows]
+
+
+@transaction.atomic
+def organisations_stage_on_import(*, organisation: Organisation | None, actor: User | None) -> list[int]:
+    """Enrolled -> readiness once an inventory is imported (a national file: every organisation it gave
+    mailboxes to)."""
+    if organisation is not None:
+        orgs = Organisation.objects.filter(pk=organisation.pk)
+    else:
+        orgs = Organisation.objects.filter(Exists(Mailbox.objects.filter(organisation_id=OuterRef("pk"))))
+    return _stage_move(orgs, to_stage=ST.READINESS, actor=actor, reason="Inventory imported")
+
+
+def organisations_stage_on_approval(*, wave: Wave, actor: User | None) -> list[int]:
+    """A pilot wave approved: its organisations are in pilot; a main wave: in sync & switch. Called inside
+    the approval's transaction, after the mailboxes are stamped."""
+    in_wave = Organisation.objects.filter(
+        Exists(Mailbox.objects.filter(wave=wave, organisation_id=OuterRef("pk")))
+    )
+    to_stage = ST.PILOT if wave.is_pilot else ST.SYNC_SWITCH
+    return _stage_move(
+        in_wave, to_stage=to_stage, actor=actor, reason=f"{wave.name} approved", data={"wave": wave.pk}
+    )
+
+
+@transaction.atomic
+def organisations_mop_up_review() -> list[int]:
+    """Beat: organisations in sync & switch with no planned mailbox left and something left behind (failed,
+    carried over, skipped items, or still unplanned) go to mop-up. One query over the organisations in that
+    stage (a few thousand at most), the mailbox conditions by EXISTS on the (organisation, state, id) index."""
+    mine = Mailbox.objects.filter(organisation_id=OuterRef("pk"))
+    left_behind = (
+        Q(state=M.FAILED)
+        | Q(carried_over=True)
+        | Q(skipped_items__isnull=False, state=M.MIGRATED)
+        | Q(state__in=(M.INVENTORIED, M.READY, M.BLOCKED))
+    )
+    candidates = Organisation.objects.filter(stage=ST.SYNC_SWITCH).filter(
+        ~Exists(mine.filter(state__in=PLANNED, carried_over=False)), Exists(mine.filter(left_behind))
+    )
+    return _stage_move(candidates, to_stage=ST.MOP_UP, actor=None, reason="No planned mailboxes left")
+
+
+@transaction.atomic
+def organisation_close(*, organisation: Organisation, actor: User, reason: str) -> Organisation:
+    """The programme office closes an organisation: every mailbox migrated or retired."""
+    require_programme_office(actor)
+    reason = (reason or "").strip()
+    if not reason:
+        raise ValidationError({"reason": "Give a reason for closing the organisation"})
+    if organisation.stage not in ENTRY[ST.CLOSED]:
+        raise ValidationError(
+            f"{organisation.ods_code} is in {organisation.get_stage_display()}: only an organisation in "
+            "Sync & Switch or Mop-up can be closed"
+        )
+    open_left = Mailbox.objects.filter(organisation=organisation).exclude(state__in=FINISHED).count()
+    if open_left:
+        raise ValidationError(
+            f"{organisation.ods_code} still has {open_left:,} mailbox(es) neither migrated nor retired"
+        )
+    if not _stage_move(
+        Organisation.objects.filter(pk=organisation.pk), to_stage=ST.CLOSED, actor=actor, reason=reason
+    ):
+        raise ValidationError(f"{organisation.ods_code} changed stage meanwhile: reload and try again")
+    organisation.refresh_from_db()
+    return organisation
