@@ -17,7 +17,9 @@ def test_uploads_wait_for_room_in_the_window_however_long_the_wait(fake):  # noq
     assert 0.8 <= time.monotonic() - started < 3
 
     # Longer than max_wait (the Retry-After we sit out in-line): still pacing, never an error (issue 12).
-    strict = GraphClient(graph_endpoint(fake), "u@x", upload_budget_bytes=1000, upload_window=2.0, max_wait=0.1)
+    strict = GraphClient(
+        graph_endpoint(fake), "u@x", upload_budget_bytes=1000, upload_window=2.0, max_wait=0.1
+    )
     strict.upload_done(strict.reserve_upload(900))
     started = time.monotonic()
     strict.upload_done(strict.reserve_upload(900))
