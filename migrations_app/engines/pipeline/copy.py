@@ -195,6 +195,12 @@ class CopyPipeline:
             }
             if writer_state is not None:
                 out["writer"] = writer_state()
+            if flying:  # the biggest item of each batch in flight: what a worker that died was copying
+                out["in_flight"] = [
+                    {"folder": b.run.folder.name, "id": big.id, "size": big.size, "subject": big.subject}
+                    for b in flying.values()
+                    for big in [max(b.items, key=lambda i: i.size)]
+                ]
             return out
 
         def report() -> None:
@@ -205,6 +211,7 @@ class CopyPipeline:
         events: queue.Queue = queue.Queue()
         stop = threading.Event()
         workers: list[threading.Thread] = []
+        flying: dict[int, _Batch] = {}  # what the workers are copying now, named in the checkpoint
         try:
             self.reader.open()
             self.writer.open()
@@ -229,12 +236,15 @@ class CopyPipeline:
             depth = self.connections * 2
             more = True
             while more or in_flight:
+                dispatched = False
                 while more and in_flight < depth:
                     batch = next(planned, None)
                     if batch is None:
                         more = False
                         break
                     work.put(batch)
+                    flying[id(batch)] = batch
+                    dispatched = True
                     in_flight += 1
                     if len(workers) < min(self.connections, in_flight):
                         thread = threading.Thread(
@@ -247,6 +257,8 @@ class CopyPipeline:
                         workers.append(thread)
                 if not in_flight:
                     continue
+                if dispatched:
+                    report()  # names what is in flight (saved at most once a second by the orchestrator)
                 try:
                     kind, payload = events.get(timeout=idle)
                 except queue.Empty:
@@ -258,6 +270,7 @@ class CopyPipeline:
                 in_flight -= 1
                 finished: _Finished = payload
                 batch = finished.batch
+                flying.pop(id(batch), None)
                 run = batch.run
                 self.writer.note_written(run.target, finished.written)
                 for written in finished.written:
