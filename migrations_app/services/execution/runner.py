@@ -391,7 +391,7 @@ def _run_one(mailbox: Mailbox, phase: str, engine: Engine | None, journal: Journ
             journal.flush()  # a real copy: show "verifying" while the verification runs
         verified = engine.verify(spec)
         if not verified.ok:
-            folders = ", ".join(f.folder for f in verified.differences[:5])
+            folders = "; ".join(f.describe() for f in verified.differences[:5])
             raise PermanentError(VERIFY_MISMATCH, f"source and target differ in {folders}")
         journal.move(
             mailbox,
