@@ -204,9 +204,18 @@ def _engine_pass_in_a_process(spec: MailboxSpec, connections: int, checkpoint: d
     return out["seconds"], out, out["peak_rss_mb"]
 
 
-def _child(job_path: str) -> int:
+def _peak_rss_mb() -> float:
+    """This process's peak resident set (VmHWM). Not getrusage's ru_maxrss: that carries the high-water mark
+    of the process we were forked from across exec, so a child of a big bench would report the bench."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
     import resource
 
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _child(job_path: str) -> int:
     job = json.loads(Path(job_path).read_text())
     host, port, user = job["source"]
     thost, tport, tuser = job["target"]
@@ -219,7 +228,7 @@ def _child(job_path: str) -> int:
     started = time.perf_counter()
     result = engine.sync(spec, job["checkpoint"], None)
     seconds = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    peak = _peak_rss_mb()
     Path(job_path).with_suffix(".out").write_text(
         json.dumps(
             {
