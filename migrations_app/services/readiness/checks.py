@@ -418,6 +418,11 @@ def _write(check_id: int, outcome: _Outcome, now: dt.datetime) -> dict[str, int]
             )
         )
     event_record_many(events)
+    newly_blocked = {before[pk][0] for pk in blocked if before[pk][2] == M.READY}
+    if newly_blocked:  # ready mailboxes planned in a draft or proposed wave are no longer in it
+        from migrations_app.services.wave_moves import waves_refresh_planned
+
+        waves_refresh_planned(organisation_ids=newly_blocked)
     return {"ready": ready_count, "blocked": len(blocked), "moved_on": len(ids) - len(before)}
 
 

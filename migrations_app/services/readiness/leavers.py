@@ -10,6 +10,7 @@ from django.utils import timezone
 from migrations_app.models import Mailbox, User
 from migrations_app.selectors.scoping import require_administer
 from migrations_app.services.events import event_record
+from migrations_app.services.wave_moves import waves_refresh_planned
 
 M = Mailbox.State
 # Not in flight: nothing is being copied, nothing is scheduled to be.
@@ -40,6 +41,8 @@ def mailbox_retire(*, mailbox: Mailbox, actor: User, reason: str) -> Mailbox:
     if not updated:
         raise ValidationError(f"{mailbox.email} changed state meanwhile: reload and try again")
     mailbox.refresh_from_db()
+    if before == M.READY:
+        waves_refresh_planned(organisation_ids=[mailbox.organisation_id])
     event_record(
         action="mailbox.retired",
         actor=actor,
