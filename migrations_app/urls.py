@@ -86,6 +86,12 @@ urlpatterns = [
         readiness.readiness_check_progress,
         name="readiness_check_progress",
     ),
+    path(
+        "mailboxes/<int:pk>/switch-confirm/",
+        mailboxes.mailbox_switch_confirm_view,
+        name="mailbox_switch_confirm",
+    ),
+    path("mailboxes/<int:pk>/unswitch/", mailboxes.mailbox_unswitch_view, name="mailbox_unswitch"),
     path("failures/", failures.failure_list, name="failure_list"),
     path("failures/export.csv", failures.failure_csv, name="failure_csv"),
     path("failures/retry/", failures.failure_retry, name="failure_retry"),

@@ -15,12 +15,13 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.pagination import BasePagination, CursorPagination
-from rest_framework.parsers import BaseParser, JSONParser
+from rest_framework.parsers import BaseParser
 from rest_framework.response import Response
 from rest_framework.utils.urls import replace_query_param
 
 from migrations_app.api.errors import Problem
-from migrations_app.api.filters import IsoDateTimeFilter
+from migrations_app.api.filters import IdFilter, IsoDateTimeFilter
+from migrations_app.api.parsers import JSONParser
 from migrations_app.api.serializers import (
     EndpointSerializer,
     EventSerializer,
@@ -224,6 +225,7 @@ def _bulk_body(request) -> tuple[bytes, int, bool]:
 
 class MailboxFilter(filters.FilterSet):
     organisation = filters.CharFilter(method="by_ods_code", help_text="ODS code")
+    wave = IdFilter("wave")
     updated_since = IsoDateTimeFilter(field_name="updated_at", lookup_expr="gte")
     checked_since = IsoDateTimeFilter(field_name="checked_at", lookup_expr="gte")
     checked_before = IsoDateTimeFilter(
@@ -365,6 +367,8 @@ class AfterIdPagination(BasePagination):
 
 class EventFilter(filters.FilterSet):
     organisation = filters.CharFilter(method="by_ods_code", help_text="ODS code")
+    wave = IdFilter("wave")
+    mailbox = IdFilter("mailbox")
 
     class Meta:
         model = Event

@@ -359,6 +359,9 @@ class EndpointSerializer(serializers.ModelSerializer):
 class ImportJobSerializer(serializers.ModelSerializer):
     organisation = serializers.SlugRelatedField(slug_field="ods_code", read_only=True, allow_null=True)
     url = serializers.HyperlinkedIdentityField(view_name="api:import-job-detail")
+    ignored_columns = serializers.SerializerMethodField(
+        help_text="Columns of the file the portal does not use: ignored, not a reason to reject it"
+    )
 
     class Meta:
         model = ImportJob
@@ -376,12 +379,16 @@ class ImportJobSerializer(serializers.ModelSerializer):
             "rows_unchanged",
             "error_count",
             "errors",
+            "ignored_columns",
             "failure",
             "created_at",
             "started_at",
             "finished_at",
         ]
         read_only_fields = fields
+
+    def get_ignored_columns(self, job) -> list[str]:
+        return list((job.summary or {}).get("ignored_columns", []))
 
 
 class WebhookSerializer(serializers.ModelSerializer):

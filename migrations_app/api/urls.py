@@ -69,5 +69,6 @@ urlpatterns = [
     path("planner/preview/", views.planner_preview, name="planner-preview"),
     path("planner/commit/", views.planner_commit, name="planner-commit"),
     path("planner/pilot/", views.planner_pilot, name="planner-pilot"),
+    path("failures/retry/", views.failures_retry_view, name="failures-retry"),
     path("", include(router.urls)),
 ]

@@ -27,7 +27,6 @@ SETTINGS_FIELDS = (
     "large_organisation_chunk",
     "pilot_mailboxes_per_organisation",
     "planning_horizon_days",
-    "four_eyes",
     "go_required_from_every_organisation",
     "required_gates",
     "readiness_recheck_hours",

@@ -9,6 +9,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Q
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 from django_htmx.http import HttpResponseStopPolling
 
@@ -201,8 +202,13 @@ def _inventory_context(request, organisation: Organisation) -> dict:
 
 @login_required
 def organisation_inventory(request, ods_code: str):
-    """The inventory part of the organisation page (htmx filtering and paging)."""
+    """The inventory part of the organisation page (htmx filtering and paging). Opened directly (a bookmark, a
+    link opened in a new tab) it is the whole organisation page with the same filters, not an unstyled part."""
     organisation = _visible_organisation(request, ods_code)
+    if not request.htmx:
+        query = request.GET.urlencode()
+        target = reverse("organisation_detail", args=[organisation.ods_code])
+        return redirect(f"{target}{'?' + query if query else ''}#inventory-heading")
     context = {"organisation": organisation, **_inventory_context(request, organisation)}
     return render(request, "organisations/_inventory.html", context)
 

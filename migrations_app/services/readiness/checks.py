@@ -52,6 +52,7 @@ from migrations_app.selectors.scoping import (
     require_programme_office,
 )
 from migrations_app.services.events import event_record, event_record_many
+from migrations_app.services.execution.specs import engine_kind
 
 logger = logging.getLogger(__name__)
 M = Mailbox.State
@@ -245,11 +246,8 @@ class _Sides:
         )
 
     def engine(self) -> Engine:
-        """As for a wave: a Graph target means the graph engine; else the source's kind; none, simulated."""
-        if self.target is not None and self.target.kind == Endpoint.Kind.GRAPH:
-            kind = "graph"
-        else:
-            kind = self.source.kind if self.source is not None else "simulated"
+        """As for a wave (execution.specs.engine_kind)."""
+        kind = engine_kind(self.source, self.target)
         return get_engine(kind, **settings.MIGRATION_ENGINE_OPTIONS.get(kind, {}))
 
 
