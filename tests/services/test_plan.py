@@ -323,7 +323,7 @@ def test_changing_an_approved_wave_sends_it_back_for_approval(db, officer, appro
     ready_mailboxes(b, 1, group="B-TEAM")
     _, (first, second) = plan_commit(start=MONDAY, actor=officer)
     wave_propose(wave=first, actor=officer)
-    wave_go(wave=first, organisation=a, actor=officer)
+    wave_go(wave=first, organisation=a, actor=officer, reason="confirmed by phone")
     wave_approve(wave=first, actor=approver)
     assert Mailbox.objects.filter(organisation=a, wave=first, state="scheduled").count() == 6
     wave_move_organisation(actor=officer, organisation=b, source=second, target=first, confirm=True)
