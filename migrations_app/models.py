@@ -592,6 +592,11 @@ class Decision(models.Model):
     def __str__(self) -> str:
         return f"{self.get_kind_display()} {self.wave} by {self.actor}"
 
+    @property
+    def on_behalf(self) -> bool:
+        """A go or no-go the programme office recorded for an organisation (with its reason)."""
+        return self.organisation_id is not None and self.actor.is_programme_office
+
 
 class ImportJob(models.Model):
     """One inventory or permissions upload: its file, its outcome and every bad row found in it."""

@@ -59,10 +59,13 @@ class WaveOrganisationSerializer(serializers.Serializer):
 class DecisionSerializer(serializers.ModelSerializer):
     organisation = serializers.SlugRelatedField(slug_field="ods_code", read_only=True, allow_null=True)
     actor = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    on_behalf = serializers.BooleanField(
+        read_only=True, help_text="a go or no-go the programme office recorded for the organisation"
+    )
 
     class Meta:
         model = Decision
-        fields = ["id", "wave", "organisation", "kind", "actor", "reason", "created_at"]
+        fields = ["id", "wave", "organisation", "kind", "actor", "on_behalf", "reason", "created_at"]
         read_only_fields = fields
 
 
