@@ -68,7 +68,9 @@ urlpatterns = [
     path("mailboxes/<int:pk>/resume/", mailboxes.mailbox_resume_view, name="mailbox_resume"),
     path("mailboxes/<int:pk>/cancel/", mailboxes.mailbox_cancel_view, name="mailbox_cancel"),
     path(
-        "mailboxes/<int:pk>/switch-confirm/", mailboxes.mailbox_switch_confirm_view, name="mailbox_switch_confirm"
+        "mailboxes/<int:pk>/switch-confirm/",
+        mailboxes.mailbox_switch_confirm_view,
+        name="mailbox_switch_confirm",
     ),
     path("mailboxes/<int:pk>/unswitch/", mailboxes.mailbox_unswitch_view, name="mailbox_unswitch"),
     path("failures/", failures.failure_list, name="failure_list"),

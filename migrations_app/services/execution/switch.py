@@ -1,6 +1,6 @@
 """The switch step of a cutover: after the final delta, a batch's mailboxes have their new mail routed to
 Exchange Online by their source endpoint's switcher (migrations_app/switchers), then the catch-up delta copies
-what reached the source in between (docs/adr/012-the-switch.md).
+what reached the source in between (docs/adr/013-the-switch.md).
 
     cutover (final delta) --> cutover (switch requested, recorded) --switcher--> cutover (switched, recorded)
         --> catch-up delta --> verifying --> migrated
