@@ -10,7 +10,7 @@ the control plane around it.
 
 DATABASE_URL must name a scratch database containing "bench" (its schema is dropped). The session cap
 (Endpoint.switch_sessions) holds per worker process, so the sessions are split over --processes prefork children
-(16 = 2 x 8). The clock starts when the tick is sent and stops when the wave is completed; then every mailbox is
+(16 = 4 x 4: while one process writes its batch's steps, the others' sessions keep switching). The clock starts when the tick is sent and stops when the wave is completed; then every mailbox is
 checked: migrated, switched, Set-Mailbox run once for it. `floor_seconds` is what the cmdlets alone cost with every
 session busy all the time (switches x cmdlet seconds / sessions): the same work with no control plane at all.
 Prints one JSON line: {"bench": "switch", "switches", "seconds", "switches_per_s", "sessions", ...}
@@ -38,7 +38,7 @@ def main() -> None:
     parser.add_argument("--mailboxes", type=int, default=22_000)
     parser.add_argument("--orgs", type=int, default=120)
     parser.add_argument("--sessions", type=int, default=16, help="PowerShell sessions in all")
-    parser.add_argument("--processes", type=int, default=2, help="worker processes (prefork children)")
+    parser.add_argument("--processes", type=int, default=4, help="worker processes (prefork children)")
     parser.add_argument("--cmdlet-seconds", type=float, default=0.3, help="time the fake takes per cmdlet")
     parser.add_argument("--timeout", type=float, default=1800)
     parser.add_argument("--log-dir", help="keep the workers' logs here (default: a temporary folder)")

@@ -112,6 +112,7 @@ def test_a_manual_switch_waits_in_switching_until_a_person_confirms(
         "switch",
     )
     assert mailbox.lease == ""  # no worker waits for a person
+    assert mailbox.switch_deadline is None  # nor does a clock: it waits until the person confirms
 
     with pytest.raises(PermissionDenied):
         mailbox_switch_confirm(mailbox=mailbox, actor=admin_b, reason="not theirs")

@@ -109,7 +109,8 @@ def _switch_group(group: list[Mailbox], endpoint: Endpoint | None, journal, on_e
     targets: dict[int, SwitchTarget] = {}
     by_pk = {m.pk: m for m in group}
     for mailbox in group:
-        if mailbox.switch_status != S.REQUESTED and switcher.confirms_later:
+        # A webhook switch has the endpoint's time to be confirmed; a manual one waits for its person.
+        if mailbox.switch_status != S.REQUESTED and switcher.method == "webhook":
             mailbox.switch_deadline = now + dt.timedelta(seconds=endpoint.switch_timeout_seconds)
         try:
             targets[mailbox.pk] = switch_target(mailbox, endpoint)
