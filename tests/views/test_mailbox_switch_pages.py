@@ -82,6 +82,7 @@ def test_the_wave_page_counts_mailboxes_at_each_cutover_step(client_for, officer
     Mailbox.objects.filter(pk=mailboxes[0].pk).update(state=M.CUTOVER, cutover_step="catch_up")
 
     html = client_for(officer).get(f"/waves/{wave.pk}/").content.decode()
+    assert "By hand (a person confirms)" in html  # the wave's switch method
 
     table = html[html.index('id="wave-cutover-steps"') :]
     table = table[: table.index("</table>")]
