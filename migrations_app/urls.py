@@ -14,6 +14,7 @@ from migrations_app.views import (
     pages,
     public,
     public_help,
+    readiness,
     support,
     tokens,
     waves,
@@ -67,6 +68,24 @@ urlpatterns = [
     path("mailboxes/<int:pk>/pause/", mailboxes.mailbox_pause_view, name="mailbox_pause"),
     path("mailboxes/<int:pk>/resume/", mailboxes.mailbox_resume_view, name="mailbox_resume"),
     path("mailboxes/<int:pk>/cancel/", mailboxes.mailbox_cancel_view, name="mailbox_cancel"),
+    path("mailboxes/<int:pk>/retire/", readiness.mailbox_retire_view, name="mailbox_retire"),
+    path("mailboxes/<int:pk>/reinstate/", readiness.mailbox_reinstate_view, name="mailbox_reinstate"),
+    path(
+        "organisations/<ods:ods_code>/readiness-check/",
+        readiness.organisation_readiness_check_view,
+        name="organisation_readiness_check",
+    ),
+    path(
+        "organisations/<ods:ods_code>/blocked.csv",
+        readiness.organisation_blocked_csv,
+        name="organisation_blocked_csv",
+    ),
+    path("organisations/<ods:ods_code>/close/", readiness.organisation_close_view, name="organisation_close"),
+    path(
+        "readiness-checks/<int:pk>/progress/",
+        readiness.readiness_check_progress,
+        name="readiness_check_progress",
+    ),
     path(
         "mailboxes/<int:pk>/switch-confirm/",
         mailboxes.mailbox_switch_confirm_view,

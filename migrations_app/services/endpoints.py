@@ -110,6 +110,39 @@ def _check_graph(endpoint: Endpoint) -> None:
         raise ValidationError(errors)
 
 
+EXCHANGE_AUTH = ("ntlm", "basic")
+
+
+def _check_exchange(endpoint: Endpoint) -> None:
+    """An Exchange 2013 endpoint (a source only): address = the CAS host name, username = the service account
+    that holds ApplicationImpersonation (DOMAIN\\user or a UPN), secret = its password; options.auth ntlm
+    (default) or basic, options.ca_file a private CA bundle on the workers, options.include_archive,
+    options.max_connections (EWS connections per worker, default 4). docs/adr/014-exchange-engine.md."""
+    errors: dict[str, str] = {}
+    options = endpoint.options or {}
+    if endpoint.role != Endpoint.Role.SOURCE:
+        errors["role"] = (
+            "An Exchange 2013 endpoint can only be a source (the target is Exchange Online, Graph)"
+        )
+    if not endpoint.address.strip() and not options.get("service_endpoint"):
+        errors["address"] = (
+            "Enter the Exchange server's host name (its EWS URL is https://HOST/EWS/Exchange.asmx)"
+        )
+    if not endpoint.username.strip():
+        errors["username"] = "Enter the service account that holds the ApplicationImpersonation role"
+    if not endpoint.secret:
+        errors["secret"] = "Enter the service account's password"  # noqa: S105
+    if str(options.get("auth", "ntlm")).lower() not in EXCHANGE_AUTH:
+        errors["options"] = "auth must be ntlm or basic"
+    elif (
+        not isinstance(options.get("max_connections", 4), int)
+        or not 1 <= options.get("max_connections", 4) <= 64
+    ):
+        errors["options"] = "max_connections must be a whole number from 1 to 64"
+    if errors:
+        raise ValidationError(errors)
+
+
 _ROUTING_DOMAIN = re.compile(r"^[a-z0-9-]+(\.[a-z0-9-]+)+$")
 
 
@@ -139,45 +172,14 @@ def _check_switch(endpoint: Endpoint) -> None:
         if not endpoint.switch_username.strip():
             errors["switch_username"] = "Enter the account that holds the Mail Recipients role"
     if method == M.WEBHOOK:
+        from migrations_app.switchers.addresses import check_public_url
+
         try:
-            endpoint.switch_address = outbound_check_url(endpoint.switch_address)
-        except OutboundRefused as exc:
-            errors["switch_address"] = str(exc)
+            endpoint.switch_address = check_public_url(endpoint.switch_address, field="switch_address")
+        except ValidationError as exc:
+            errors.update({k: "; ".join(v) for k, v in exc.message_dict.items()})
         if endpoint.switch_secret and len(endpoint.switch_secret) < 24:
             errors["switch_secret"] = "Use a random signing secret of at least 24 characters"  # noqa: S105
-    if errors:
-        raise ValidationError(errors)
-
-
-EXCHANGE_AUTH = ("ntlm", "basic")
-
-
-def _check_exchange(endpoint: Endpoint) -> None:
-    """An Exchange 2013 endpoint (a source only): address = the CAS host name, username = the service account
-    that holds ApplicationImpersonation (DOMAIN\\user or a UPN), secret = its password; options.auth ntlm
-    (default) or basic, options.ca_file a private CA bundle on the workers, options.include_archive,
-    options.max_connections (EWS connections per worker, default 4). docs/adr/012-exchange-engine.md."""
-    errors: dict[str, str] = {}
-    options = endpoint.options or {}
-    if endpoint.role != Endpoint.Role.SOURCE:
-        errors["role"] = (
-            "An Exchange 2013 endpoint can only be a source (the target is Exchange Online, Graph)"
-        )
-    if not endpoint.address.strip() and not options.get("service_endpoint"):
-        errors["address"] = (
-            "Enter the Exchange server's host name (its EWS URL is https://HOST/EWS/Exchange.asmx)"
-        )
-    if not endpoint.username.strip():
-        errors["username"] = "Enter the service account that holds the ApplicationImpersonation role"
-    if not endpoint.secret:
-        errors["secret"] = "Enter the service account's password"  # noqa: S105
-    if str(options.get("auth", "ntlm")).lower() not in EXCHANGE_AUTH:
-        errors["options"] = "auth must be ntlm or basic"
-    elif (
-        not isinstance(options.get("max_connections", 4), int)
-        or not 1 <= options.get("max_connections", 4) <= 64
-    ):
-        errors["options"] = "max_connections must be a whole number from 1 to 64"
     if errors:
         raise ValidationError(errors)
 

@@ -12,7 +12,12 @@ from django.views.decorators.http import require_POST
 
 from migrations_app.engines import EngineError
 from migrations_app.models import Mailbox
-from migrations_app.selectors.mailboxes import mailbox_search, mailbox_search_all, mailbox_skipped_items
+from migrations_app.selectors.mailboxes import (
+    mailbox_class_progress,
+    mailbox_search,
+    mailbox_search_all,
+    mailbox_skipped_items,
+)
 from migrations_app.selectors.scoping import can_administer, events_visible_to, mailboxes_visible_to
 from migrations_app.selectors.waves import wave_of_mailbox
 from migrations_app.services.execution import (
@@ -29,6 +34,8 @@ from migrations_app.services.execution import (
     mailbox_unswitch,
 )
 from migrations_app.services.execution.switch import MANUAL_CHECKLIST, switch_target
+from migrations_app.services.readiness.codes import blocked_reason
+from migrations_app.services.readiness.leavers import RETIRABLE
 from migrations_app.views._csv import CHUNK_SIZE, csv_response
 from migrations_app.views.support import mailbox_notifications_context
 
@@ -47,6 +54,7 @@ MAILBOX_CSV_HEADER = [
     "last_error_code",
     "last_error_message",
     "bytes_copied",
+    "target_upn",  # last, so the export uploads again as an inventory (the other state columns are ignored)
 ]
 
 
@@ -68,6 +76,7 @@ def mailbox_csv_rows(mailboxes):
             m.last_error_code,
             m.last_error_message,
             m.bytes_copied,
+            m.target_upn,
         ]
 
 
@@ -103,11 +112,15 @@ def mailbox_detail(request, pk: int):
             events_visible_to(request.user).filter(mailbox_id=mailbox.pk).select_related("actor")[:200]
         ),
         "skipped": mailbox_skipped_items(mailbox),
+        "class_progress": mailbox_class_progress(mailbox),
         "can_retry": may_act and mailbox.state in RETRYABLE,
         "can_rollback": may_act and mailbox.state in ROLLBACKABLE,
         "can_cancel": may_act and mailbox.wave_id is not None and mailbox.state in CANCELLABLE,
         "can_pause": may_act and not mailbox.paused and mailbox.state in PAUSABLE,
         "can_resume": may_act and mailbox.paused,
+        "can_retire": may_act and mailbox.state in RETIRABLE,
+        "can_reinstate": may_act and mailbox.state == Mailbox.State.RETIRED,
+        "blocked": blocked_reason(mailbox.blocked_code) if mailbox.state == Mailbox.State.BLOCKED else None,
         **_switch_context(request, mailbox, may_act),
         **mailbox_notifications_context(mailbox),
     }
