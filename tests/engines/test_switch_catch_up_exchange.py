@@ -8,7 +8,7 @@ import datetime as dt
 from migrations_app.models import Endpoint, Mailbox
 from migrations_app.services.execution import mailbox_run_sync, wave_tick
 from migrations_app.switchers.powershell import ExchangePowerShellSwitcher
-from tests.engines.exchange_fixtures import exbox, fake_exchange, fake_graph, mail_bytes  # noqa: F401 - fixtures
+from tests.engines.exchange_fixtures import exbox, fake_ews, fake_graph, mail_bytes  # noqa: F401 - fixtures
 from tests.execution_fixtures import approved_wave
 
 M = Mailbox.State
@@ -17,7 +17,7 @@ M = Mailbox.State
 def test_an_item_delivered_during_the_switch_arrives_once_through_the_catch_up(
     org_a,
     exbox,  # noqa: F811
-    fake_exchange,  # noqa: F811
+    fake_ews,  # noqa: F811
     fake_graph,  # noqa: F811
     fake_exchange_ps,
     settings,
@@ -29,10 +29,10 @@ def test_an_item_delivered_during_the_switch_arrives_once_through_the_catch_up(
         kind=Endpoint.Kind.EXCHANGE,
         role=Endpoint.Role.SOURCE,
         address="127.0.0.1",
-        port=fake_exchange.port,
+        port=fake_ews.port,
         security="plain",
-        username=fake_exchange.username,
-        secret=fake_exchange.password,
+        username=fake_ews.username,
+        secret=fake_ews.password,
         options={"auth": "basic"},
         switch_method=Endpoint.SwitchMethod.EXCHANGE_POWERSHELL,
         switch_address="ex01.trust.nhs.uk",
