@@ -325,7 +325,7 @@ class Endpoint(models.Model):
     options = models.JSONField(default=dict, blank=True)
     max_concurrency = models.PositiveIntegerField(default=20)
     # How a source's mailboxes are switched at cutover: their mail routed to Exchange Online, and back on roll
-    # back (migrations_app/switchers, docs/adr/012-the-switch.md).
+    # back (migrations_app/switchers, docs/adr/013-the-switch.md).
     switch_method = models.CharField(
         max_length=20, choices=SwitchMethod.choices, default=SwitchMethod.SIMULATED
     )
