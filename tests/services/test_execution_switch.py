@@ -207,8 +207,8 @@ def test_a_crash_at_each_step_resumes_without_switching_twice(org_a, fake_exchan
     fake_exchange.add_mailbox(second.email)
     Mailbox.objects.filter(pk=second.pk).update(state=M.CUTOVER)  # claimed for its cutover
     engine = None
-    if step == "final_delta":  # the cutover phase's deltas are the engine's cutover (engines.pipeline)
-        engine = CrashingEngine("cutover", 1)
+    if step == "final_delta":
+        engine = CrashingEngine("cutover", 1)  # the deltas are engine.cutover (pipeline)
     elif step == "catch_up":
         engine = CrashingEngine("cutover", 2)
     elif step == "verify":
