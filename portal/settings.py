@@ -241,6 +241,9 @@ MIGRATION_RETRY_BASE_SECONDS = env_int("MIGRATION_RETRY_BASE_SECONDS", 30)
 MIGRATION_RETRY_MAX_SECONDS = env_int("MIGRATION_RETRY_MAX_SECONDS", 3600)
 # A mailbox whose heartbeat is older than this is taken to have lost its worker and is requeued.
 MIGRATION_HEARTBEAT_STALE_SECONDS = env_int("MIGRATION_HEARTBEAT_STALE_SECONDS", 600)
+# A batch delivered more often than this without finishing (its workers died each time) fails its mailboxes
+# with WORKER_LOST rather than kill another worker.
+MIGRATION_MAX_DELIVERIES = env_int("MIGRATION_MAX_DELIVERIES", 3)
 # A run renews its lease this often from a thread of its own, whatever its engine is doing (lease.py).
 MIGRATION_HEARTBEAT_SECONDS = env_float("MIGRATION_HEARTBEAT_SECONDS", 30.0)
 # Work is queued in tasks of about this many seconds of expected engine time (a slow mailbox gets a task of
@@ -261,6 +264,8 @@ MIGRATION_ENGINE_OPTIONS = {
         "failure_rates": env_rates("SIMULATED_FAILURE_RATES"),
         # drills: a file that records every copy's start and end, to check no mailbox ran twice at once
         "run_log": env_str("SIMULATED_RUN_LOG") or None,
+        # drills: the worker process dies (os._exit) half way through copying this address, every time
+        "die_on": env_str("SIMULATED_DIE_ON") or None,
         # e.g. NOT_LICENSED=0.02,TARGET_MISSING=0.01: the share of mailboxes pre-flight blocks with each code
         "preflight_rates": env_rates("SIMULATED_PREFLIGHT_RATES"),
     },
