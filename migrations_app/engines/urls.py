@@ -3,6 +3,8 @@
     imaps://USER[:PASSWORD]@HOST[:PORT][/?ca_file=...&master_user_separator=*]   IMAP over TLS (993)
     imap://USER[:PASSWORD]@HOST[:PORT][/?starttls=1]                             plain (143), or STARTTLS
     graph://CLIENT_ID[:SECRET]@TENANT/?user=UPN[&import_mode=mime]                Exchange Online (Graph)
+    ewss://ACCOUNT[:PASSWORD]@CAS[:PORT]/?user=SMTP[&auth=basic&ca_file=...]       Exchange 2013 (EWS, HTTPS)
+    ews://ACCOUNT[:PASSWORD]@HOST:PORT/?user=SMTP&auth=basic                       EWS over plain HTTP (test systems)
 
 A password left out of the URL is taken from the environment (COPY_SOURCE_PASSWORD / COPY_TARGET_PASSWORD),
 so it need not appear in a shell's history. Every other query parameter becomes an endpoint option.
@@ -16,7 +18,13 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from migrations_app.engines.base import EndpointSpec
 
-SCHEMES = {"imaps": ("imap", "tls"), "imap": ("imap", "plain"), "graph": ("graph", "tls")}
+SCHEMES = {
+    "imaps": ("imap", "tls"),
+    "imap": ("imap", "plain"),
+    "graph": ("graph", "tls"),
+    "ewss": ("exchange", "tls"),
+    "ews": ("exchange", "plain"),
+}
 
 
 def endpoint_from_url(url: str, *, side: str) -> tuple[EndpointSpec, str]:
@@ -36,9 +44,11 @@ def endpoint_from_url(url: str, *, side: str) -> tuple[EndpointSpec, str]:
     if not parts.hostname:
         raise ValueError(f"{side}: the URL has no host (or tenant)")
     user = options.pop("user", "") or username
-    for key in ("max_message_bytes", "timeout"):
+    for key in ("max_message_bytes", "timeout", "max_connections"):
         if key in options:
             options[key] = int(options[key])
+    if "include_archive" in options:
+        options["include_archive"] = options["include_archive"] in ("1", "true", "yes")
     spec = EndpointSpec(
         kind=kind,
         host=parts.hostname,

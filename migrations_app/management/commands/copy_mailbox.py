@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from migrations_app.engines import EngineError, MailboxSpec, engine_kinds, get_engine
@@ -30,7 +31,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--engine", required=True, choices=engine_kinds())
         parser.add_argument(
-            "--source", required=True, help="imaps://user@host, imap://..., see engines/urls.py"
+            "--source",
+            required=True,
+            help="imaps://user@host, ewss://account@cas/?user=SMTP, see engines/urls.py",
         )
         parser.add_argument("--target", required=True, help="imaps://..., graph://client@tenant/?user=UPN")
         parser.add_argument("--state", required=True, help="a directory for the checkpoint (made if missing)")
@@ -50,7 +53,10 @@ class Command(BaseCommand):
         checkpoint = None
         if options["phase"] != "full" and checkpoint_path.exists():
             checkpoint = json.loads(checkpoint_path.read_text())
-        engine_options = {"connections": options["connections"]} if options["connections"] else {}
+        # The workers' engine options for this kind (settings.MIGRATION_ENGINE_OPTIONS), then the command's.
+        engine_options = dict(settings.MIGRATION_ENGINE_OPTIONS.get(options["engine"], {}))
+        if options["connections"]:
+            engine_options["connections"] = options["connections"]
         engine = get_engine(options["engine"], **engine_options)
         spec = MailboxSpec(
             email=target_user or source_user,
