@@ -245,6 +245,9 @@ class Wave(models.Model):
     capacity_bytes = models.BigIntegerField()
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.DRAFT)
     proposed_by = models.ForeignKey(User, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    # Whoever last changed what the wave holds (proposing it, moving organisations or mailboxes in or out, a
+    # no-go, a go recorded on a trust's behalf): four eyes keeps them from approving it (services/waves.py).
+    changed_by = models.ForeignKey(User, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     approved_by = models.ForeignKey(User, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     approved_at = models.DateTimeField(null=True, blank=True)
     # The status to go back to on resume (approved or running).
@@ -774,9 +777,6 @@ class ProgrammeSettings(models.Model):
     )
     pilot_mailboxes_per_organisation = models.PositiveSmallIntegerField(default=5)
     planning_horizon_days = models.PositiveIntegerField(default=365, validators=[MinValueValidator(1)])
-    four_eyes = models.BooleanField(
-        "Four eyes", default=True, help_text="The approver of a wave must not be the person who proposed it"
-    )
     go_required_from_every_organisation = models.BooleanField(
         default=True, help_text="A wave can be approved only when every organisation in it has said go"
     )

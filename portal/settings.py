@@ -61,12 +61,15 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "portal.middleware.DebugErrorPagesMiddleware",  # outermost: sees the final 404 (only acts with DEBUG on)
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # before anything reads the body: too large a body, NUL bytes in parameters stop here (request_limits.py)
+    "migrations_app.request_limits.RequestLimitsMiddleware",
     # after authentication: keys are per user (api/idempotency.py)
     "migrations_app.api.idempotency.IdempotencyMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -133,11 +136,14 @@ else:
         }
     }
 
-# The public "when does my mailbox move?" page: lookups per client IP (django-ratelimit, counted in the cache
-# above; a shared cache such as Redis when several web processes serve it). Behind a proxy, set
-# RATELIMIT_IP_META_KEY to the header that carries the client address (e.g. HTTP_X_FORWARDED_FOR).
-PUBLIC_LOOKUP_RATE = env_str("PUBLIC_LOOKUP_RATE", "10/m")
-RATELIMIT_IP_META_KEY = env_str("RATELIMIT_IP_META_KEY") or None
+# The public "when does my mailbox move?" page: lookups per client IP in each window listed (a burst, then a
+# longer window: a trust's staff behind one NAT share an address), and for everyone together, counted in the
+# cache above (atomically; a shared cache such as Redis when several web processes serve it).
+PUBLIC_LOOKUP_RATE = env_str("PUBLIC_LOOKUP_RATE", "30/m,300/h")
+PUBLIC_LOOKUP_GLOBAL_RATE = env_str("PUBLIC_LOOKUP_GLOBAL_RATE", "3000/m")
+# Behind a load balancer or proxy: its addresses (or networks). X-Forwarded-For is believed only from these,
+# for the client address every rate limit counts by (migrations_app/ratelimit.py).
+TRUSTED_PROXIES = env_list("TRUSTED_PROXIES")
 # The public help form ("I need help with my moved mailbox"): requests per client IP, like the lookup.
 PUBLIC_HELP_RATE = env_str("PUBLIC_HELP_RATE", "5/h")
 
@@ -275,7 +281,7 @@ MIGRATION_ENGINE_OPTIONS = {
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(VAR_DIR / "media")))
 MEDIA_URL = "/media/"
 STATIC_URL = "/static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"  # collectstatic output for production
+STATIC_ROOT = Path(env_str("STATIC_ROOT") or BASE_DIR / "staticfiles")  # collectstatic output for production
 if DEBUG or TESTING:
     STATIC_ROOT.mkdir(exist_ok=True)  # whitenoise serves from the finders then, but wants the folder
 STATICFILES_DIRS = [
@@ -351,6 +357,17 @@ AUTH_PASSWORD_VALIDATORS = [
 # Entra ID sign-in (portal/entra.py): None keeps local accounts only.
 ENTRA = entra_settings()
 
+# Four eyes on wave approval (services/waves.py): the approver is neither the proposer nor whoever last changed
+# the wave. A deployment setting, not a button, so one person cannot switch it off, approve and switch it on.
+WAVE_FOUR_EYES = env_bool("WAVE_FOUR_EYES", True)
+
+# Failed sign-ins (services/sign_in.py): slowed from the 3rd for an account, refused for 15 minutes after the
+# 5th for an account or the 30th from one client address (TRUSTED_PROXIES says whose address that is).
+SIGN_IN_SLOW_AFTER = env_int("SIGN_IN_SLOW_AFTER", 3)
+SIGN_IN_MAX_FAILURES = env_int("SIGN_IN_MAX_FAILURES", 5)
+SIGN_IN_MAX_FAILURES_PER_ADDRESS = env_int("SIGN_IN_MAX_FAILURES_PER_ADDRESS", 30)
+SIGN_IN_LOCKOUT_SECONDS = env_int("SIGN_IN_LOCKOUT_SECONDS", 15 * 60)
+
 if TESTING:
     PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
@@ -358,6 +375,7 @@ if TESTING:
 REST_FRAMEWORK = {
     # Bearer first: an unauthenticated request gets 401 with WWW-Authenticate: Bearer
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        "migrations_app.api.authentication.AddressGate",
         "migrations_app.api.authentication.BearerTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
@@ -365,7 +383,12 @@ REST_FRAMEWORK = {
         "rest_framework.permissions.IsAuthenticated",
         "migrations_app.api.permissions.TokenHasScope",
     ],
-    "DEFAULT_THROTTLE_CLASSES": ["migrations_app.api.throttling.TokenRateThrottle"],
+    "DEFAULT_THROTTLE_CLASSES": ["migrations_app.api.throttling.UserRateThrottle"],
+    "DEFAULT_PARSER_CLASSES": [
+        "migrations_app.api.parsers.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     # No OrderingFilter: every list is cursor-paged on a unique, indexed key (id, ODS code, start + id), so
     # page 10,000 costs what page 1 does; an ?ordering= on a non-unique column would page unstably and sort
     # 2.1 million rows.
@@ -373,11 +396,15 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "migrations_app.api.errors.problem_exception_handler",
 }
-# Requests per token (DRF rate syntax: "600/min", "10/s").
+# Requests per user, all their tokens and their session together ("600/min", "10/s"), and per client address
+# for anonymous and failed-authentication requests (migrations_app/api/throttling.py).
 API_THROTTLE_RATE = env_str("API_THROTTLE_RATE") or "600/min"
+API_ANON_THROTTLE_RATE = env_str("API_ANON_THROTTLE_RATE") or "60/min"
 # A bulk upsert with more rows than this is answered 202 with an import job to poll.
 API_BULK_INLINE_MAX_ROWS = env_int("API_BULK_INLINE_MAX_ROWS", 5_000)
 API_BULK_MAX_ROWS = env_int("API_BULK_MAX_ROWS", 100_000)
+# The largest request body accepted anywhere but an inventory upload: the bulk limit's rows at ~640 bytes each.
+API_MAX_BODY_BYTES = env_int("API_MAX_BODY_BYTES", 64 * 1024 * 1024)
 # Idempotency-Key: how long a first response is kept for retries, and after how long a request that never
 # finished (its process died) stops holding its key.
 API_IDEMPOTENCY_TTL_HOURS = env_int("API_IDEMPOTENCY_TTL_HOURS", 24)
@@ -463,9 +490,21 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"quiet_client_errors": {"()": "portal.logfilters.QuietClientErrors"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["quiet_client_errors"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # Django's default config gives "django" a console handler of its own under DEBUG: with the root's, every
+        # message (and a 403's traceback) was printed twice; the root's handler prints it once
+        "django": {"handlers": [], "level": env_str("LOG_LEVEL", "INFO"), "propagate": True},
+    },
 }
 
 # --- readiness checks (services/readiness) ------------------------------------------------------------------

@@ -16,6 +16,15 @@ from tests.switch_fixtures import fake_exchange  # noqa: F401 (a fixture for the
 REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
 
 
+@pytest.fixture(autouse=True)
+def fresh_rate_limits():
+    """Rate-limit and lockout counters live in the cache: each test starts with none."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+
+
 def skip_or_fail(reason: str) -> None:
     if REQUIRE_SERVICES:
         pytest.fail(f"REQUIRE_SERVICES=1 but {reason}")
@@ -133,3 +142,15 @@ def real_broker(settings, tmp_path):
     yield app
     app.conf.update(saved)
     _drop_connection_pools()
+
+
+from tests.readiness_fixtures import preflight_rates, run_check  # noqa: E402, F401
+
+
+@pytest.fixture(scope="session")
+def production_server(tmp_path_factory):
+    """gunicorn serving the production profile (DEBUG unset, collectstatic's manifest) on the seeded demo, as
+    README says to serve it (tests/production/server.py). One per test session."""
+    from tests.production import server
+
+    yield from server.start(tmp_path_factory.mktemp("production"))

@@ -18,6 +18,12 @@ MODELS = [
     models.ImportJob,
     models.Invitation,
     models.User,
+    models.Notification,
+    models.NotificationSettings,
+    models.NotificationTemplate,
+    models.OrganisationNotice,
+    models.SupportRequest,
+    models.OrganisationHold,
 ]
 
 
@@ -79,3 +85,10 @@ def test_the_admin_shows_a_wave_status_read_only(superuser_client):
     response = superuser_client.get(reverse("admin:migrations_app_wave_change", args=[wave.pk]))
     assert "status" not in response.context["adminform"].form.fields
     assert b'name="status"' not in response.content
+
+
+def test_the_admin_is_offered_only_to_those_who_can_use_it(client, db):
+    client.force_login(UserFactory(username="pat", role="programme_office"))
+    assert "Administration" not in client.get("/dashboard/").content.decode()
+    client.force_login(UserFactory(username="root", is_staff=True, is_superuser=True))
+    assert "Administration" in client.get("/dashboard/").content.decode()

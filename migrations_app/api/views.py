@@ -14,7 +14,7 @@ from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 
 from migrations_app.api.errors import Conflict, Problem, problem_exception_handler
-from migrations_app.api.filters import IsoDateTimeFilter
+from migrations_app.api.filters import IdFilter, IsoDateTimeFilter
 from migrations_app.api.serializers import (
     ActionSerializer,
     DecisionSerializer,
@@ -244,6 +244,7 @@ class WaveViewSet(viewsets.ReadOnlyModelViewSet):
 
 class DecisionFilter(filters.FilterSet):
     organisation = filters.CharFilter(field_name="organisation__ods_code")
+    wave = IdFilter("wave")
 
     class Meta:
         model = Decision

@@ -108,6 +108,10 @@ UNDECODABLE = (
     "this line is not UTF-8 text; in Excel use Save As 'CSV UTF-8 (Comma delimited) (*.csv)' and upload "
     "the file again"
 )
+HAS_NUL = (
+    "this line has a NUL byte (a zero byte), which CSV text cannot hold; a file saved as UTF-16 ('Unicode "
+    "text') has one in every character: in Excel use Save As 'CSV UTF-8 (Comma delimited) (*.csv)'"
+)
 
 
 class _Errors:
@@ -141,6 +145,11 @@ class _Lines:
         self.total_bytes = total_bytes if total_bytes is not None else _size_of(source)
         self.bytes_read = 0
         self.bad_lines: set[int] = set()
+        self.nul_lines: set[int] = set()  # of bad_lines, those with a NUL byte
+
+    def why(self, line: int) -> str:
+        """Why a line of bad_lines cannot be read."""
+        return HAS_NUL if line in self.nul_lines else UNDECODABLE
 
     def __iter__(self) -> Iterator[str]:
         return itertools.chain.from_iterable(self._blocks())
@@ -185,6 +194,7 @@ class _Lines:
         for number, raw in enumerate(io.BytesIO(data), start=lines_before + 1):
             try:
                 if b"\x00" in raw:
+                    self.nul_lines.add(number)
                     raise UnicodeDecodeError("utf-8", raw, 0, 1, "NUL byte")
                 lines.append(raw.decode("utf-8"))
             except UnicodeDecodeError:
@@ -243,8 +253,11 @@ def read_header(
     required: tuple[str, ...],
     optional: tuple[str, ...] = (),
     aliases: dict[str, str] | None = None,
+    ignored: list[str] | None = None,
 ) -> dict[str, int]:
-    """The header's columns, {name: index}, or ImportFileError saying what is wrong with it."""
+    """The header's known columns, {name: index}, or ImportFileError saying what is wrong with it. Columns the
+    portal does not know (an export from Exchange has dozens, the portal's own export has its state columns)
+    are appended to `ignored` and skipped rather than rejected, when a list is given."""
     aliases = aliases or {}
     expected = ", ".join(required) + (f" (optional: {', '.join(optional)})" if optional else "")
     try:
@@ -254,6 +267,8 @@ def read_header(
             f"The file is empty. Expected a header line with the columns {expected}."
         ) from None
     if line in lines.bad_lines:
+        if line in lines.nul_lines:
+            raise ImportFileError(f"Line {line} (the header) {HAS_NUL}.", line=line)
         raise ImportFileError(f"Line {line} (the header) is not UTF-8 text: {UNDECODABLE.split('; ', 1)[1]}.")
     if line != 1:
         raise ImportFileError(f"The header must be on line 1 (found blank lines before it, on line {line}).")
@@ -262,8 +277,11 @@ def read_header(
     unknown = [h.strip() or "(blank)" for h, n in zip(header, names, strict=True) if n not in known]
     missing = [c for c in required if c not in names]
     repeated = sorted({n for n in names if n in known and names.count(n) > 1})
+    if ignored is not None and unknown:
+        ignored.extend(unknown)
+        unknown = []
     if not (unknown or missing or repeated):
-        return {name: index for index, name in enumerate(names)}
+        return {name: index for index, name in enumerate(names) if name in known}
     problems = []
     if missing:
         problems.append(f"missing columns: {', '.join(missing)}")
@@ -426,8 +444,8 @@ def reveals_owner(*, organisation: Organisation | None, actor: User | None) -> b
 
 # --- the inventory import ---------------------------------------------------------------------------------
 
-INVENTORY_REQUIRED = ("email", "display_name", "kind", "size_bytes", "item_count", "affinity_group")
-INVENTORY_OPTIONAL = ("target_upn",)
+INVENTORY_REQUIRED = ("email", "display_name", "kind", "size_bytes", "item_count")
+INVENTORY_OPTIONAL = ("affinity_group", "target_upn")
 # Column names as Exchange's Get-Mailbox / Get-MailboxStatistics exports spell them
 INVENTORY_ALIASES = {
     "primarysmtpaddress": "email",
@@ -694,11 +712,14 @@ def _import_rows(
     national = organisation is None
     optional = INVENTORY_OPTIONAL + (() if national else ("ods_code",))
     required = INVENTORY_REQUIRED + (("ods_code",) if national else ())
-    columns = read_header(iter(rows), lines, required=required, optional=optional, aliases=INVENTORY_ALIASES)
+    ignored: list[str] = []
+    columns = read_header(
+        iter(rows), lines, required=required, optional=optional, aliases=INVENTORY_ALIASES, ignored=ignored
+    )
 
-    width = len(columns)
+    width = len(columns) + len(ignored)
     i_email, i_name, i_kind = columns["email"], columns["display_name"], columns["kind"]
-    i_size, i_items, i_group = columns["size_bytes"], columns["item_count"], columns["affinity_group"]
+    i_size, i_items, i_group = columns["size_bytes"], columns["item_count"], columns.get("affinity_group")
     i_target = columns.get("target_upn")
     i_ods = columns.get("ods_code")
     if national:
@@ -732,14 +753,14 @@ def _import_rows(
                         rows_total += 1
                         invalid += 1
                         if bad_lines and line in bad_lines:
-                            add(line, "", "", UNDECODABLE)
+                            add(line, "", "", lines.why(line))
                         else:
                             message = f"expected {width} fields as in the header, found {len(row)}"
                             add(line, "", ",".join(row), message)
                         continue
                     rows_total += 1
                     if bad_lines and line in bad_lines:
-                        add(line, "", "", UNDECODABLE)
+                        add(line, "", "", lines.why(line))
                         invalid += 1
                         continue
                     before = errors.count
@@ -789,7 +810,7 @@ def _import_rows(
                         if items is None:
                             add(line, "item_count", text, f"the item count {why}")
 
-                    group = row[i_group].strip()
+                    group = row[i_group].strip() if i_group is not None else ""
                     if len(group) > 100:
                         add(line, "affinity_group", group, "the affinity group is longer than 100 characters")
 
@@ -865,6 +886,8 @@ def _import_rows(
             with_target=i_target is not None,
             started=started,
         )
+    if ignored:
+        result.summary["ignored_columns"] = ignored  # a warning on every channel, not a reason to reject
     if result.status == ImportJob.Status.REJECTED:
         return result
 

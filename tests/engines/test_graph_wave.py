@@ -97,8 +97,8 @@ def test_a_mailbox_ten_times_the_upload_budget_is_paced_to_migrated_through_a_wo
     real_broker,
     org_a,
     endpoints,
-    fake,
-    settings,  # noqa: F811
+    fake,  # noqa: F811
+    settings,
 ):
     budget, window = 30_000, 0.5  # Graph's 150 MB in 300 s, time scaled down: the same arithmetic
     settings.MIGRATION_ENGINE_OPTIONS = {

@@ -90,9 +90,9 @@ def mailbox_rollback(*, mailbox: Mailbox, actor: User, reason: str = "") -> Mail
     if mailbox.switch_status in (Mailbox.SwitchStatus.REQUESTED, Mailbox.SwitchStatus.SWITCHED):
         # Its mail goes to Exchange Online (or may): switch it back first; the roll back completes when the
         # source receives its mail again (execution/switch_actions.py).
-        from migrations_app.services.execution.switch_actions import mailbox_unswitch
+        from migrations_app.services.execution.switch_actions import unswitch_then_roll_back
 
-        return mailbox_unswitch(mailbox=mailbox, actor=actor, reason=reason or "rolled back")
+        return unswitch_then_roll_back(mailbox=mailbox, actor=actor, reason=reason or "rolled back")
     return _out_of_wave(mailbox, actor, ROLLBACKABLE, "mailbox.rolled_back", reason)
 
 

@@ -362,8 +362,8 @@ def _run_one(mailbox: Mailbox, phase: str, engine: Engine | None, journal: Journ
             journal.move(mailbox, M.SYNCED, M.CUTOVER, action="mailbox.claimed", data={"straight_on": True})
             phase, state = CUTOVER, M.CUTOVER
         if mailbox.switch_status != Mailbox.SwitchStatus.SWITCHED:
-            # The final delta (new items, and the flags, moves and deletions since the pre-stage:
-            # engines.pipeline); then the mailbox waits for its batch's switch (execution/switch.py).
+            # The final delta: new items, and the flags, moves and deletions since the pre-stage
+            # (engines.pipeline); then the mailbox waits for its batch's switch (execution/switch.py).
             result = engine.cutover(spec, mailbox.checkpoint, progress)
             journal.move(
                 mailbox,
