@@ -1027,6 +1027,12 @@ class WebhookDelivery(models.Model):
             models.Index(
                 fields=["next_attempt_at"], name="webhookdelivery_due_idx", condition=Q(status="pending")
             ),
+            # the hourly purge of delivered bodies: only delivered ones that still have a body
+            models.Index(
+                fields=["last_attempt_at"],
+                name="webhookdelivery_purge_idx",
+                condition=Q(status="succeeded") & ~Q(payload={}),
+            ),
         ]
 
     # what the database accepts, built from the enums above (Meta cannot see them; see constraints.py)

@@ -160,3 +160,11 @@ def stuck_work_sweep() -> None:
     from migrations_app.services.sweeps import stuck_work_sweep as sweep
 
     sweep()
+
+
+@shared_task
+def webhook_payloads_purge() -> None:
+    """Beat, hourly: empty delivered webhook bodies past their retention."""
+    from migrations_app.services.webhooks import webhook_payloads_purge as purge
+
+    purge()

@@ -222,6 +222,8 @@ CELERY_BEAT_SCHEDULE = {
     },
     # forgets Idempotency-Key responses older than API_IDEMPOTENCY_TTL_HOURS
     "idempotency-keys-purge": {"task": "migrations_app.tasks.idempotency_keys_purge", "schedule": 3600.0},
+    # empties delivered webhook bodies older than WEBHOOK_PAYLOAD_RETENTION_DAYS
+    "webhook-payloads-purge": {"task": "migrations_app.tasks.webhook_payloads_purge", "schedule": 3600.0},
     # turns new events into webhook deliveries and sends the ones that are due
     "webhooks-dispatch": {"task": "migrations_app.tasks.webhooks_dispatch", "schedule": 10.0},
     # import jobs and readiness checks whose task was lost or whose worker died (services/sweeps.py)
@@ -428,6 +430,9 @@ WEBHOOK_RETRY_MAX_SECONDS = env_int("WEBHOOK_RETRY_MAX_SECONDS", 6 * 3600)
 WEBHOOK_TIMEOUT_SECONDS = env_int("WEBHOOK_TIMEOUT_SECONDS", 10)
 # A claimed delivery is not queued again for this long (longer than the timeout).
 WEBHOOK_CLAIM_SECONDS = env_int("WEBHOOK_CLAIM_SECONDS", 120)
+# A delivered webhook's body is emptied this many days after it was delivered (the event itself is kept for
+# ever: the body can be rebuilt from it); failed and pending deliveries keep theirs.
+WEBHOOK_PAYLOAD_RETENTION_DAYS = env_int("WEBHOOK_PAYLOAD_RETENTION_DAYS", 30)
 
 # --- the switch (migrations_app/switchers, docs/adr/012-the-switch.md) --------------------------------------------
 # The PowerShell remoting client: "pypsrp", or a module offering the same WSMan / RunspacePool / PowerShell
