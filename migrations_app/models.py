@@ -1104,3 +1104,4 @@ from migrations_app.models_comms import (  # noqa: E402, F401
     OrganisationNotice,
     SupportRequest,
 )
+from migrations_app.models_exports import Export  # noqa: E402, F401

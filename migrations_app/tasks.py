@@ -168,3 +168,10 @@ def webhook_payloads_purge() -> None:
     from migrations_app.services.webhooks import webhook_payloads_purge as purge
 
     purge()
+
+
+@shared_task(acks_late=True)
+def export_run(export_id: int) -> None:
+    from migrations_app.services.exports import export_run as run
+
+    run(export_id=export_id)
