@@ -1032,6 +1032,12 @@ class WebhookDelivery(models.Model):
             models.Index(
                 fields=["next_attempt_at"], name="webhookdelivery_due_idx", condition=Q(status="pending")
             ),
+            # the hourly purge of delivered bodies: only delivered ones that still have a body
+            models.Index(
+                fields=["last_attempt_at"],
+                name="webhookdelivery_purge_idx",
+                condition=Q(status="succeeded") & ~Q(payload={}),
+            ),
         ]
 
     # what the database accepts, built from the enums above (Meta cannot see them; see constraints.py)
@@ -1103,3 +1109,4 @@ from migrations_app.models_comms import (  # noqa: E402, F401
     OrganisationNotice,
     SupportRequest,
 )
+from migrations_app.models_exports import Export  # noqa: E402, F401
