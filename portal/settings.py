@@ -80,10 +80,13 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_htmx",
+    # the audit trail's protection triggers, declared on Event (docs/adr/013-audit-trail-protection.md)
+    "pgtrigger",
     "migrations_app",
 ]
 
 MIDDLEWARE = [
+    "portal.middleware.DebugErrorPagesMiddleware",  # outermost: sees the final 404 (only acts with DEBUG on)
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -208,6 +211,22 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "processed_folder": str(BROKER_DIR / "processed"),
         "store_processed": False,
     }
+# Redis (and SQS) hand an unacknowledged message to another worker after `visibility_timeout`. Tasks ack
+# late, so a task running longer than that is started a second time while the first still runs; the lease
+# makes that harmless, but it wastes a worker and, at kombu's default of one hour, the longest copy would
+# be redelivered every hour. The longest task the sizing allows is one mailbox's copy: the biggest mailbox
+# Exchange Online takes (100 GB) at the slowest per-mailbox rate we plan for (10 MB/s), about 2.8 hours.
+# Recovery never waits for this timeout: a killed worker's mailboxes are requeued by their stale heartbeat
+# (reconcile_stale) and lost jobs by the stuck-work sweep (docs/adr/015-broker-visibility-timeout.md).
+LONGEST_TASK_SECONDS = env_int("LONGEST_TASK_SECONDS", 100 * 1000**3 // (10 * 1000**2))
+CELERY_VISIBILITY_TIMEOUT_SECONDS = env_int("CELERY_VISIBILITY_TIMEOUT_SECONDS", 12 * 3600)
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://", "sqs://")):
+    if CELERY_VISIBILITY_TIMEOUT_SECONDS <= LONGEST_TASK_SECONDS:
+        raise ImproperlyConfigured(
+            f"CELERY_VISIBILITY_TIMEOUT_SECONDS={CELERY_VISIBILITY_TIMEOUT_SECONDS} must be longer than the "
+            f"longest task ({LONGEST_TASK_SECONDS} s, LONGEST_TASK_SECONDS), or long tasks run twice"
+        )
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT_SECONDS}
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_IGNORE_RESULT = True
@@ -231,6 +250,8 @@ CELERY_BEAT_SCHEDULE = {
     "idempotency-keys-purge": {"task": "migrations_app.tasks.idempotency_keys_purge", "schedule": 3600.0},
     # turns new events into webhook deliveries and sends the ones that are due
     "webhooks-dispatch": {"task": "migrations_app.tasks.webhooks_dispatch", "schedule": 10.0},
+    # import jobs and readiness checks whose task was lost or whose worker died (services/sweeps.py)
+    "stuck-work-sweep": {"task": "migrations_app.tasks.stuck_work_sweep", "schedule": 60.0},
     # schedules the notifications that are due (set-based) and hands them to Notify within its limits
     "notifications-send": {"task": "migrations_app.tasks.notifications_send", "schedule": 15.0},
     # holds the next waves of organisations whose last wave crossed the support or failure threshold
@@ -246,6 +267,8 @@ MIGRATION_RETRY_BASE_SECONDS = env_int("MIGRATION_RETRY_BASE_SECONDS", 30)
 MIGRATION_RETRY_MAX_SECONDS = env_int("MIGRATION_RETRY_MAX_SECONDS", 3600)
 # A mailbox whose heartbeat is older than this is taken to have lost its worker and is requeued.
 MIGRATION_HEARTBEAT_STALE_SECONDS = env_int("MIGRATION_HEARTBEAT_STALE_SECONDS", 600)
+# A run renews its lease this often from a thread of its own, whatever its engine is doing (lease.py).
+MIGRATION_HEARTBEAT_SECONDS = env_float("MIGRATION_HEARTBEAT_SECONDS", 30.0)
 # Work is queued in tasks of about this many seconds of expected engine time (a slow mailbox gets a task of
 # its own; mailboxes that take no time share one, up to MIGRATION_TASK_MAILBOXES).
 MIGRATION_TASK_SECONDS = env_int("MIGRATION_TASK_SECONDS", 30)
@@ -275,7 +298,7 @@ MIGRATION_ENGINE_OPTIONS = {
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(VAR_DIR / "media")))
 MEDIA_URL = "/media/"
 STATIC_URL = "/static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"  # collectstatic output for production
+STATIC_ROOT = Path(env_str("STATIC_ROOT") or BASE_DIR / "staticfiles")  # collectstatic output for production
 if DEBUG or TESTING:
     STATIC_ROOT.mkdir(exist_ok=True)  # whitenoise serves from the finders then, but wants the folder
 STATICFILES_DIRS = [
@@ -431,6 +454,15 @@ SWITCH_POWERSHELL_CLIENT = env_str("SWITCH_POWERSHELL_CLIENT", "pypsrp")
 # The OpenAPI schema and its docs need sign-in (a session or a token) unless the programme office publishes them.
 API_DOCS_PUBLIC = env_bool("API_DOCS_PUBLIC", False)
 
+# Stuck work (services/sweeps.py): a job or check still queued this long had its task lost (a broker outage
+# at enqueue) and is sent again; a running import whose progress has not moved this long lost its worker and
+# is run again, up to IMPORT_MAX_ATTEMPTS runs, then failed with a reason; a running readiness check whose
+# counts have not moved this long lost batches and is failed with a reason (run it again).
+SWEEP_QUEUED_AFTER_SECONDS = env_int("SWEEP_QUEUED_AFTER_SECONDS", 300)
+IMPORT_STALL_SECONDS = env_int("IMPORT_STALL_SECONDS", 900)
+IMPORT_MAX_ATTEMPTS = env_int("IMPORT_MAX_ATTEMPTS", 3)
+READINESS_STALL_SECONDS = env_int("READINESS_STALL_SECONDS", 900)
+
 SPECTACULAR_SETTINGS = {
     "SERVE_PERMISSIONS": [
         "rest_framework.permissions.AllowAny"
@@ -483,9 +515,21 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"quiet_client_errors": {"()": "portal.logfilters.QuietClientErrors"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["quiet_client_errors"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # Django's default config gives "django" a console handler of its own under DEBUG: with the root's, every
+        # message (and a 403's traceback) was printed twice; the root's handler prints it once
+        "django": {"handlers": [], "level": env_str("LOG_LEVEL", "INFO"), "propagate": True},
+    },
 }
 
 # --- readiness checks (services/readiness) ------------------------------------------------------------------

@@ -316,7 +316,8 @@ def wave_resume(*, wave: Wave, actor: User, reason: str = "") -> Wave:
 @transaction.atomic
 def wave_cancel(*, wave: Wave, actor: User, reason: str) -> Wave:
     """Cancel a wave that has not started moving mail: its mailboxes are ready again for another wave. A running
-    wave is paused first; mailboxes already moving stay with it for the mop-up."""
+    wave is paused first; mailboxes it had started (syncing, synced, failed) are carried over, as when a
+    window closes, for the programme office to place in another wave; those already cutting over finish."""
     require_programme_office(actor)
     reason = _require_reason(reason, "cancellation")
     before = _transition(
@@ -325,6 +326,9 @@ def wave_cancel(*, wave: Wave, actor: User, reason: str) -> Wave:
     released = Mailbox.objects.filter(
         wave=wave, state__in=[Mailbox.State.READY, Mailbox.State.SCHEDULED]
     ).update(wave=None, state=Mailbox.State.READY, updated_at=timezone.now())
+    from migrations_app.services.execution.clock import wave_carry_over  # execution imports this module
+
+    carried = wave_carry_over(wave=wave, why=f"{wave.name} was cancelled")
     wave_refresh_totals(wave=wave)
     _decide(
         wave,
@@ -332,7 +336,7 @@ def wave_cancel(*, wave: Wave, actor: User, reason: str) -> Wave:
         actor,
         reason=reason,
         from_state=before,
-        data={"mailboxes_released": released},
+        data={"mailboxes_released": released, "mailboxes_carried_over": carried},
     )
     return wave
 

@@ -277,6 +277,11 @@ def wave_action(request, pk: int, action: str):
         organisation = get_object_or_404(organisations_visible_to(request.user), ods_code=code)
     _, needs_org, needs_reason, destructive = ACTIONS[action]
     label, explanation = ACTION_LABELS[action]
+    # never offer a confirmation the service would refuse (a viewer was shown "Yes, pause" first)
+    if needs_org and organisation is not None and not can_administer(request.user, organisation):
+        raise PermissionDenied(f"Only {organisation.name}'s admins can say go or no-go for it")
+    if not needs_org and not request.user.is_programme_office:
+        raise PermissionDenied("Only the programme office can do this to a wave")
     form = ReasonForm(request.POST or None)
 
     def confirmation(**extra):
@@ -498,6 +503,13 @@ def pilot_create_view(request):
 
 
 class ProgrammeSettingsForm(forms.ModelForm):
+    required_gates = forms.MultipleChoiceField(
+        label="Readiness gates an organisation must meet before it is planned",
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        choices=[(g, Organisation._meta.get_field(g).verbose_name) for g in Organisation.GATES],
+    )
+
     class Meta:
         model = ProgrammeSettings
         fields = list(SETTINGS_FIELDS)
