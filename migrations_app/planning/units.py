@@ -118,7 +118,7 @@ def group_key(organisation_id: int, name: str) -> tuple:
     organisation: one trust reusing another's group name (and setting a year-long blackout) used to move the
     other trust's mailboxes with it."""
     if name.startswith(PERMISSIONS_GROUP_PREFIX):
-        return ("g", name)
+        return ("g", 0, name)  # 0: no organisation (keys of one shape, so they sort)
     return ("g", organisation_id, name)
 
 
