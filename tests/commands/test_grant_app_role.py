@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from django.db import connection
 
-from tests.test_readme_examples import readme_example
+from tests.test_readme import readme_example
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -17,7 +17,7 @@ import requests
 from migrations_app.engines import EndpointSpec, MailboxSpec, get_engine
 from tests.fakes.exchange_store import seed
 from tests.fakes.microsoft import HOSTS
-from tests.test_readme_examples import readme_example
+from tests.test_readme import readme_example
 
 ROOT = Path(__file__).resolve().parents[2]
 
