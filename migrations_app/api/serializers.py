@@ -14,7 +14,7 @@ from migrations_app.models import (
     Webhook,
     WebhookDelivery,
 )
-from migrations_app.selectors.waves import plan_unplaced_rows
+from migrations_app.selectors.waves import plan_unplaced_rows, wave_totals_seen_by
 from migrations_app.services.plans import wave_name
 
 
@@ -46,6 +46,14 @@ class WaveSerializer(serializers.ModelSerializer):
             "updated_at",
         ]
         read_only_fields = fields
+
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        request = self.context.get("request")
+        if request is not None and not getattr(request.user, "is_programme_office", False):
+            # a trust sees its own share of a shared wave, nothing of the other trusts in it
+            data["planned_mailboxes"], data["planned_bytes"] = wave_totals_seen_by(instance, request.user)
+        return data
 
 
 class WaveOrganisationSerializer(serializers.Serializer):

@@ -32,6 +32,7 @@ from migrations_app.selectors.waves import (
     wave_members,
     wave_organisation_rows,
     wave_organisation_totals,
+    wave_totals_seen_by,
     waves_by_week,
     waves_visible_to,
 )
@@ -171,8 +172,10 @@ def _panel_context(request, wave: Wave, *, error: str = "", notice: str = "") ->
     user = request.user
     # one pass over the members (at most a window's worth) serves the totals and the organisation rows
     by_org = wave_organisation_totals(wave)
-    totals = {"mailboxes": sum(n for n, _ in by_org.values()), "bytes": sum(b for _, b in by_org.values())}
     rows = wave_organisation_rows(wave, user, by_org)
+    # a shared wave's totals are the whole wave for the programme office, a trust's own share for a trust
+    counted = by_org.values() if user.is_programme_office else [(r["mailboxes"], r["bytes"]) for r in rows]
+    totals = {"mailboxes": sum(n for n, _ in counted), "bytes": sum(b for _, b in counted)}
     can_answer = wave.status in (S.PROPOSED, S.APPROVED)
     for row in rows:
         row["can_answer"] = can_answer and not user.is_viewer and can_administer(user, row["organisation"])
@@ -224,6 +227,9 @@ def wave_list(request):
         if upcoming.exists():
             waves = upcoming
     page, pagination = paginate(request, waves, per_page=60)
+    if not request.user.is_programme_office:
+        for wave in page.object_list:  # their own share of shared waves (one GROUP BY per wave on the page)
+            wave.planned_mailboxes, wave.planned_bytes = wave_totals_seen_by(wave, request.user)
     context = {
         "nav": NAV,
         "filters": filters,
@@ -669,6 +675,8 @@ def wave_list_csv(request):
 
     def rows():
         for w in waves.iterator(chunk_size=CHUNK_SIZE):
+            if not request.user.is_programme_office:
+                w.planned_mailboxes, w.planned_bytes = wave_totals_seen_by(w, request.user)
             yield [
                 w.name,
                 w.get_kind_display(),

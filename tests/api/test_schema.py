@@ -14,3 +14,8 @@ def test_swagger_and_redoc_are_served_offline(client, admin_a):
         page = client.get(url).content.decode()
         assert "cdn" not in page.lower() and "/static/drf_spectacular_sidecar/" in page
     assert client.get("/api/schema/").status_code == 200
+
+
+def test_the_schema_and_docs_need_sign_in(client, db):
+    for url in ("/api/schema/", "/api/schema/swagger/", "/api/schema/redoc/"):
+        assert client.get(url).status_code == 401, url
