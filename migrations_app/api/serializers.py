@@ -1,5 +1,6 @@
 """Shapes of the wave, planner and decision API. Validation of input only: the services decide."""
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from migrations_app.models import (
@@ -151,9 +152,49 @@ def plan_as_data(plan, *, unplaced_limit: int = 500) -> dict:
 # --- organisations, mailboxes, events, endpoints, import jobs ---------------------------------------------
 
 
+@extend_schema_field(
+    {
+        "type": "object",
+        "properties": {name: {"type": "boolean"} for name in Organisation.GATES},
+        "additionalProperties": False,
+        "description": "The readiness gates, each met (true) or not (false). The same object is read and written; "
+        "a gate left out of a write is not met.",
+    }
+)
+class GatesField(serializers.Field):
+    """The readiness gates as one shape both ways: {"gate_mfa_enforced": true, ...}. A list of the met gates'
+    names (the shape an older version took on POST) is still read."""
+
+    default_error_messages = {
+        "invalid": "Give an object of readiness gates with true or false values",
+        "unknown": "Unknown readiness gates: {names}",
+    }
+
+    def to_representation(self, organisation) -> dict[str, bool]:
+        return {name: bool(getattr(organisation, name)) for name in Organisation.GATES}
+
+    def get_attribute(self, instance):
+        return instance
+
+    def to_internal_value(self, data) -> list[str]:
+        if isinstance(data, dict):
+            if not all(isinstance(v, bool) for v in data.values()):
+                self.fail("invalid")
+            names = [name for name, met in data.items() if met]
+            unknown = set(data) - set(Organisation.GATES)
+        elif isinstance(data, list) and all(isinstance(v, str) for v in data):
+            names = list(data)
+            unknown = set(data) - set(Organisation.GATES)
+        else:
+            self.fail("invalid")
+        if unknown:
+            self.fail("unknown", names=", ".join(sorted(unknown)))
+        return names
+
+
 class OrganisationSerializer(serializers.ModelSerializer):
     parent = serializers.SlugRelatedField(slug_field="ods_code", read_only=True, allow_null=True)
-    gates = serializers.SerializerMethodField()
+    gates = GatesField(read_only=True)
 
     class Meta:
         model = Organisation
@@ -173,9 +214,6 @@ class OrganisationSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
 
-    def get_gates(self, organisation) -> dict[str, bool]:
-        return {name: getattr(organisation, name) for name in Organisation.GATES}
-
 
 class ContactSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=200)
@@ -194,9 +232,7 @@ class OrganisationEnrolSerializer(serializers.Serializer):
     )
     primary_contact = ContactSerializer()
     technical_contact = ContactSerializer(required=False, allow_null=True, default=None)
-    gates = serializers.ListField(
-        child=serializers.ChoiceField(choices=Organisation.GATES), required=False, default=list
-    )
+    gates = GatesField(required=False, default=list)
     notes = serializers.CharField(required=False, allow_blank=True, default="")
 
 
