@@ -12,6 +12,7 @@ from django.utils.formats import date_format
 from django_htmx.jinja import htmx_script
 from jinja2 import ChainableUndefined, ChoiceLoader, Environment, FileSystemLoader, PackageLoader
 
+from migrations_app.errors_catalogue import explain
 from migrations_app.templatetags import filesizeformat_binary
 
 
@@ -66,6 +67,7 @@ def environment(**options) -> Environment:
             "get_messages": messages.get_messages,
             "htmx_script": htmx_script,
             "service_name": "Mailbox migration portal",
+            "explain_error": explain,
             "mailbox_states": _mailbox_states(),
         }
     )

@@ -280,7 +280,8 @@ class MailboxViewSet(viewsets.ReadOnlyModelViewSet):
 
     def get_queryset(self):
         # only what the serializer shows: the execution columns (checkpoint JSON, lease, ...) stay unread
-        fields = [f for f in MailboxSerializer.Meta.fields if f != "organisation"]
+        computed = {"organisation", "last_error_meaning", "last_error_action"}  # not columns of the table
+        fields = [f for f in MailboxSerializer.Meta.fields if f not in computed]
         return (
             mailboxes_visible_to(self.request.user)
             .select_related("organisation")

@@ -3,6 +3,7 @@
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from migrations_app.errors_catalogue import explain
 from migrations_app.models import (
     Decision,
     Endpoint,
@@ -238,6 +239,8 @@ class OrganisationEnrolSerializer(serializers.Serializer):
 
 class MailboxSerializer(serializers.ModelSerializer):
     organisation = serializers.SlugRelatedField(slug_field="ods_code", read_only=True)
+    last_error_meaning = serializers.SerializerMethodField(help_text="last_error_code in plain English")
+    last_error_action = serializers.SerializerMethodField(help_text="what to do about last_error_code")
 
     class Meta:
         model = Mailbox
@@ -257,6 +260,8 @@ class MailboxSerializer(serializers.ModelSerializer):
             "attempts",
             "last_error_code",
             "last_error_message",
+            "last_error_meaning",
+            "last_error_action",
             "bytes_copied",
             "items_copied",
             "paused",
@@ -269,6 +274,14 @@ class MailboxSerializer(serializers.ModelSerializer):
             "updated_at",
         ]
         read_only_fields = fields
+
+    def get_last_error_meaning(self, mailbox) -> str | None:
+        why = explain(mailbox.last_error_code)  # errors_catalogue: one table for pages, API and CSVs
+        return why and why.meaning
+
+    def get_last_error_action(self, mailbox) -> str | None:
+        why = explain(mailbox.last_error_code)
+        return why and why.action
 
     def to_representation(self, mailbox):
         """The same output as the declared fields, read directly: a mailbox page is 100 of these per request
@@ -284,6 +297,10 @@ class MailboxSerializer(serializers.ModelSerializer):
             elif name in ("created_at", "updated_at", "switched_at"):
                 value = getattr(mailbox, name)
                 out[name] = None if value is None else fields[name].to_representation(value)
+            elif name == "last_error_meaning":
+                out[name] = self.get_last_error_meaning(mailbox)
+            elif name == "last_error_action":
+                out[name] = self.get_last_error_action(mailbox)
             else:
                 out[name] = getattr(mailbox, name)
         return out

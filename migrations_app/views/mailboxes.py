@@ -27,6 +27,7 @@ from migrations_app.services.execution import (
 )
 from migrations_app.views._csv import CHUNK_SIZE, csv_response
 from migrations_app.views.support import mailbox_notifications_context
+from migrations_app.errors_catalogue import explain
 
 NAV = "mailboxes"
 MAILBOX_CSV_HEADER = [
@@ -43,8 +44,15 @@ MAILBOX_CSV_HEADER = [
     "last_error_code",
     "last_error_message",
     "bytes_copied",
-    "target_upn",  # last, so the export uploads again as an inventory (the other state columns are ignored)
+    "target_upn",  # the export uploads again as an inventory (the other state columns are ignored)
+    "last_error_meaning",  # errors_catalogue: the code in words, and what to do
+    "last_error_action",
 ]
+
+
+def _explained(code: str) -> tuple[str, str]:
+    why = explain(code)
+    return (why.meaning, why.action) if why else ("", "")
 
 
 def mailbox_csv_rows(mailboxes):
@@ -66,6 +74,7 @@ def mailbox_csv_rows(mailboxes):
             m.last_error_message,
             m.bytes_copied,
             m.target_upn,
+            *_explained(m.last_error_code),
         ]
 
 
