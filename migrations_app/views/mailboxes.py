@@ -10,6 +10,7 @@ from django.core.exceptions import ValidationError
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from migrations_app.errors_catalogue import explain
 from migrations_app.models import Mailbox
 from migrations_app.selectors.mailboxes import mailbox_search, mailbox_search_all, mailbox_skipped_items
 from migrations_app.selectors.scoping import can_administer, events_visible_to, mailboxes_visible_to
@@ -27,7 +28,6 @@ from migrations_app.services.execution import (
 )
 from migrations_app.views._csv import CHUNK_SIZE, csv_response
 from migrations_app.views.support import mailbox_notifications_context
-from migrations_app.errors_catalogue import explain
 
 NAV = "mailboxes"
 MAILBOX_CSV_HEADER = [
