@@ -12,8 +12,14 @@ from migrations_app.models import (
     ImportJob,
     Invitation,
     Mailbox,
+    Notification,
+    NotificationSettings,
+    NotificationTemplate,
     Organisation,
+    OrganisationHold,
+    OrganisationNotice,
     ProgrammeSettings,
+    SupportRequest,
     User,
     Wave,
 )
@@ -58,7 +64,21 @@ class MailboxAdmin(admin.ModelAdmin):
     raw_id_fields = ("organisation", "wave")
     show_full_result_count = False  # no COUNT(*) over 2.1 million rows on every page
     list_select_related = ("organisation", "wave")
-    readonly_fields = ("created_at", "updated_at", "heartbeat_at", "checkpoint")
+    # The lifecycle moves only through the execution and planning services, which check the state in the
+    # same UPDATE and write the Event; the admin would change it silently.
+    readonly_fields = (
+        "state",
+        "wave",
+        "lease",
+        "attempts",
+        "retry_at",
+        "paused",
+        "carried_over",
+        "created_at",
+        "updated_at",
+        "heartbeat_at",
+        "checkpoint",
+    )
 
 
 @admin.register(Wave)
@@ -66,6 +86,8 @@ class WaveAdmin(admin.ModelAdmin):
     list_display = ("name", "kind", "is_pilot", "starts_at", "ends_at", "status", "capacity_mailboxes")
     list_filter = ("status", "kind", "is_pilot")
     raw_id_fields = ("proposed_by",)
+    # Approve, pause, resume, cancel: the wave services, which write the Decision and the Event.
+    readonly_fields = ("status", "paused_from", "approved_by", "approved_at", "stamped_at")
 
 
 @admin.register(Decision)
@@ -165,7 +187,7 @@ class ProgrammeSettingsAdmin(admin.ModelAdmin):
                 )
             },
         ),
-        ("Approval", {"fields": ("four_eyes", "go_required_from_every_organisation")}),
+        ("Approval", {"fields": ("go_required_from_every_organisation",)}),
     )
 
     def has_add_permission(self, request):
@@ -188,3 +210,61 @@ class AllocationAdmin(admin.ModelAdmin):
     list_filter = ("kind",)
     raw_id_fields = ("wave", "organisation")
     show_full_result_count = False
+
+
+@admin.register(NotificationSettings)
+class NotificationSettingsAdmin(admin.ModelAdmin):
+    """One row: when staff are told, Notify's limits, and the support-rate gate's thresholds."""
+
+    fieldsets = (
+        ("When staff are told", {"fields": ("first_notice_days", "second_notice_days", "day_of_hour")}),
+        ("GOV.UK Notify's limits", {"fields": ("per_minute", "daily_allowance")}),
+        (
+            "The support-rate gate",
+            {"fields": ("support_window_days", "support_rate_threshold", "failure_rate_threshold")},
+        ),
+    )
+
+    def has_add_permission(self, request):
+        return not NotificationSettings.objects.exists()
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(NotificationTemplate)
+class NotificationTemplateAdmin(admin.ModelAdmin):
+    list_display = ("moment", "subject", "enabled", "previewed_at")
+    readonly_fields = ("previewed_at", "updated_by")
+
+
+@admin.register(OrganisationNotice)
+class OrganisationNoticeAdmin(admin.ModelAdmin):
+    list_display = ("organisation", "updated_at")
+    raw_id_fields = ("organisation",)
+
+
+@admin.register(Notification)
+class NotificationAdmin(admin.ModelAdmin):
+    """Millions of rows: no full count, searched by exact recipient."""
+
+    list_display = ("id", "moment", "recipient", "status", "window_starts_at", "sent_at")
+    list_filter = ("status", "moment")
+    search_fields = ("=recipient",)
+    raw_id_fields = ("mailbox",)
+    show_full_result_count = False
+
+
+@admin.register(SupportRequest)
+class SupportRequestAdmin(admin.ModelAdmin):
+    list_display = ("opened_at", "organisation", "email", "category", "source", "reference")
+    list_filter = ("source", "category")
+    search_fields = ("=email", "=reference")
+    raw_id_fields = ("organisation", "mailbox")
+    show_full_result_count = False
+
+
+@admin.register(OrganisationHold)
+class OrganisationHoldAdmin(admin.ModelAdmin):
+    list_display = ("organisation", "wave", "created_at", "released_at", "release")
+    raw_id_fields = ("organisation", "wave", "released_by")

@@ -26,6 +26,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import csv
+import datetime as dt
 import io
 import itertools
 import logging
@@ -39,7 +40,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import F
 from django.utils import timezone
 
 from migrations_app.models import ImportJob, Mailbox, Organisation, User
@@ -63,8 +64,6 @@ BIGINT_MAX = 2**63 - 1
 # both pass the ownership check and then race each other in the upsert.
 IMPORT_LOCK_KEY = 0x6D61696C626F78  # "mailbox"
 PROGRESS_TIMEOUT = 24 * 3600
-# A job still "running" this long after it started lost its worker; a redelivered task may take it over.
-STALE_RUNNING_AFTER = 3600
 
 Progress = Callable[[int, int], None]
 
@@ -641,6 +640,13 @@ def _defer_mailbox_indexes(*, organisation: Organisation | None, total_bytes: in
         return []
     rebuild: list[str] = []
     with connection.cursor() as cursor:
+        # The portal's least-privileged role owns no table (README, "Database roles"): it loads with the
+        # indexes in place. Run `import_mailboxes` as the migration role for the fast first load.
+        cursor.execute(
+            "SELECT pg_has_role(relowner, 'USAGE') FROM pg_class WHERE oid = %s::regclass", [MAILBOX]
+        )
+        if not cursor.fetchone()[0]:
+            return []
         # Run the checks still deferred in this transaction now: PostgreSQL refuses to alter a table that has
         # pending trigger events (the organisations' own foreign keys, when they were created just before).
         cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
@@ -1154,24 +1160,65 @@ def import_job_retry_valid_rows(*, job: ImportJob, actor: User) -> ImportJob:
     return retry
 
 
-def import_job_run(*, job_id: int) -> ImportJob:
-    """Run a queued job. Idempotent: a finished job, or one another worker is running, is left alone."""
-    now = timezone.now()
-    stale = now - timezone.timedelta(seconds=STALE_RUNNING_AFTER)
-    claimed = (
-        ImportJob.objects.filter(pk=job_id)
-        .filter(Q(status=ImportJob.Status.QUEUED) | Q(status=ImportJob.Status.RUNNING, started_at__lt=stale))
-        .update(status=ImportJob.Status.RUNNING, started_at=now)
+def import_job_stalled(job: ImportJob, *, now: dt.datetime | None = None) -> bool:
+    """A running job whose progress has not moved for IMPORT_STALL_SECONDS lost its worker. The progress is
+    in the shared cache (the import's own transaction hides its database writes until it commits); a job
+    that never reported counts from when it started."""
+    now = now or timezone.now()
+    entry = cache.get(_progress_key(job.id)) or {}
+    last = dt.datetime.fromtimestamp(entry["at"], tz=dt.UTC) if entry.get("at") else job.started_at
+    return last is None or (now - last).total_seconds() > settings.IMPORT_STALL_SECONDS
+
+
+def import_job_fail_stalled(*, job: ImportJob) -> bool:
+    """A job that lost its worker IMPORT_MAX_ATTEMPTS times is failed, with a reason the page shows."""
+    failed = ImportJob.objects.filter(pk=job.pk, status=job.status, attempts=job.attempts).update(
+        status=ImportJob.Status.FAILED,
+        finished_at=timezone.now(),
+        failure=(
+            f"The import stopped {job.attempts} times without finishing: the worker running it was lost "
+            "(restarted, or out of memory). Nothing was imported. Upload the file again; if it keeps "
+            "happening, tell the programme office."
+        ),
     )
+    if failed:
+        cache.set(
+            _progress_key(job.id),
+            {"phase": "failed", "done": 0, "total": job.size_bytes, "at": 0},
+            PROGRESS_TIMEOUT,
+        )
+    return bool(failed)
+
+
+def import_job_run(*, job_id: int) -> ImportJob:
+    """Run a queued job. Idempotent: a finished job, or one another worker is running (its progress still
+    moves), is left alone. A running job whose progress stopped lost its worker (a redelivered task after
+    a kill): it is taken over, up to IMPORT_MAX_ATTEMPTS runs, then failed (services/sweeps.py does the same
+    for a job whose task is lost altogether)."""
+    now = timezone.now()
     job = ImportJob.objects.select_related("organisation", "created_by").get(pk=job_id)
-    if not claimed:
+    if job.status == ImportJob.Status.RUNNING:
+        if not import_job_stalled(job, now=now):
+            return job
+        if job.attempts >= settings.IMPORT_MAX_ATTEMPTS:
+            import_job_fail_stalled(job=job)
+            job.refresh_from_db()
+            return job
+    elif job.status != ImportJob.Status.QUEUED:
         return job
+    # the same row as read above, or another worker took it first
+    claimed = ImportJob.objects.filter(
+        pk=job_id, status=job.status, attempts=job.attempts, started_at=job.started_at
+    ).update(status=ImportJob.Status.RUNNING, started_at=now, attempts=F("attempts") + 1)
+    if not claimed:
+        return ImportJob.objects.get(pk=job_id)
+    job.refresh_from_db()
 
     key = _progress_key(job.id)
 
     def progress(done: int, total: int) -> None:
         phase = "saving" if total and done >= total else "reading"
-        cache.set(key, {"phase": phase, "done": done, "total": total}, PROGRESS_TIMEOUT)
+        cache.set(key, {"phase": phase, "done": done, "total": total, "at": time.time()}, PROGRESS_TIMEOUT)
 
     progress(0, job.size_bytes)
     try:

@@ -55,6 +55,7 @@ from migrations_app.services.organisations import (
 from migrations_app.views._csv import CHUNK_SIZE, csv_response
 from migrations_app.views._helpers import add_service_errors, error_summary_items, paginate, posted
 from migrations_app.views.mailboxes import MAILBOX_CSV_HEADER, mailbox_csv_rows
+from migrations_app.views.readiness import readiness_context
 from migrations_app.views.support import organisation_support_context
 
 NAV = "organisations"
@@ -77,6 +78,7 @@ def organisation_list(request):
         status=criteria.get("status", ""),
         region=criteria.get("region", ""),
         search=criteria.get("q", ""),
+        stage=criteria.get("stage", ""),
     )
     page, pagination = paginate(request, organisations)
     counts = mailbox_counts_by_organisation(org.pk for org in page.object_list)
@@ -122,6 +124,7 @@ def organisation_detail(request, ods_code: str):
         "progress": organisation_progress(organisation),
         "waves": _organisation_waves(organisation),
         **_inventory_context(request, organisation),
+        **readiness_context(request, organisation),
         **organisation_support_context(request.user, organisation),
     }
     return render(request, "organisations/detail.html", context)

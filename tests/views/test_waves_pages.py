@@ -223,13 +223,17 @@ def test_the_programme_office_edits_windows_and_closed_dates(client_for, officer
             "large_organisation_chunk": "2000",
             "pilot_mailboxes_per_organisation": "5",
             "planning_horizon_days": "365",
-            "four_eyes": "on",
+            "four_eyes": "",  # no longer a setting a member can change: ignored
+            "required_gates": ["gate_mfa_enforced", "gate_acceptable_use"],
+            "readiness_recheck_hours": "48",
         }.items()
     }
     assert client.post("/waves/settings/", data).status_code == 302
     settings = ProgrammeSettings.load()
+    assert settings.required_gates == ["gate_mfa_enforced", "gate_acceptable_use"]
+    assert settings.readiness_recheck_hours == 48
     assert settings.evening_capacity_mailboxes == 20000 and settings.evening_starts == dt.time(19)
-    assert settings.four_eyes and not settings.go_required_from_every_organisation
+    assert not settings.go_required_from_every_organisation
     response = client.post(
         "/waves/settings/",
         {

@@ -1,0 +1,98 @@
+"""Sending without a worker: the log backend `make run` uses writes what would be sent on the mailbox's
+timeline; Notify's errors are handled as documented; the per-minute budget holds."""
+
+import datetime as dt
+
+import pytest
+from django.utils import timezone
+
+from migrations_app.models import Event, Notification, NotificationSettings
+from migrations_app.services.notifications.scheduling import notifications_schedule
+from migrations_app.services.notifications.sending import LogBackend, backend, notifications_send_due
+from tests.fakes.notify import start_fake_notify
+from tests.notify_fixtures import templates_on, use_fake_notify, wave_in
+
+DAY = dt.timedelta(days=1)
+
+
+@pytest.fixture
+def fake(settings):
+    fake, server = start_fake_notify()
+    use_fake_notify(settings, fake)
+    settings.NOTIFY_SEND_THREADS = 1
+    yield fake
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.django_db
+def test_without_a_key_the_log_backend_shows_the_message_on_the_timeline(settings, org_a):
+    settings.NOTIFY_API_KEY, settings.NOTIFY_BACKEND = "", ""
+    assert isinstance(backend(), LogBackend)
+    templates_on()
+    _, (mailbox,) = wave_in(org_a, starts_in=13 * DAY, mailboxes=1)
+    notifications_schedule()
+    assert notifications_send_due().sent == 1
+    event = Event.objects.get(action="notification.logged", mailbox_id=mailbox.pk)
+    assert event.subject == mailbox.email
+    assert "Your NHS mailbox moves on" in event.message and org_a.name in event.message
+    assert Notification.objects.get().status == "sent"
+
+
+@pytest.mark.django_db
+def test_notify_refuses_a_malformed_address_and_it_is_not_retried(fake, org_a):
+    templates_on()
+    _, (mailbox,) = wave_in(org_a, starts_in=13 * DAY, mailboxes=1)
+    notifications_schedule()
+    Notification.objects.update(recipient="not-an-address")
+    result = notifications_send_due()
+    assert (result.sent, result.rejected) == (0, 1)
+    notification = Notification.objects.get()
+    assert (notification.status, notification.error) == (
+        "rejected",
+        "email_address Not a valid email address",
+    )
+    assert notifications_send_due().sent == 0
+
+
+@pytest.mark.django_db
+def test_a_wrong_key_is_retried_later_not_lost(fake, settings, org_a):
+    templates_on()
+    wave_in(org_a, starts_in=13 * DAY, mailboxes=2)
+    notifications_schedule()
+    settings.NOTIFY_API_KEY = (
+        "portal_test-26785a09-ab16-4eb0-8407-a37497a57506-00000000-0000-0000-0000-000000000000"
+    )
+    result = notifications_send_due()
+    assert (result.sent, result.retried, result.stopped) == (0, 2, "retry")
+    assert fake.responses == [403, 403]
+    assert set(Notification.objects.values_list("status", flat=True)) == {"pending"}
+    assert "AuthError" not in Notification.objects.first().error  # Notify's message, not its type
+    assert "API key not found" in Notification.objects.first().error
+
+
+@pytest.mark.django_db
+def test_notifys_daily_limit_waits_until_tomorrow(fake, org_a):
+    templates_on()
+    fake.daily_limit = 1
+    wave_in(org_a, starts_in=13 * DAY, mailboxes=3)
+    notifications_schedule()
+    result = notifications_send_due()
+    assert (result.sent, result.stopped) == (1, "daily_limit")
+    waiting = Notification.objects.filter(status="pending")
+    assert all(
+        n.next_attempt_at > timezone.now() + dt.timedelta(hours=1) for n in waiting if n.next_attempt_at
+    )
+    assert waiting.count() == 2
+
+
+@pytest.mark.django_db
+def test_the_per_minute_budget_holds(settings, org_a):
+    settings.NOTIFY_API_KEY, settings.NOTIFY_BACKEND = "", ""
+    NotificationSettings.objects.update_or_create(pk=1, defaults={"per_minute": 4})
+    templates_on()
+    wave_in(org_a, starts_in=13 * DAY, mailboxes=6)
+    notifications_schedule()
+    result = notifications_send_due()
+    assert (result.sent, result.stopped) == (4, "limit")
+    assert notifications_send_due(now=timezone.now() + dt.timedelta(minutes=2)).sent == 2
