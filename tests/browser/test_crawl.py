@@ -33,7 +33,8 @@ def shape(path: str) -> str:
 def parent(path: str) -> str:
     """The listing a page hangs from (/notifications/templates/ for /notifications/templates/first/): at most
     PER_PARENT pages under one, so a list of forty similar pages costs four visits."""
-    return shape(path).rstrip("/").rsplit("/", 1)[0]
+    parts = shape(path).strip("/").split("/")
+    return "/".join(parts[:-1]) if len(parts) >= 3 else shape(path)  # top-level pages are their own
 
 
 class Crawl:
