@@ -13,6 +13,7 @@ from django_htmx.jinja import htmx_script
 from jinja2 import ChainableUndefined, ChoiceLoader, Environment, FileSystemLoader, PackageLoader
 
 from migrations_app.errors_catalogue import explain
+from migrations_app.event_words import actor_in_words, event_in_words
 from migrations_app.templatetags import filesizeformat_binary
 
 
@@ -68,6 +69,8 @@ def environment(**options) -> Environment:
             "htmx_script": htmx_script,
             "service_name": "Mailbox migration portal",
             "explain_error": explain,
+            "event_in_words": event_in_words,
+            "actor_in_words": actor_in_words,
             "mailbox_states": _mailbox_states(),
         }
     )
