@@ -4,6 +4,7 @@ scoping (selectors.scoping) as the pages; errors are problem+json (api/errors.py
 import csv
 import io
 import json
+import re
 
 from django.conf import settings
 from django.core.files.base import ContentFile
@@ -183,7 +184,8 @@ class OrganisationViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet
             location = reverse("api:import-job-detail", args=[job.pk])
             return Response(data, status=status.HTTP_202_ACCEPTED, headers={"Location": location})
         if job.status == ImportJob.Status.REJECTED:
-            errors = [dict(e, row=e["line"] - 2) if is_json else e for e in job.errors]
+            # a JSON body's errors name the item by its index in the list, not a line of the CSV made from it
+            errors = [_json_error(e) if is_json else e for e in job.errors]
             raise Problem(
                 status_code=422,
                 detail=f"Nothing was imported: {job.error_count} error(s) in the rows",
@@ -205,9 +207,32 @@ BULK_INITKWARGS = OrganisationViewSet.mailboxes_bulk.kwargs
 BULK_COLUMNS = INVENTORY_REQUIRED + INVENTORY_OPTIONAL
 
 
+def _json_error(error: dict) -> dict:
+    """An import error of a JSON bulk body: `index` (0-based, in the list sent) instead of the CSV `line`; a
+    file-level error (line 1, the header we wrote) names the whole body."""
+    error = dict(error)
+    line = error.pop("line")
+    error["index"] = line - 2 if line >= 2 else None
+    error["message"] = re.sub(r"line (\d+)", lambda m: f"item {int(m[1]) - 2}", error.get("message", ""))
+    return error
+
+
 def _bulk_body(request) -> tuple[bytes, int, bool]:
     """(CSV bytes for the import service, number of rows, whether the body was JSON)."""
     data = request.data
+    if isinstance(data, bytes) and not data.strip() or isinstance(data, dict) and not data:
+        # an empty body (DRF hands one over as {} without asking a parser): say so, at line 1, as the upload
+        # page and the command do
+        message = "The file is empty. Expected a header line with the columns " + ", ".join(
+            INVENTORY_REQUIRED
+        )
+        raise Problem(
+            status_code=422,
+            detail="Nothing was imported: the body is empty",
+            code="import_rejected",
+            error_count=1,
+            errors=[{"line": 1, "column": "", "value": "", "message": message}],
+        )
     if isinstance(data, bytes):  # text/csv
         return data, max(0, len(data.splitlines()) - 1), False
     if isinstance(data, dict) and "rows" in data:
@@ -215,6 +240,21 @@ def _bulk_body(request) -> tuple[bytes, int, bool]:
     if not isinstance(data, list) or not all(isinstance(row, dict) for row in data):
         raise exceptions.ValidationError(
             {"non_field_errors": ["Send a JSON list of mailbox objects, or text/csv"]}
+        )
+    if not data:
+        raise Problem(
+            status_code=422,
+            detail="Nothing was imported: the list is empty",
+            code="import_rejected",
+            error_count=1,
+            errors=[
+                {
+                    "index": None,
+                    "column": "",
+                    "value": "",
+                    "message": "The list is empty: send at least one mailbox",
+                }
+            ],
         )
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
