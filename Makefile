@@ -10,6 +10,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 export PORT
+# settings' var folder (PORTAL_VAR_DIR): the database, broker, cache and the .env make run leaves for manage.py
+VAR := $(or $(PORTAL_VAR_DIR),var)
 
 .PHONY: help run test lint format bench-import setup
 
@@ -32,7 +34,7 @@ node_modules/.installed: package.json package-lock.json
 	@touch $@
 
 setup: $(VENV)/.installed node_modules/.installed
-	@mkdir -p var
+	@mkdir -p $(VAR)
 
 run: export DEBUG := 1
 # The demo's simulated engine: 1 GB/s per copy (a demo wave takes minutes, not hours) and a realistic mix
@@ -42,7 +44,7 @@ run: export SIMULATED_FAILURE_RATES ?= THROTTLED=0.03,AUTH_FAILED=0.01,OVER_QUOT
 run: setup
 	@{ echo "# Written by make run: manage.py reads it (the environment wins), so commands act on this portal."; \
 	  echo "DEBUG=1"; echo "PORT=$(PORT)"; for v in DATABASE_URL CELERY_BROKER_URL CACHE_URL; do \
-	    if [ -n "$${!v:-}" ]; then echo "$$v=$${!v}"; fi; done; } > var/.env
+	    if [ -n "$${!v:-}" ]; then echo "$$v=$${!v}"; fi; done; } > $(VAR)/.env
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py seed_demo
 	$(BIN)/honcho -f Procfile.dev start -p $(PORT)

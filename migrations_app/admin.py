@@ -64,7 +64,21 @@ class MailboxAdmin(admin.ModelAdmin):
     raw_id_fields = ("organisation", "wave")
     show_full_result_count = False  # no COUNT(*) over 2.1 million rows on every page
     list_select_related = ("organisation", "wave")
-    readonly_fields = ("created_at", "updated_at", "heartbeat_at", "checkpoint")
+    # The lifecycle moves only through the execution and planning services, which check the state in the
+    # same UPDATE and write the Event; the admin would change it silently.
+    readonly_fields = (
+        "state",
+        "wave",
+        "lease",
+        "attempts",
+        "retry_at",
+        "paused",
+        "carried_over",
+        "created_at",
+        "updated_at",
+        "heartbeat_at",
+        "checkpoint",
+    )
 
 
 @admin.register(Wave)
@@ -72,6 +86,8 @@ class WaveAdmin(admin.ModelAdmin):
     list_display = ("name", "kind", "is_pilot", "starts_at", "ends_at", "status", "capacity_mailboxes")
     list_filter = ("status", "kind", "is_pilot")
     raw_id_fields = ("proposed_by",)
+    # Approve, pause, resume, cancel: the wave services, which write the Decision and the Event.
+    readonly_fields = ("status", "paused_from", "approved_by", "approved_at", "stamped_at")
 
 
 @admin.register(Decision)
@@ -171,7 +187,7 @@ class ProgrammeSettingsAdmin(admin.ModelAdmin):
                 )
             },
         ),
-        ("Approval", {"fields": ("four_eyes", "go_required_from_every_organisation")}),
+        ("Approval", {"fields": ("go_required_from_every_organisation",)}),
     )
 
     def has_add_permission(self, request):

@@ -388,6 +388,11 @@ class OrganisationFilterForm(forms.Form):
         required=False,
         choices=FieldChoices.with_blank(Organisation.Status.choices, "Any status"),
     )
+    stage = forms.ChoiceField(
+        label="Stage",
+        required=False,
+        choices=FieldChoices.with_blank(Organisation.Stage.choices, "Any stage"),
+    )
     region = forms.ChoiceField(
         label="Region",
         required=False,

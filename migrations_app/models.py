@@ -6,12 +6,14 @@ an index named below, and nothing here walks a whole table.
 
 import datetime
 
+import pgtrigger
 from django.contrib.auth.models import AbstractUser
 from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import F, Q
 from django.db.models.functions import Lower, Now, Upper
 
+from migrations_app.constraints import one_of, only_if
 from migrations_app.expressions import CurrentTransactionId
 from migrations_app.fields import EncryptedTextField
 
@@ -144,6 +146,9 @@ class Organisation(models.Model):
             models.Index(Upper("name"), name="organisation_name_upper_idx"),
         ]
 
+    # what the database accepts, built from the enums above (Meta cannot see them; see constraints.py)
+    Meta.constraints += [one_of("status", Status, name="organisation_status_valid")]
+
     def __str__(self) -> str:
         return f"{self.ods_code} {self.name}"
 
@@ -240,6 +245,9 @@ class Wave(models.Model):
     capacity_bytes = models.BigIntegerField()
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.DRAFT)
     proposed_by = models.ForeignKey(User, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    # Whoever last changed what the wave holds (proposing it, moving organisations or mailboxes in or out, a
+    # no-go, a go recorded on a trust's behalf): four eyes keeps them from approving it (services/waves.py).
+    changed_by = models.ForeignKey(User, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     approved_by = models.ForeignKey(User, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     approved_at = models.DateTimeField(null=True, blank=True)
     # The status to go back to on resume (approved or running).
@@ -266,6 +274,17 @@ class Wave(models.Model):
             models.CheckConstraint(condition=Q(capacity_bytes__gte=0), name="wave_capacity_bytes_positive"),
         ]
         indexes = [models.Index(fields=["status", "starts_at"], name="wave_status_idx")]
+
+    # what the database accepts, built from the enums above (Meta cannot see them; see constraints.py)
+    Meta.constraints += [
+        one_of("status", Status, name="wave_status_valid"),
+        # paused remembers what it was paused from, so resume knows where to go back to
+        only_if(
+            Q(status=Status.PAUSED),
+            Q(paused_from__in=[Status.APPROVED, Status.RUNNING]),
+            name="wave_paused_from_known",
+        ),
+    ]
 
     def __str__(self) -> str:
         return self.name
@@ -480,6 +499,34 @@ class Mailbox(models.Model):
             ),
         ]
 
+    # what the database accepts, built from the enums above (Meta cannot see them; see constraints.py)
+    Meta.constraints += [
+        one_of("state", State, name="mailbox_state_valid"),
+        one_of("cutover_step", CutoverStep, name="mailbox_cutover_step_valid", blank=True),
+        one_of("switch_status", SwitchStatus, name="mailbox_switch_status_valid", blank=True),
+        # from scheduled until it is verified, a mailbox belongs to the wave that moves it
+        only_if(
+            Q(
+                state__in=[
+                    State.SCHEDULED,
+                    State.SYNCING,
+                    State.SYNCED,
+                    State.CUTOVER,
+                    State.SWITCHING,
+                    State.VERIFYING,
+                ]
+            ),
+            Q(wave__isnull=False),
+            name="mailbox_in_wave_state_has_wave",
+        ),
+        # a run holds the lease only while it copies, switches or verifies
+        only_if(
+            ~Q(lease=""),
+            Q(state__in=[State.SYNCING, State.CUTOVER, State.SWITCHING, State.VERIFYING]),
+            name="mailbox_lease_only_while_copying",
+        ),
+    ]
+
     def __str__(self) -> str:
         return self.email
 
@@ -585,10 +632,17 @@ class ImportJob(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Runs started (a worker lost mid-import is taken over, up to IMPORT_MAX_ATTEMPTS), and when the sweeper
+    # last sent a task for a job still queued (services/sweeps.py).
+    attempts = models.PositiveSmallIntegerField(default=0)
+    enqueued_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
         indexes = [models.Index(fields=["organisation", "-created_at"], name="importjob_org_idx")]
+
+    # what the database accepts, built from the enums above (Meta cannot see them; see constraints.py)
+    Meta.constraints = [one_of("status", Status, name="importjob_status_valid")]
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} {self.filename}"
@@ -598,12 +652,19 @@ class ImportJob(models.Model):
         return self.status in {self.Status.SUCCEEDED, self.Status.REJECTED, self.Status.FAILED}
 
 
+APPEND_ONLY_REFUSAL = (
+    "RAISE EXCEPTION 'the audit trail is append-only: % on % refused', TG_OP, TG_TABLE_NAME"
+    " USING ERRCODE = 'insufficient_privilege';"
+)
+
+
 class Event(models.Model):
     """The audit trail: every state change and every human action. Append-only and never purged.
 
     References are kept as plain ids (no database foreign key), so an event outlives what it describes and
     never blocks a deletion; `subject` keeps a readable name (an address, an ODS code) for that case.
-    On PostgreSQL a trigger refuses UPDATE and DELETE on this table.
+    On PostgreSQL triggers refuse UPDATE, DELETE and TRUNCATE on this table, whoever asks; the portal's own
+    database role is moreover granted only SELECT and INSERT on it (README, "Database roles").
     """
 
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
@@ -645,6 +706,23 @@ class Event(models.Model):
             models.Index(fields=["wave", "-id"], name="event_wave_idx"),
             models.Index(fields=["actor", "-id"], name="event_actor_idx"),
             models.Index(fields=["action", "-id"], name="event_action_idx"),
+        ]
+        triggers = [
+            pgtrigger.Trigger(
+                name="event_append_only",
+                level=pgtrigger.Row,
+                when=pgtrigger.Before,
+                operation=pgtrigger.Update | pgtrigger.Delete,
+                func=APPEND_ONLY_REFUSAL,
+            ),
+            # TRUNCATE fires no row trigger: a statement trigger refuses it
+            pgtrigger.Trigger(
+                name="event_no_truncate",
+                level=pgtrigger.Statement,
+                when=pgtrigger.Before,
+                operation=pgtrigger.Truncate,
+                func=APPEND_ONLY_REFUSAL,
+            ),
         ]
 
     def __str__(self) -> str:
@@ -699,9 +777,6 @@ class ProgrammeSettings(models.Model):
     )
     pilot_mailboxes_per_organisation = models.PositiveSmallIntegerField(default=5)
     planning_horizon_days = models.PositiveIntegerField(default=365, validators=[MinValueValidator(1)])
-    four_eyes = models.BooleanField(
-        "Four eyes", default=True, help_text="The approver of a wave must not be the person who proposed it"
-    )
     go_required_from_every_organisation = models.BooleanField(
         default=True, help_text="A wave can be approved only when every organisation in it has said go"
     )
@@ -954,6 +1029,14 @@ class WebhookDelivery(models.Model):
             ),
         ]
 
+    # what the database accepts, built from the enums above (Meta cannot see them; see constraints.py)
+    Meta.constraints += [
+        one_of("status", Status, name="webhookdelivery_status_valid"),
+        only_if(
+            Q(status=Status.PENDING), Q(next_attempt_at__isnull=False), name="webhookdelivery_pending_is_due"
+        ),
+    ]
+
     def __str__(self) -> str:
         return f"{self.message_id} to webhook {self.webhook_id}"
 
@@ -989,6 +1072,9 @@ class ReadinessCheck(models.Model):
     class Meta:
         ordering = ["-id"]
         indexes = [models.Index(fields=["organisation", "-id"], name="readinesscheck_org_idx")]
+
+    # what the database accepts, built from the enums above (Meta cannot see them; see constraints.py)
+    Meta.constraints = [one_of("status", Status, name="readinesscheck_status_valid")]
 
     def __str__(self) -> str:
         return f"Readiness check {self.pk}"

@@ -9,6 +9,8 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 
+from migrations_app.constraints import one_of
+
 
 class NotificationSettings(models.Model):
     """When staff are told, how fast Notify may be called, and the gate's thresholds: one row (pk 1)."""
@@ -158,6 +160,9 @@ class Notification(models.Model):
             ),
             models.Index(fields=["wave_id", "moment"], name="notification_wave_idx"),
         ]
+
+    # what the database accepts, built from the enum above (Meta cannot see it; see constraints.py)
+    Meta.constraints += [one_of("status", Status, name="notification_status_valid")]
 
     def __str__(self) -> str:
         return f"{self.get_moment_display()} to {self.recipient}"

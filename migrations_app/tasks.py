@@ -152,3 +152,11 @@ def support_gate_evaluate() -> None:
     from migrations_app.services.gate import gate_evaluate
 
     gate_evaluate()
+
+
+@shared_task
+def stuck_work_sweep() -> None:
+    """Beat, every minute: send again what the broker lost, take over or fail what lost its worker."""
+    from migrations_app.services.sweeps import stuck_work_sweep as sweep
+
+    sweep()

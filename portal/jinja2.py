@@ -41,6 +41,10 @@ def _mailbox_states() -> list[tuple[str, str]]:
     return list(Mailbox.State.choices)
 
 
+def _hide_none(value):
+    return "" if value is None else value
+
+
 def environment(**options) -> Environment:
     options["undefined"] = ChainableUndefined
     options["loader"] = ChoiceLoader(
@@ -50,6 +54,9 @@ def environment(**options) -> Environment:
         ]
     )
     options.setdefault("autoescape", True)
+    # a None printed by {{ value }} shows nothing rather than the word "None" (templates say "Not set" where a
+    # value is expected)
+    options["finalize"] = _hide_none
     env = Environment(**options)  # noqa: S701 - autoescape is on, set just above
     env.globals.update(
         {

@@ -55,16 +55,21 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_htmx",
+    # the audit trail's protection triggers, declared on Event (docs/adr/013-audit-trail-protection.md)
+    "pgtrigger",
     "migrations_app",
 ]
 
 MIDDLEWARE = [
+    "portal.middleware.DebugErrorPagesMiddleware",  # outermost: sees the final 404 (only acts with DEBUG on)
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # before anything reads the body: too large a body, NUL bytes in parameters stop here (request_limits.py)
+    "migrations_app.request_limits.RequestLimitsMiddleware",
     # after authentication: keys are per user (api/idempotency.py)
     "migrations_app.api.idempotency.IdempotencyMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -131,11 +136,14 @@ else:
         }
     }
 
-# The public "when does my mailbox move?" page: lookups per client IP (django-ratelimit, counted in the cache
-# above; a shared cache such as Redis when several web processes serve it). Behind a proxy, set
-# RATELIMIT_IP_META_KEY to the header that carries the client address (e.g. HTTP_X_FORWARDED_FOR).
-PUBLIC_LOOKUP_RATE = env_str("PUBLIC_LOOKUP_RATE", "10/m")
-RATELIMIT_IP_META_KEY = env_str("RATELIMIT_IP_META_KEY") or None
+# The public "when does my mailbox move?" page: lookups per client IP in each window listed (a burst, then a
+# longer window: a trust's staff behind one NAT share an address), and for everyone together, counted in the
+# cache above (atomically; a shared cache such as Redis when several web processes serve it).
+PUBLIC_LOOKUP_RATE = env_str("PUBLIC_LOOKUP_RATE", "30/m,300/h")
+PUBLIC_LOOKUP_GLOBAL_RATE = env_str("PUBLIC_LOOKUP_GLOBAL_RATE", "3000/m")
+# Behind a load balancer or proxy: its addresses (or networks). X-Forwarded-For is believed only from these,
+# for the client address every rate limit counts by (migrations_app/ratelimit.py).
+TRUSTED_PROXIES = env_list("TRUSTED_PROXIES")
 # The public help form ("I need help with my moved mailbox"): requests per client IP, like the lookup.
 PUBLIC_HELP_RATE = env_str("PUBLIC_HELP_RATE", "5/h")
 
@@ -177,6 +185,22 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "processed_folder": str(BROKER_DIR / "processed"),
         "store_processed": False,
     }
+# Redis (and SQS) hand an unacknowledged message to another worker after `visibility_timeout`. Tasks ack
+# late, so a task running longer than that is started a second time while the first still runs; the lease
+# makes that harmless, but it wastes a worker and, at kombu's default of one hour, the longest copy would
+# be redelivered every hour. The longest task the sizing allows is one mailbox's copy: the biggest mailbox
+# Exchange Online takes (100 GB) at the slowest per-mailbox rate we plan for (10 MB/s), about 2.8 hours.
+# Recovery never waits for this timeout: a killed worker's mailboxes are requeued by their stale heartbeat
+# (reconcile_stale) and lost jobs by the stuck-work sweep (docs/adr/015-broker-visibility-timeout.md).
+LONGEST_TASK_SECONDS = env_int("LONGEST_TASK_SECONDS", 100 * 1000**3 // (10 * 1000**2))
+CELERY_VISIBILITY_TIMEOUT_SECONDS = env_int("CELERY_VISIBILITY_TIMEOUT_SECONDS", 12 * 3600)
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://", "sqs://")):
+    if CELERY_VISIBILITY_TIMEOUT_SECONDS <= LONGEST_TASK_SECONDS:
+        raise ImproperlyConfigured(
+            f"CELERY_VISIBILITY_TIMEOUT_SECONDS={CELERY_VISIBILITY_TIMEOUT_SECONDS} must be longer than the "
+            f"longest task ({LONGEST_TASK_SECONDS} s, LONGEST_TASK_SECONDS), or long tasks run twice"
+        )
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT_SECONDS}
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_IGNORE_RESULT = True
@@ -200,6 +224,8 @@ CELERY_BEAT_SCHEDULE = {
     "idempotency-keys-purge": {"task": "migrations_app.tasks.idempotency_keys_purge", "schedule": 3600.0},
     # turns new events into webhook deliveries and sends the ones that are due
     "webhooks-dispatch": {"task": "migrations_app.tasks.webhooks_dispatch", "schedule": 10.0},
+    # import jobs and readiness checks whose task was lost or whose worker died (services/sweeps.py)
+    "stuck-work-sweep": {"task": "migrations_app.tasks.stuck_work_sweep", "schedule": 60.0},
     # schedules the notifications that are due (set-based) and hands them to Notify within its limits
     "notifications-send": {"task": "migrations_app.tasks.notifications_send", "schedule": 15.0},
     # holds the next waves of organisations whose last wave crossed the support or failure threshold
@@ -215,6 +241,8 @@ MIGRATION_RETRY_BASE_SECONDS = env_int("MIGRATION_RETRY_BASE_SECONDS", 30)
 MIGRATION_RETRY_MAX_SECONDS = env_int("MIGRATION_RETRY_MAX_SECONDS", 3600)
 # A mailbox whose heartbeat is older than this is taken to have lost its worker and is requeued.
 MIGRATION_HEARTBEAT_STALE_SECONDS = env_int("MIGRATION_HEARTBEAT_STALE_SECONDS", 600)
+# A run renews its lease this often from a thread of its own, whatever its engine is doing (lease.py).
+MIGRATION_HEARTBEAT_SECONDS = env_float("MIGRATION_HEARTBEAT_SECONDS", 30.0)
 # Work is queued in tasks of about this many seconds of expected engine time (a slow mailbox gets a task of
 # its own; mailboxes that take no time share one, up to MIGRATION_TASK_MAILBOXES).
 MIGRATION_TASK_SECONDS = env_int("MIGRATION_TASK_SECONDS", 30)
@@ -244,7 +272,7 @@ MIGRATION_ENGINE_OPTIONS = {
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(VAR_DIR / "media")))
 MEDIA_URL = "/media/"
 STATIC_URL = "/static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"  # collectstatic output for production
+STATIC_ROOT = Path(env_str("STATIC_ROOT") or BASE_DIR / "staticfiles")  # collectstatic output for production
 if DEBUG or TESTING:
     STATIC_ROOT.mkdir(exist_ok=True)  # whitenoise serves from the finders then, but wants the folder
 STATICFILES_DIRS = [
@@ -320,6 +348,17 @@ AUTH_PASSWORD_VALIDATORS = [
 # Entra ID sign-in (portal/entra.py): None keeps local accounts only.
 ENTRA = entra_settings()
 
+# Four eyes on wave approval (services/waves.py): the approver is neither the proposer nor whoever last changed
+# the wave. A deployment setting, not a button, so one person cannot switch it off, approve and switch it on.
+WAVE_FOUR_EYES = env_bool("WAVE_FOUR_EYES", True)
+
+# Failed sign-ins (services/sign_in.py): slowed from the 3rd for an account, refused for 15 minutes after the
+# 5th for an account or the 30th from one client address (TRUSTED_PROXIES says whose address that is).
+SIGN_IN_SLOW_AFTER = env_int("SIGN_IN_SLOW_AFTER", 3)
+SIGN_IN_MAX_FAILURES = env_int("SIGN_IN_MAX_FAILURES", 5)
+SIGN_IN_MAX_FAILURES_PER_ADDRESS = env_int("SIGN_IN_MAX_FAILURES_PER_ADDRESS", 30)
+SIGN_IN_LOCKOUT_SECONDS = env_int("SIGN_IN_LOCKOUT_SECONDS", 15 * 60)
+
 if TESTING:
     PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
@@ -327,6 +366,7 @@ if TESTING:
 REST_FRAMEWORK = {
     # Bearer first: an unauthenticated request gets 401 with WWW-Authenticate: Bearer
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        "migrations_app.api.authentication.AddressGate",
         "migrations_app.api.authentication.BearerTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
@@ -334,7 +374,12 @@ REST_FRAMEWORK = {
         "rest_framework.permissions.IsAuthenticated",
         "migrations_app.api.permissions.TokenHasScope",
     ],
-    "DEFAULT_THROTTLE_CLASSES": ["migrations_app.api.throttling.TokenRateThrottle"],
+    "DEFAULT_THROTTLE_CLASSES": ["migrations_app.api.throttling.UserRateThrottle"],
+    "DEFAULT_PARSER_CLASSES": [
+        "migrations_app.api.parsers.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     # No OrderingFilter: every list is cursor-paged on a unique, indexed key (id, ODS code, start + id), so
     # page 10,000 costs what page 1 does; an ?ordering= on a non-unique column would page unstably and sort
     # 2.1 million rows.
@@ -342,11 +387,15 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "migrations_app.api.errors.problem_exception_handler",
 }
-# Requests per token (DRF rate syntax: "600/min", "10/s").
+# Requests per user, all their tokens and their session together ("600/min", "10/s"), and per client address
+# for anonymous and failed-authentication requests (migrations_app/api/throttling.py).
 API_THROTTLE_RATE = env_str("API_THROTTLE_RATE") or "600/min"
+API_ANON_THROTTLE_RATE = env_str("API_ANON_THROTTLE_RATE") or "60/min"
 # A bulk upsert with more rows than this is answered 202 with an import job to poll.
 API_BULK_INLINE_MAX_ROWS = env_int("API_BULK_INLINE_MAX_ROWS", 5_000)
 API_BULK_MAX_ROWS = env_int("API_BULK_MAX_ROWS", 100_000)
+# The largest request body accepted anywhere but an inventory upload: the bulk limit's rows at ~640 bytes each.
+API_MAX_BODY_BYTES = env_int("API_MAX_BODY_BYTES", 64 * 1024 * 1024)
 # Idempotency-Key: how long a first response is kept for retries, and after how long a request that never
 # finished (its process died) stops holding its key.
 API_IDEMPOTENCY_TTL_HOURS = env_int("API_IDEMPOTENCY_TTL_HOURS", 24)
@@ -375,6 +424,15 @@ WEBHOOK_CLAIM_SECONDS = env_int("WEBHOOK_CLAIM_SECONDS", 120)
 # The PowerShell remoting client: "pypsrp", or a module offering the same WSMan / RunspacePool / PowerShell
 # classes (the tests' and the benchmark's fake Exchange endpoint).
 SWITCH_POWERSHELL_CLIENT = env_str("SWITCH_POWERSHELL_CLIENT", "pypsrp")
+
+# Stuck work (services/sweeps.py): a job or check still queued this long had its task lost (a broker outage
+# at enqueue) and is sent again; a running import whose progress has not moved this long lost its worker and
+# is run again, up to IMPORT_MAX_ATTEMPTS runs, then failed with a reason; a running readiness check whose
+# counts have not moved this long lost batches and is failed with a reason (run it again).
+SWEEP_QUEUED_AFTER_SECONDS = env_int("SWEEP_QUEUED_AFTER_SECONDS", 300)
+IMPORT_STALL_SECONDS = env_int("IMPORT_STALL_SECONDS", 900)
+IMPORT_MAX_ATTEMPTS = env_int("IMPORT_MAX_ATTEMPTS", 3)
+READINESS_STALL_SECONDS = env_int("READINESS_STALL_SECONDS", 900)
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Migration control portal API",
@@ -423,9 +481,21 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"quiet_client_errors": {"()": "portal.logfilters.QuietClientErrors"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["quiet_client_errors"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # Django's default config gives "django" a console handler of its own under DEBUG: with the root's, every
+        # message (and a 403's traceback) was printed twice; the root's handler prints it once
+        "django": {"handlers": [], "level": env_str("LOG_LEVEL", "INFO"), "propagate": True},
+    },
 }
 
 # --- readiness checks (services/readiness) ------------------------------------------------------------------

@@ -1,6 +1,8 @@
+from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth.decorators import login_required
 from django.urls import include, path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from migrations_app.views import health
@@ -11,6 +13,8 @@ admin.site.login = login_required(admin.site.login)
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
+    # browsers ask for it on pages that name none (the JSON of /healthz, the API's): the NHS.UK one
+    path("favicon.ico", RedirectView.as_view(url=f"{settings.STATIC_URL}nhsuk/assets/images/favicon.ico")),
     path("admin/", admin.site.urls),
     path("api/v1/", include("migrations_app.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

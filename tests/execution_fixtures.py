@@ -20,10 +20,12 @@ def approved_wave(
 ) -> tuple[Wave, list[Mailbox]]:
     """A wave approved and stamped, with explicit times relative to `now` (no sleeping in tests)."""
     now = now or timezone.now()
-    mailboxes = ready_mailboxes(organisation, count, state=Mailbox.State.SCHEDULED)
+    mailboxes = ready_mailboxes(organisation, count)
     wave = wave_with(organisation, name=name, status=Wave.Status.APPROVED, **fields)
     Wave.objects.filter(pk=wave.pk).update(starts_at=now + starts_in, ends_at=now + starts_in + length)
-    Mailbox.objects.filter(pk__in=[m.pk for m in mailboxes]).update(wave=wave, item_count=100)
+    Mailbox.objects.filter(pk__in=[m.pk for m in mailboxes]).update(
+        wave=wave, state=Mailbox.State.SCHEDULED, item_count=100
+    )
     wave.refresh_from_db()
     return wave, list(Mailbox.objects.filter(wave=wave).order_by("id"))
 

@@ -6,6 +6,7 @@ from django.urls import reverse
 
 from migrations_app import models
 from tests.factories import MailboxFactory, UserFactory
+from tests.wave_fixtures import wave_with
 
 MODELS = [
     models.Organisation,
@@ -61,3 +62,33 @@ def test_endpoint_secrets_are_not_shown_in_the_admin(superuser_client):
     response = superuser_client.get(reverse("admin:migrations_app_endpoint_change", args=[endpoint.pk]))
     assert response.status_code == 200
     assert b"hunter2-secret" not in response.content
+
+
+def test_the_admin_cannot_change_a_mailbox_state(superuser_client):
+    """The state moves only through the services (conditional UPDATE + Event); the admin shows it read-only."""
+    mailbox = MailboxFactory(email="jane.doe@example.nhs.uk", state="ready")
+    url = reverse("admin:migrations_app_mailbox_change", args=[mailbox.pk])
+    form = superuser_client.get(url).context["adminform"].form
+    assert "state" not in form.fields and "wave" not in form.fields
+    data = {
+        name: "" if value is None else value for name, value in form.initial.items() if name in form.fields
+    }
+    data.update(display_name="Jane Doe (renamed)", state="migrated", skipped_items="null")
+    response = superuser_client.post(url, data)
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    mailbox.refresh_from_db()
+    assert (mailbox.display_name, mailbox.state) == ("Jane Doe (renamed)", "ready")
+
+
+def test_the_admin_shows_a_wave_status_read_only(superuser_client):
+    wave = wave_with(status="approved")
+    response = superuser_client.get(reverse("admin:migrations_app_wave_change", args=[wave.pk]))
+    assert "status" not in response.context["adminform"].form.fields
+    assert b'name="status"' not in response.content
+
+
+def test_the_admin_is_offered_only_to_those_who_can_use_it(client, db):
+    client.force_login(UserFactory(username="pat", role="programme_office"))
+    assert "Administration" not in client.get("/dashboard/").content.decode()
+    client.force_login(UserFactory(username="root", is_staff=True, is_superuser=True))
+    assert "Administration" in client.get("/dashboard/").content.decode()

@@ -44,10 +44,12 @@ def test_endpoint_secret_is_encrypted_at_rest(db):
     assert Endpoint.objects.get(pk=endpoint.pk).secret == "hunter2-very-secret"
 
 
-def test_event_rows_cannot_be_changed_or_deleted_on_postgres(postgres):
+def test_event_rows_cannot_be_changed_deleted_or_truncated_on_postgres(postgres):
     event = Event.objects.create(action="test.happened", subject="x")
     with pytest.raises(Exception, match="append-only"), transaction.atomic():
         Event.objects.filter(pk=event.pk).update(message="rewritten")
     with pytest.raises(Exception, match="append-only"), transaction.atomic():
         Event.objects.filter(pk=event.pk).delete()
+    with pytest.raises(Exception, match="append-only"), transaction.atomic(), postgres.cursor() as cursor:
+        cursor.execute("TRUNCATE migrations_app_event")
     assert Event.objects.get(pk=event.pk).message == ""

@@ -116,3 +116,26 @@ def test_manage_py_reads_what_make_run_wrote_and_the_environment_wins(tmp_path):
     assert _setting("DEBUG", {"PORTAL_VAR_DIR": str(tmp_path)}) == "True"
     assert _setting("PORTAL_BASE_URL", {"PORTAL_VAR_DIR": str(tmp_path)}) == "http://127.0.0.1:8231"
     assert _setting("PORTAL_BASE_URL", {"PORTAL_VAR_DIR": str(tmp_path), "PORT": "9000"}).endswith(":9000")
+
+
+def test_a_redis_broker_keeps_a_running_task_longer_than_the_longest_task():
+    """Redis hands an unacknowledged message to another worker after visibility_timeout: it must outlast the
+    longest copy, or every long copy is started again (kombu's default is one hour)."""
+    code = (
+        "from django.conf import settings as s; "
+        "print(s.CELERY_BROKER_TRANSPORT_OPTIONS['visibility_timeout'], s.LONGEST_TASK_SECONDS)"
+    )
+    result = _manage("shell", "-c", code, env={**PRODUCTION, "CELERY_BROKER_URL": "redis://127.0.0.1:6379/0"})
+    assert result.returncode == 0, result.stderr
+    visibility, longest = map(int, result.stdout.strip().splitlines()[-1].split())
+    assert visibility > longest >= 3600
+
+
+def test_it_refuses_a_visibility_timeout_shorter_than_the_longest_task():
+    env = {
+        **PRODUCTION,
+        "CELERY_BROKER_URL": "redis://127.0.0.1:6379/0",
+        "CELERY_VISIBILITY_TIMEOUT_SECONDS": "3600",
+    }
+    result = _manage("check", env=env)
+    assert result.returncode != 0 and "CELERY_VISIBILITY_TIMEOUT_SECONDS=3600 must be longer" in result.stderr

@@ -15,6 +15,7 @@ from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
 from migrations_app.services.execution import MailboxConflict
+from migrations_app.services.organisations import OrganisationConflict
 from migrations_app.services.waves import WaveConflict
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
@@ -91,7 +92,7 @@ def _from_django(exc):
         return exceptions.NotFound()
     if isinstance(exc, DjangoPermissionDenied):
         return exceptions.PermissionDenied(detail=str(exc) or None)
-    if isinstance(exc, WaveConflict | MailboxConflict):
+    if isinstance(exc, WaveConflict | MailboxConflict | OrganisationConflict):
         return Conflict(detail=" ".join(exc.messages))
     if isinstance(exc, DjangoValidationError):
         if hasattr(exc, "error_dict"):
@@ -148,8 +149,11 @@ def _problem_response(status_code: int, detail: str) -> JsonResponse:
 def page_not_found(request, exception):
     """handler404: problem+json under /api/, the NHS.UK page elsewhere."""
     if request.path.startswith("/api/"):
-        return _problem_response(404, f"There is no API resource at {request.path}")
-    return defaults.page_not_found(request, exception)
+        response = _problem_response(404, f"There is no API resource at {request.path}")
+    else:
+        response = defaults.page_not_found(request, exception)
+    response.portal_error_page = True  # for DebugErrorPagesMiddleware: already the page production shows
+    return response
 
 
 def server_error(request):

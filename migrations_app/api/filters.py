@@ -28,3 +28,25 @@ class UtcIsoDateTimeField(IsoDateTimeField):
 
 class IsoDateTimeFilter(filters.IsoDateTimeFilter):
     field_class = UtcIsoDateTimeField
+
+
+class IdField(forms.IntegerField):
+    """A row id: a whole number that fits the column (a larger one was a server error on PostgreSQL)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("min_value", 1)
+        kwargs.setdefault("max_value", 2**63 - 1)
+        super().__init__(*args, **kwargs)
+
+
+class IdFilter(filters.Filter):
+    """A plain id input for a foreign key. django-filter's default for one is a ModelChoiceFilter, whose HTML
+    form (the browsable API's Filters) lists the whole related table, every trust's rows included, and which
+    answers 400 for an id that does not exist but 200 for one the requester may not see. Filtering by id on the
+    requester's already-scoped queryset answers both the same way: no rows."""
+
+    field_class = IdField
+
+    def __init__(self, field_name=None, **kwargs):
+        kwargs.setdefault("help_text", "id")
+        super().__init__(field_name=f"{field_name}_id" if field_name else None, **kwargs)

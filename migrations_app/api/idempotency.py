@@ -21,8 +21,9 @@ from migrations_app.services.tokens import token_authenticate
 HEADER = "Idempotency-Key"
 PREFIX = "/api/v1/"
 EXEMPT = ("/api/v1/auth/",)  # the browsable API's sign-in form
-# Responses that mean the work was not done: the key is released so a retry runs.
-NOT_KEPT = {401, 403, 408, 429}
+# Only a request that was executed is kept against its key (as the well-known payment APIs do): a 4xx (refused,
+# invalid, conflicting) or 5xx answer releases the key, so a corrected retry with the same key runs.
+KEPT_BELOW = 400
 
 
 def _problem(status: int, detail: str, code: str, **headers) -> JsonResponse:
@@ -109,7 +110,7 @@ class IdempotencyMiddleware:
         except BaseException:
             idempotency_release(row=row)
             raise
-        if response.streaming or response.status_code >= 500 or response.status_code in NOT_KEPT:
+        if response.streaming or response.status_code >= KEPT_BELOW:
             idempotency_release(row=row)
         else:
             idempotency_complete(

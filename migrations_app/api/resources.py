@@ -15,12 +15,13 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.pagination import BasePagination, CursorPagination
-from rest_framework.parsers import BaseParser, JSONParser
+from rest_framework.parsers import BaseParser
 from rest_framework.response import Response
 from rest_framework.utils.urls import replace_query_param
 
 from migrations_app.api.errors import Problem
-from migrations_app.api.filters import IsoDateTimeFilter
+from migrations_app.api.filters import IdFilter, IsoDateTimeFilter
+from migrations_app.api.parsers import JSONParser
 from migrations_app.api.serializers import (
     EndpointSerializer,
     EventSerializer,
@@ -55,6 +56,7 @@ from migrations_app.services.execution import (
 )
 from migrations_app.services.imports import INVENTORY_OPTIONAL, INVENTORY_REQUIRED, import_job_create
 from migrations_app.services.organisations import ContactData, organisation_enrol
+from migrations_app.services.readiness.leavers import mailbox_reinstate, mailbox_retire
 from migrations_app.services.webhooks import webhook_create, webhook_delete, webhook_ping, webhook_update
 
 
@@ -88,7 +90,7 @@ class OrganisationFilter(filters.FilterSet):
 
     class Meta:
         model = Organisation
-        fields = ["status", "region", "kind"]
+        fields = ["status", "stage", "region", "kind"]
 
 
 class OrganisationViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
@@ -223,11 +225,17 @@ def _bulk_body(request) -> tuple[bytes, int, bool]:
 
 class MailboxFilter(filters.FilterSet):
     organisation = filters.CharFilter(method="by_ods_code", help_text="ODS code")
+    wave = IdFilter("wave")
     updated_since = IsoDateTimeFilter(field_name="updated_at", lookup_expr="gte")
+    checked_since = IsoDateTimeFilter(field_name="checked_at", lookup_expr="gte")
+    checked_before = IsoDateTimeFilter(
+        field_name="checked_at", lookup_expr="lt", help_text="last checked before this time"
+    )
+    never_checked = filters.BooleanFilter(field_name="checked_at", lookup_expr="isnull")
 
     class Meta:
         model = Mailbox
-        fields = ["state", "wave", "kind", "last_error_code", "cutover_step", "switch_status"]
+        fields = ["state", "wave", "kind", "last_error_code", "blocked_code", "cutover_step", "switch_status"]
 
     def by_ods_code(self, queryset, name, value):
         return queryset.filter(organisation__ods_code=value.strip().upper())
@@ -240,7 +248,7 @@ class MailboxViewSet(viewsets.ReadOnlyModelViewSet):
 
     def get_queryset(self):
         # only what the serializer shows: the execution columns (checkpoint JSON, lease, ...) stay unread
-        fields = [f for f in MailboxSerializer.Meta.fields if f != "organisation"]
+        fields = [f for f in MailboxSerializer.Meta.fields if f not in MailboxSerializer.COMPUTED]
         return (
             mailboxes_visible_to(self.request.user)
             .select_related("organisation")
@@ -283,6 +291,18 @@ class MailboxViewSet(viewsets.ReadOnlyModelViewSet):
         """Back to ready, out of its wave (a migrated mailbox needs a reason). A switched mailbox is switched
         back first: the response shows it `unswitching` until its source receives its mail again."""
         return self._act(request, mailbox_rollback)
+
+    @extend_schema(request=MailboxActionSerializer, responses=MailboxSerializer)
+    @action(detail=True, methods=["post"])
+    def retire(self, request, pk=None):
+        """A leaver: kept with its history, never planned (a reason is required; refused while in flight)."""
+        return self._act(request, mailbox_retire)
+
+    @extend_schema(request=MailboxActionSerializer, responses=MailboxSerializer)
+    @action(detail=True, methods=["post"])
+    def reinstate(self, request, pk=None):
+        """A retired mailbox back to inventoried (check it again before it is planned)."""
+        return self._act(request, mailbox_reinstate)
 
     @extend_schema(request=MailboxActionSerializer, responses=MailboxSerializer)
     @action(detail=True, methods=["post"], url_path="switch-confirm", url_name="switch-confirm")
@@ -347,6 +367,8 @@ class AfterIdPagination(BasePagination):
 
 class EventFilter(filters.FilterSet):
     organisation = filters.CharFilter(method="by_ods_code", help_text="ODS code")
+    wave = IdFilter("wave")
+    mailbox = IdFilter("mailbox")
 
     class Meta:
         model = Event

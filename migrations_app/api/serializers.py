@@ -9,6 +9,7 @@ from migrations_app.models import (
     ImportJob,
     Mailbox,
     Organisation,
+    ReadinessCheck,
     Wave,
     Webhook,
     WebhookDelivery,
@@ -145,6 +146,8 @@ def plan_as_data(plan, *, unplaced_limit: int = 500) -> dict:
         ],
         "unplaced_mailboxes": plan.unplaced_mailboxes,
         "unplaced": plan_unplaced_rows(plan, limit=unplaced_limit),
+        # organisations the planner left out before placing anything: gates missing, not checked, blocked
+        "left_out": [item.as_dict() for item in plan.left_out],
     }
 
 
@@ -154,6 +157,9 @@ def plan_as_data(plan, *, unplaced_limit: int = 500) -> dict:
 class OrganisationSerializer(serializers.ModelSerializer):
     parent = serializers.SlugRelatedField(slug_field="ods_code", read_only=True, allow_null=True)
     gates = serializers.SerializerMethodField()
+    missing_gates = serializers.SerializerMethodField(
+        help_text="The readiness gates the programme office requires that this organisation has not met"
+    )
 
     class Meta:
         model = Organisation
@@ -167,6 +173,9 @@ class OrganisationSerializer(serializers.ModelSerializer):
             "preferred_window",
             "priority",
             "gates",
+            "stage",
+            "stage_changed_at",
+            "missing_gates",
             "enrolled_at",
             "created_at",
             "updated_at",
@@ -175,6 +184,13 @@ class OrganisationSerializer(serializers.ModelSerializer):
 
     def get_gates(self, organisation) -> dict[str, bool]:
         return {name: getattr(organisation, name) for name in Organisation.GATES}
+
+    def get_missing_gates(self, organisation) -> list[str]:
+        from migrations_app.selectors.readiness import required_gates
+
+        if "required_gates" not in self.context:  # once per response, not once per organisation
+            self.context["required_gates"] = required_gates()
+        return organisation.missing_gates(self.context["required_gates"])
 
 
 class ContactSerializer(serializers.Serializer):
@@ -202,6 +218,10 @@ class OrganisationEnrolSerializer(serializers.Serializer):
 
 class MailboxSerializer(serializers.ModelSerializer):
     organisation = serializers.SlugRelatedField(slug_field="ods_code", read_only=True)
+    blocked_advice = serializers.SerializerMethodField(
+        help_text="What a blocked mailbox's code means and what to do about it (empty unless blocked)"
+    )
+    COMPUTED = ("organisation", "blocked_advice")
 
     class Meta:
         model = Mailbox
@@ -226,6 +246,10 @@ class MailboxSerializer(serializers.ModelSerializer):
             "paused",
             "carried_over",
             "skipped_items",
+            "blocked_code",
+            "blocked_reason",
+            "blocked_advice",
+            "checked_at",
             "cutover_step",
             "switch_status",
             "switched_at",
@@ -233,6 +257,11 @@ class MailboxSerializer(serializers.ModelSerializer):
             "updated_at",
         ]
         read_only_fields = fields
+
+    def get_blocked_advice(self, mailbox) -> str:
+        from migrations_app.services.readiness.codes import blocked_reason
+
+        return blocked_reason(mailbox.blocked_code).text if mailbox.state == Mailbox.State.BLOCKED else ""
 
     def to_representation(self, mailbox):
         """The same output as the declared fields, read directly: a mailbox page is 100 of these per request
@@ -245,9 +274,11 @@ class MailboxSerializer(serializers.ModelSerializer):
                 out[name] = mailbox.organisation.ods_code
             elif name == "wave":
                 out[name] = mailbox.wave_id
-            elif name in ("created_at", "updated_at", "switched_at"):
+            elif name in ("created_at", "updated_at", "checked_at", "switched_at"):
                 value = getattr(mailbox, name)
                 out[name] = None if value is None else fields[name].to_representation(value)
+            elif name == "blocked_advice":
+                out[name] = self.get_blocked_advice(mailbox)
             else:
                 out[name] = getattr(mailbox, name)
         return out
@@ -328,6 +359,9 @@ class EndpointSerializer(serializers.ModelSerializer):
 class ImportJobSerializer(serializers.ModelSerializer):
     organisation = serializers.SlugRelatedField(slug_field="ods_code", read_only=True, allow_null=True)
     url = serializers.HyperlinkedIdentityField(view_name="api:import-job-detail")
+    ignored_columns = serializers.SerializerMethodField(
+        help_text="Columns of the file the portal does not use: ignored, not a reason to reject it"
+    )
 
     class Meta:
         model = ImportJob
@@ -345,12 +379,16 @@ class ImportJobSerializer(serializers.ModelSerializer):
             "rows_unchanged",
             "error_count",
             "errors",
+            "ignored_columns",
             "failure",
             "created_at",
             "started_at",
             "finished_at",
         ]
         read_only_fields = fields
+
+    def get_ignored_columns(self, job) -> list[str]:
+        return list((job.summary or {}).get("ignored_columns", []))
 
 
 class WebhookSerializer(serializers.ModelSerializer):
@@ -407,3 +445,42 @@ class WebhookDeliverySerializer(serializers.ModelSerializer):
             "payload",
         ]
         read_only_fields = fields
+
+
+class ReadinessCheckSerializer(serializers.ModelSerializer):
+    organisation = serializers.SlugRelatedField(slug_field="ods_code", read_only=True, allow_null=True)
+    counts = serializers.SerializerMethodField()
+    percent = serializers.IntegerField(read_only=True)
+
+    class Meta:
+        model = ReadinessCheck
+        fields = [
+            "id",
+            "organisation",
+            "wave",
+            "status",
+            "total",
+            "counts",
+            "percent",
+            "failure",
+            "created_at",
+            "started_at",
+            "finished_at",
+        ]
+        read_only_fields = fields
+
+    def get_counts(self, check) -> dict[str, int]:
+        return {"ready": check.ready, "blocked": check.blocked, "unchecked": check.unchecked}
+
+
+class ReadinessCheckRequestSerializer(serializers.Serializer):
+    mailboxes = serializers.ListField(
+        child=serializers.IntegerField(min_value=1),
+        required=False,
+        allow_empty=False,
+        help_text="Check only these mailboxes of the organisation (ids); default: all of its mailboxes",
+    )
+
+
+class OrganisationCloseSerializer(serializers.Serializer):
+    reason = serializers.CharField(max_length=2000)

@@ -1,23 +1,30 @@
-"""Requests per token (or per signed-in user for the browsable API), answered with 429 and Retry-After."""
+"""Requests per user (all of a user's tokens and their browser session share one allowance, so minting more
+tokens buys nothing) and, before authentication, per client address for requests that are anonymous or carry
+a bad token. Counted atomically in the shared cache (migrations_app/ratelimit.py); answered 429 with
+Retry-After."""
 
 from django.conf import settings
-from rest_framework.throttling import SimpleRateThrottle
+from rest_framework import exceptions
+from rest_framework.throttling import BaseThrottle
 
-from migrations_app.models import ApiToken
+from migrations_app.ratelimit import Rate, client_ip, hit
 
 
-class TokenRateThrottle(SimpleRateThrottle):
-    scope = "token"
+class UserRateThrottle(BaseThrottle):
+    def allow_request(self, request, view):
+        if request.user and request.user.is_authenticated:
+            result = hit("api-user", str(request.user.pk), Rate.parse(settings.API_THROTTLE_RATE))
+        else:  # anonymous requests are counted by address_gate; views open to them are counted here too
+            result = hit("api-address", client_ip(request), Rate.parse(settings.API_ANON_THROTTLE_RATE))
+        self._wait = result.retry_after
+        return result.allowed
 
-    def get_rate(self):
-        # Read at request time (not class definition), so settings and tests can change it.
-        return settings.API_THROTTLE_RATE
+    def wait(self):
+        return self._wait
 
-    def get_cache_key(self, request, view):
-        if isinstance(request.auth, ApiToken):
-            ident = f"token:{request.auth.pk}"
-        elif request.user and request.user.is_authenticated:
-            ident = f"user:{request.user.pk}"
-        else:
-            ident = f"ip:{self.get_ident(request)}"
-        return self.cache_format % {"scope": self.scope, "ident": ident}
+
+def address_count(request) -> None:
+    """Count one anonymous or failed-authentication request for this address; 429 once over."""
+    result = hit("api-address", client_ip(request), Rate.parse(settings.API_ANON_THROTTLE_RATE))
+    if not result.allowed:
+        raise exceptions.Throttled(wait=result.retry_after)

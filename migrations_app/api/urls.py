@@ -6,7 +6,7 @@ local sign-in is off, lockout after failures)."""
 from django.urls import include, path
 from rest_framework.routers import DefaultRouter
 
-from migrations_app.api import resources, support, views
+from migrations_app.api import readiness, resources, support, views
 
 app_name = "api"
 
@@ -19,6 +19,7 @@ router.register("endpoints", resources.EndpointViewSet, basename="endpoint")
 router.register("import-jobs", resources.ImportJobViewSet, basename="import-job")
 router.register("waves", views.WaveViewSet, basename="wave")
 router.register("decisions", views.DecisionViewSet, basename="decision")
+router.register("readiness-checks", readiness.ReadinessCheckViewSet, basename="readiness-check")
 
 urlpatterns = [
     # as the issue spells it, without the router's trailing slash
@@ -50,6 +51,12 @@ urlpatterns = [
         webhooks.as_view({"get": "deliveries"}, **webhooks.deliveries.kwargs),
         name="webhook-deliveries",
     ),
+    path(
+        "organisations/<str:ods_code>/readiness-checks/",
+        readiness.organisation_readiness_checks,
+        name="organisation-readiness-checks",
+    ),
+    path("organisations/<str:ods_code>/close/", readiness.organisation_close_view, name="organisation-close"),
     # support: a trust's service-desk tickets, and the support rates
     path("organisations/<str:ods_code>/support-tickets/", support.support_tickets, name="support-tickets"),
     path(
@@ -62,5 +69,6 @@ urlpatterns = [
     path("planner/preview/", views.planner_preview, name="planner-preview"),
     path("planner/commit/", views.planner_commit, name="planner-commit"),
     path("planner/pilot/", views.planner_pilot, name="planner-pilot"),
+    path("failures/retry/", views.failures_retry_view, name="failures-retry"),
     path("", include(router.urls)),
 ]

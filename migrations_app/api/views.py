@@ -14,7 +14,7 @@ from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 
 from migrations_app.api.errors import Conflict, Problem, problem_exception_handler
-from migrations_app.api.filters import IsoDateTimeFilter
+from migrations_app.api.filters import IdFilter, IsoDateTimeFilter
 from migrations_app.api.serializers import (
     ActionSerializer,
     DecisionSerializer,
@@ -39,6 +39,7 @@ from migrations_app.selectors.waves import (
     waves_visible_to,
 )
 from migrations_app.services.execution import wave_retry_failures
+from migrations_app.services.failures import failures_retry
 from migrations_app.services.pilots import pilot_wave_create
 from migrations_app.services.plans import plan_commit, plan_preview
 from migrations_app.services.wave_moves import wave_move_organisation, wave_place_carried_over
@@ -243,6 +244,7 @@ class WaveViewSet(viewsets.ReadOnlyModelViewSet):
 
 class DecisionFilter(filters.FilterSet):
     organisation = filters.CharFilter(field_name="organisation__ods_code")
+    wave = IdFilter("wave")
 
     class Meta:
         model = Decision
@@ -320,3 +322,13 @@ def planner_pilot(request):
     except ValidationError as error:
         return _service_error(error)
     return Response(WaveSerializer(wave, context={"request": request}).data, status=status.HTTP_201_CREATED)
+
+
+@extend_schema(request=RetryFailuresSerializer, responses={200: OpenApiTypes.OBJECT})
+@api_view(["POST"])
+def failures_retry_view(request):
+    """Retry every failed mailbox with this error code across the whole programme (programme office), once
+    its cause is fixed. The same service as the failures page; set-based."""
+    body = RetryFailuresSerializer(data=request.data)
+    body.is_valid(raise_exception=True)
+    return Response({"retried": failures_retry(actor=request.user, **body.validated_data)})

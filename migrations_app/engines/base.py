@@ -165,7 +165,9 @@ class FolderSync:
     bytes_copied: int = 0
     items_skipped: int = 0
     items_already_there: int = 0  # found on the target by the dedupe index, not copied again
-    flags_updated: int = 0  # messages copied earlier whose flags were brought up to date (imap sync_flags)
+    flags_updated: int = 0  # messages copied earlier whose flags were brought up to date (the cutover delta)
+    items_moved: int = 0  # moved into this folder on the target by the cutover delta, not copied again
+    items_deleted: int = 0  # deleted on the target by the cutover delta (the source no longer has them)
 
 
 @dataclass
@@ -214,6 +216,8 @@ class VerifyResult:
 # progress(items_copied, bytes_copied, checkpoint): the mailbox's running totals (the same numbers as
 # checkpoint["items"] / ["bytes"]) and a checkpoint to save. Called on the caller's thread. If it raises,
 # the sync stops and the exception propagates; the last checkpoint it was given is safe to resume from.
+# A progress object may also have a `fence()` method: engines on the copy pipeline call it (from any thread)
+# before every write to the target; it raises when the run no longer owns the mailbox (its lease was lost).
 ProgressCallback = Callable[[int, int, dict], None]
 
 
@@ -240,3 +244,14 @@ class Engine(abc.ABC):
 
     @abc.abstractmethod
     def verify(self, spec: MailboxSpec) -> VerifyResult: ...
+
+    def cutover(
+        self,
+        spec: MailboxSpec,
+        checkpoint: dict | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> SyncResult:
+        """The final pass inside the window: bring the target up to date with everything that changed on
+        the source since the previous pass. Engines on the copy pipeline also carry flag changes, moves and
+        deletions (engines.pipeline.delta); by default it is another sync."""
+        return self.sync(spec, checkpoint, progress)

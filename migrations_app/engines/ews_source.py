@@ -11,7 +11,7 @@
 - ErrorServerBusy: the BackOffMilliseconds hint is honoured (waits add up to `max_wait`, then a RetryableError
   carrying the hint, so the orchestrator retries later instead of hammering a busy CAS).
 
-docs/adr/012-exchange-engine.md records the EWS calls, permissions and limits.
+docs/adr/014-exchange-engine.md records the EWS calls, permissions and limits.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import base64
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,10 +39,13 @@ from migrations_app.engines.base import (
     PermanentError,
     RetryableError,
 )
+from migrations_app.engines.pipeline.protocols import Folder, Item, Page, Payload
 
 log = logging.getLogger(__name__)
 
 EWS_PATH = "/EWS/Exchange.asmx"
+# Archive folders go under one folder of the primary mailbox on the target (docs/adr/014-exchange-engine.md).
+ARCHIVE_FOLDER = "In-Place Archive (Exchange 2013)"
 SEARCH_KEY_TAG = 0x300B
 # Item class -> the class name the mailbox page counts by.
 CLASS_NAMES = (
@@ -449,3 +453,135 @@ class EwsMailbox:
             else:
                 out.append(base64.b64decode(result))
         return out
+
+
+# --- the pipeline's SourceReader -----------------------------------------------------------------------------
+
+
+class ExportFailed(Payload):
+    """An item ExportItems could not give (ErrorCorruptData and the like): the writer lists it as skipped."""
+
+    def __init__(self, reason: str):
+        super().__init__(b"")
+        self.reason = reason
+
+
+class EwsReader:
+    """engines.pipeline's SourceReader over one Exchange 2013 mailbox. Clones share the EwsMailbox (exchangelib's
+    account and session pool are thread-safe) and what open() learnt (the folders and well-known folder ids).
+
+    Folder.key is the EWS folder id; Folder.role the Graph well-known name of a distinguished folder (inbox,
+    calendar, contacts, tasks, notes, ...); the cursor is the SyncFolderItems sync state; an item's key is
+    "sk:" + its PR_SEARCH_KEY, which the import keeps, so the writer can index the target by it."""
+
+    def __init__(
+        self, endpoint: EndpointSpec, address: str, *, max_wait: float, page_size: int = 100, shared=None
+    ):
+        self.endpoint, self.address, self.max_wait, self.page_size = endpoint, address, max_wait, page_size
+        self.shared = shared if shared is not None else {"lock": threading.Lock()}
+
+    @property
+    def mailbox(self) -> EwsMailbox:
+        return self.shared["mailbox"]
+
+    def open(self) -> None:
+        with self.shared["lock"]:
+            if "mailbox" in self.shared:
+                return
+            mailbox = EwsMailbox(self.endpoint, self.address, max_wait=self.max_wait)
+            mailbox.check()
+            self.shared["well_known"] = mailbox.well_known()
+            self.shared["mailbox"] = mailbox
+
+    def close(self) -> None:
+        pass  # exchangelib's sessions belong to the endpoint's protocol, kept for the next mailbox
+
+    def clone(self) -> EwsReader:
+        return EwsReader(
+            self.endpoint, self.address, max_wait=self.max_wait, page_size=self.page_size, shared=self.shared
+        )
+
+    def source_folders(self) -> list[SourceFolder]:
+        """Every folder, search folders included (the engine lists those as skipped), archive when asked."""
+        with self.shared["lock"]:
+            if "folders" not in self.shared:
+                folders = self.mailbox.folders()
+                if self.endpoint.options.get("include_archive"):
+                    folders += self.mailbox.folders(archive=True)
+                self.shared["folders"] = folders
+            return self.shared["folders"]
+
+    def folders(self) -> list[Folder]:
+        well_known = self.shared["well_known"]
+        out = []
+        for folder in self.source_folders():
+            if folder.search:
+                continue
+            role = "" if folder.archive else well_known.get(folder.id, "")
+            path = (ARCHIVE_FOLDER, *folder.path) if folder.archive else folder.path
+            out.append(Folder(folder.id, path, role=role, folder_class=folder.folder_class, label=folder.key))
+        inbox_first = sorted(out, key=lambda f: (f.role != "inbox", len(f.path), f.path))
+        return inbox_first
+
+    def source_folder(self, folder: Folder) -> SourceFolder:
+        return next(f for f in self.source_folders() if f.id == folder.key)
+
+    def generation(self, folder: Folder) -> dict:
+        return {}  # an EWS folder id never names another folder: a recreated folder is a new key
+
+    def changes(self, folder: Folder, cursor: Any) -> Iterator[Page]:
+        while True:
+            page = self.mailbox.changes(folder.key, cursor, page_size=self.page_size)
+            items = [_pipeline_item(item) for _change, item in page.upserts]
+            yield Page(items, page.sync_state, last=page.last, deleted=list(page.deletes))
+            if page.last:
+                return
+            cursor = page.sync_state
+
+    def keys(self, folder: Folder, items: list[Item]) -> None:
+        pass  # listed with every item (PR_SEARCH_KEY comes with SyncFolderItems)
+
+    def fetch(
+        self, folder: Folder, items: list[Item], large_item_bytes: int
+    ) -> Iterator[tuple[Item, Payload]]:
+        sources = [
+            SourceItem(i.id, i.extra_change_key, i.item_class, i.subject, i.size)
+            for i in items  # type: ignore[attr-defined]
+        ]
+        for item, data in zip(items, self.mailbox.export(sources), strict=True):
+            if isinstance(data, EngineError):
+                if "ErrorItemNotFound" in str(data):
+                    continue  # deleted since listing: nothing to copy
+                yield item, ExportFailed(data.message or str(data))
+            elif len(data) >= large_item_bytes:
+                payload, spool = Payload.spooled()
+                spool.write(data)
+                payload.done_writing()
+                yield item, payload
+            else:
+                yield item, Payload(data)
+
+    def inventory(self, folder: Folder) -> list[Item]:
+        """Every item in the folder now: a SyncFolderItems listing from the start (no state)."""
+        items, cursor = [], None
+        while True:
+            page = self.mailbox.changes(folder.key, cursor, page_size=512)
+            items += [_pipeline_item(item) for _change, item in page.upserts]
+            if page.last:
+                return items
+            cursor = page.sync_state
+
+    def totals(self, folder: Folder) -> tuple[int, int]:
+        return self.source_folder(folder).total_count, 0
+
+
+def _pipeline_item(item: SourceItem) -> Item:
+    out = Item(
+        item.id,
+        item.size,
+        key=f"sk:{item.search_key}" if item.search_key else f"id:{item.id}",
+        subject=item.subject,
+        item_class=item.item_class,
+    )
+    out.extra_change_key = item.change_key  # type: ignore[attr-defined] - ExportItems wants it back
+    return out

@@ -17,7 +17,6 @@ import logging
 import random
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -208,9 +207,15 @@ class GraphClient:
         self.upload_budget_bytes = upload_budget_bytes
         self.upload_window = upload_window
         self.timeout = timeout
-        self._uploads: deque[tuple[float, int]] = deque()
+        self._uploads: list[list] = []  # [monotonic time, bytes, in flight]
         self._upload_lock = threading.Lock()
-        self.stats = {"requests": 0, "throttled": 0, "token_refreshes": 0, "uploaded_bytes": 0}
+        self.stats = {
+            "requests": 0,
+            "throttled": 0,
+            "token_refreshes": 0,
+            "uploaded_bytes": 0,
+            "paced_seconds": 0.0,
+        }
         self._stats_lock = threading.Lock()
 
     # --- tokens ------------------------------------------------------------------------------------------
@@ -240,33 +245,58 @@ class GraphClient:
         with self._stats_lock:
             self.stats[name] += n
 
-    def reserve_upload(self, size: int) -> None:
-        """Wait until `size` more bytes fit in the mailbox's 150 MB / 5 min upload window; a wait longer
-        than max_wait is handed back to the orchestrator as a retry with that wait."""
+    def reserve_upload(self, size: int) -> list:
+        """Wait until `size` more bytes fit in the mailbox's 150 MB / 5 min upload window. Waiting is pacing,
+        not failing: the wait is at most one window, the copy goes on at the budget's rate, and the run's
+        lease is kept meanwhile (the pipeline's heartbeat), so a mailbox of any size gets through without
+        spending its retries. The window is the mailbox's: upload_state() / restore_uploads() carry it in the
+        checkpoint across runs and workers."""
         while True:
             with self._upload_lock:
                 now = time.monotonic()
-                while self._uploads and self._uploads[0][0] <= now - self.upload_window:
-                    self._uploads.popleft()
-                used = sum(n for _, n in self._uploads)
+                # [time, bytes, in flight]: an upload counts from when it finished arriving (so the server,
+                # which counts what it received, never sees more in a window than we allowed ourselves).
+                self._uploads = [u for u in self._uploads if u[2] or u[0] > now - self.upload_window]
+                used = sum(u[1] for u in self._uploads)
                 if used + size <= self.upload_budget_bytes or not self._uploads:
-                    self._uploads.append((now, size))
+                    entry = [now, size, True]
+                    self._uploads.append(entry)
                     self._count("uploaded_bytes", size)
-                    return
+                    return entry
                 # the oldest uploads that must leave the window before this one fits
-                freed, wait = used + size - self.upload_budget_bytes, 0.0
-                for at, n in self._uploads:
+                freed, wait = used + size - self.upload_budget_bytes, 0.05
+                for at, n, in_flight in sorted(self._uploads):
+                    if in_flight:
+                        continue
                     freed -= n
                     wait = at + self.upload_window - now
                     if freed <= 0:
                         break
-            if wait > self.max_wait:
-                raise RetryableError(
-                    THROTTLED,
-                    "target: the mailbox's upload limit (150 MB in 5 minutes) is reached",
-                    retry_after=wait,
-                )
-            time.sleep(max(wait, 0.05))
+            self._count("paced_seconds", max(wait, 0.01))
+            time.sleep(min(max(wait, 0.01), self.upload_window))
+
+    def upload_done(self, entry: list | None) -> None:
+        if entry is not None:
+            with self._upload_lock:
+                entry[0], entry[2] = time.monotonic(), False
+
+    def upload_state(self) -> list[list[float]]:
+        """The uploads still in the window, as [wall-clock time, bytes] pairs (for the checkpoint)."""
+        with self._upload_lock:
+            offset = time.time() - time.monotonic()
+            horizon = time.monotonic() - self.upload_window
+            return [[round(at + offset, 3), n] for at, n, _ in self._uploads if at > horizon]
+
+    def restore_uploads(self, state: list | None) -> None:
+        """The window a previous run (on any worker) left in the checkpoint, so this one does not start as if
+        nothing had been uploaded in the last five minutes."""
+        if not state:
+            return
+        with self._upload_lock:
+            offset = time.time() - time.monotonic()
+            horizon = time.monotonic() - self.upload_window
+            known = [[float(at) - offset, int(n), False] for at, n in state if float(at) - offset > horizon]
+            self._uploads = [*self._uploads, *known]
 
     def _backoff(self, attempt: int) -> float:
         return self.backoff_base * (2**attempt) * random.uniform(0.5, 1.5)
@@ -297,11 +327,10 @@ class GraphClient:
         url = self.url(path, version)
         waited, attempt, refreshed = 0.0, 0, False
         while True:
-            if upload:
-                self.reserve_upload(upload)
             send_headers = dict(headers or {})
             if authorize:
                 send_headers["Authorization"] = f"Bearer {self.token()}"
+            reserved = self.reserve_upload(upload) if upload else None
             with self.slots:
                 self._count("requests")
                 try:
@@ -316,6 +345,8 @@ class GraphClient:
                     )
                 except requests.RequestException as exc:
                     raise RetryableError(NETWORK, f"target: {method} {path}: {exc}") from exc
+                finally:
+                    self.upload_done(reserved)
             status = response.status_code
             if 200 <= status < 300 or status in ok:
                 return response

@@ -13,7 +13,7 @@
 - After a crash: items imported but not yet checkpointed are recognised by PR_SEARCH_KEY (0x300B), which the
   FastTransfer stream carries, read back from the folder's mailboxItems as a single-value extended property.
 
-docs/adr/012-exchange-engine.md records the calls, the permissions (MailboxItem.ImportExport.All,
+docs/adr/014-exchange-engine.md records the calls, the permissions (MailboxItem.ImportExport.All,
 MailboxFolder.ReadWrite.All, User.Read.All) and what only a real tenant can confirm.
 """
 
@@ -26,10 +26,41 @@ import time
 from collections import defaultdict
 from urllib.parse import quote
 
-from migrations_app.engines.base import AUTH_FAILED, PROTOCOL, PermanentError
+from migrations_app.engines.base import AUTH_FAILED, PROTOCOL, SKIP_CORRUPT, PermanentError, SkippedItem
 from migrations_app.engines.graph_client import NO_MAILBOX_MESSAGE, GraphClient, graph_error
+from migrations_app.engines.pipeline.protocols import TargetFolder, TargetItem, Written
+
+MAX_ITEM_BYTES = 150 * 1024 * 1024  # Exchange Online's largest item
+FOLDER_CLASS_NAMES = {
+    "IPF.Appointment": "calendar",
+    "IPF.Contact": "contacts",
+    "IPF.Task": "tasks",
+    "IPF.StickyNote": "notes",
+    "IPF.Journal": "journal",
+}
+
+
+def folder_class_name(folder_class: str) -> str:
+    """mail, calendar, contacts, tasks, notes or journal: what the mailbox page counts by."""
+    return FOLDER_CLASS_NAMES.get(".".join((folder_class or "IPF.Note").split(".")[:2]), "mail")
+
 
 SEARCH_KEY_PROPERTY = "Binary 0x300B"
+GRAPH_WELL_KNOWN = frozenset(
+    {
+        "inbox",
+        "sentitems",
+        "deleteditems",
+        "drafts",
+        "junkemail",
+        "outbox",
+        "calendar",
+        "contacts",
+        "tasks",
+        "notes",
+        "journal",
+    }
+)
 # Exchange 2013's English folder names at the top of the store -> Graph's well-known folder names. The reader
 # also asks Exchange which folders are its distinguished ones, so a localised store maps the same way.
 WELL_KNOWN_BY_NAME = {
@@ -191,6 +222,129 @@ class GraphImportTarget:
             return answer["itemid"], answer.get("changekey", "")
 
     def delete_item(self, item_id: str) -> None:
-        """The mirror delete policy: an item deleted (or moved away) on the source goes from the target too."""
+        """The cutover delta's deletion (delete_policy copied): an item deleted or moved away on the source."""
         self.graph.request("DELETE", f"users/{self._user_path}/messages/{quote(item_id)}", ok=(404,))
         self.stats["deletes"] += 1
+
+
+# --- the pipeline's TargetWriter -----------------------------------------------------------------------------
+
+
+class GraphImportWriter:
+    """engines.pipeline's TargetWriter over Graph mailbox import. Clones share one GraphImportTarget (the
+    mailbox's GraphClient with its four request slots, the import session, the folder ids).
+
+    A folder's state (saved in the checkpoint as its target_state): the target folder id, its item count when
+    last known to be ours, the folder's class for per-class progress, and `map`: source item id -> target item
+    id, so an item changed on the source is imported again in place ("Mode": "update") and the delta knows
+    which target items are the portal's."""
+
+    def __init__(self, target_factory, *, size_limit: int = MAX_ITEM_BYTES, shared=None):
+        self.target_factory = target_factory
+        self.limit = size_limit
+        self.shared = shared if shared is not None else {"lock": threading.Lock()}
+
+    @property
+    def target(self) -> GraphImportTarget:
+        return self.shared["target"]
+
+    def open(self) -> None:
+        with self.shared["lock"]:
+            if "target" not in self.shared:
+                target = self.target_factory()
+                target.mailbox_id()  # TARGET_MISSING when not provisioned or unlicensed
+                self.shared["target"] = target
+
+    def close(self) -> None:
+        pass
+
+    def clone(self) -> GraphImportWriter:
+        return GraphImportWriter(self.target_factory, size_limit=self.limit, shared=self.shared)
+
+    def size_limit(self) -> int | None:
+        return self.limit
+
+    def compares_bytes(self) -> bool:
+        return False  # a FastTransfer stream's size is not the item's size in the mailbox
+
+    def open_folder(self, folder, saved: dict | None, *, create: bool = True) -> TargetFolder | None:
+        well_known = folder.role if folder.role in GRAPH_WELL_KNOWN else ""
+        folder_id = self.target.resolve_folder(
+            folder.path, folder.folder_class, well_known=well_known, create=create
+        )
+        if folder_id is None:
+            return None
+        count = self.target.folder_count(folder_id)
+        saved = saved or {}
+        state = {
+            "target_id": folder_id,
+            "target_count": count,
+            "class": folder_class_name(folder.folder_class),
+            "map": dict(saved.get("map", {})),
+        }
+        unknown = bool(count) and saved.get("target_count") != count
+        return TargetFolder(folder_id, "/".join(folder.path), state, unknown=unknown)
+
+    def index(self, target: TargetFolder) -> dict[str, list]:
+        return {f"sk:{key}": ids for key, ids in self.target.search_keys(target.id).items()}
+
+    def write(self, target: TargetFolder, items: list) -> list[Written]:
+        out = []
+        for item, payload in items:
+            if getattr(payload, "reason", None) is not None:  # ews_source.ExportFailed
+                out.append(
+                    Written(
+                        item,
+                        skipped=SkippedItem("", item.subject, item.size, f"{SKIP_CORRUPT}: {payload.reason}"),
+                    )
+                )
+                continue
+            data = payload.open().read() if payload.streamed else payload.bytes()
+            target_id, _change_key = self.target.import_item(
+                target.id, data, item_id=target.state["map"].get(item.id)
+            )
+            out.append(Written(item, target_id=target_id, size=len(data)))
+        return out
+
+    def note_written(self, target: TargetFolder, written: list[Written]) -> None:
+        for w in written:
+            if w.ok and w.target_id:
+                if w.item.id not in target.state["map"]:
+                    target.state["target_count"] += 1
+                target.state["map"][w.item.id] = w.target_id
+
+    def close_folder(self, target: TargetFolder) -> dict:
+        return {**target.state, "target_count": self.target.folder_count(target.id)}
+
+    def inventory(self, target: TargetFolder) -> list[TargetItem]:
+        ours = set(target.state["map"].values())
+        return [
+            TargetItem(item_id, f"sk:{key}", ours=item_id in ours)
+            for key, ids in self.target.search_keys(target.id).items()
+            for item_id in ids
+        ]
+
+    def comparable_flags(self, target: TargetFolder, flags: frozenset[str]) -> frozenset[str]:
+        return frozenset()  # read state and flags travel inside the stream, re-imported when the item changes
+
+    def set_flags(self, target: TargetFolder, changes) -> None:
+        pass
+
+    def move(self, source: TargetFolder, destination: TargetFolder, ids: list) -> None:
+        """EWS reports a move as a new item in the other folder, which the copy imports there (with its new
+        id): the old copy goes."""
+        self.delete(source, ids)
+
+    def delete(self, target: TargetFolder, ids: list) -> None:
+        gone = set(ids)
+        for item_id in ids:
+            self.target.delete_item(item_id)
+        with self.shared["lock"]:
+            # The pipeline may save this folder's older state (a folder with nothing new is not reopened):
+            # the engine drops these from every map it returns.
+            self.shared.setdefault("deleted", set()).update(gone)
+        target.state["map"] = {k: v for k, v in target.state["map"].items() if v not in gone}
+        target.state["target_count"] = max(0, target.state["target_count"] - len(ids))
+
+    def totals(self, target: TargetFolder) -> tuple[int, int]:
+        return self.target.folder_count(target.id), 0

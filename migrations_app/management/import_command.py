@@ -73,3 +73,6 @@ class ImportCommand(BaseCommand):
             f"{result.status}: {result.rows_total} rows, {result.rows_valid} valid, {result.created} created, "
             f"{result.updated} updated, {result.unchanged} unchanged, {result.error_count} errors"
         )
+        ignored = result.summary.get("ignored_columns")
+        if ignored:
+            self.stdout.write(f"warning: columns the portal does not use were ignored: {', '.join(ignored)}")

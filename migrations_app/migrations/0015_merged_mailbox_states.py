@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('migrations_app', '0014_merge_switch'),
+        ('migrations_app', '0014_switch'),
     ]
 
     operations = [

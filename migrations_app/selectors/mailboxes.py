@@ -85,3 +85,27 @@ def mailbox_skipped_items(mailbox: Mailbox) -> list[dict]:
     that found some (services.execution), never dropped silently; older rows had them only in the
     checkpoint."""
     return list(mailbox.skipped_items or (mailbox.checkpoint or {}).get("skipped", []))
+
+
+CLASS_LABELS = {
+    "mail": "Mail",
+    "calendar": "Calendar",
+    "contacts": "Contacts",
+    "tasks": "Tasks",
+    "notes": "Notes",
+    "journal": "Journal",
+}
+
+
+def mailbox_class_progress(mailbox: Mailbox) -> list[dict]:
+    """Per item class, what the copy has put on the target out of what the source holds (the exchange engine
+    counts by class in its checkpoint; other engines move mail only and have no such counts: an empty list)."""
+    classes = (mailbox.checkpoint or {}).get("classes") or {}
+    rows = []
+    for key, label in CLASS_LABELS.items():
+        counts = classes.get(key)
+        if not counts or not (counts.get("total") or counts.get("copied")):
+            continue
+        copied, total = max(int(counts.get("copied", 0)), 0), int(counts.get("total", 0))
+        rows.append({"class": key, "label": label, "copied": copied, "total": total, "done": copied >= total})
+    return rows

@@ -13,11 +13,18 @@ from migrations_app.models import Mailbox, MailboxCounter, Organisation
 
 
 def organisations_filtered(
-    organisations: QuerySet[Organisation], *, status: str = "", region: str = "", search: str = ""
+    organisations: QuerySet[Organisation],
+    *,
+    status: str = "",
+    region: str = "",
+    search: str = "",
+    stage: str = "",
 ) -> QuerySet[Organisation]:
-    """Filter an already scoped queryset: by status, region, and an ODS code or name prefix."""
+    """Filter an already scoped queryset: by status, stage, region, and an ODS code or name prefix."""
     if status:
         organisations = organisations.filter(status=status)
+    if stage:
+        organisations = organisations.filter(stage=stage)
     if region:
         organisations = organisations.filter(region=region)
     search = search.strip()

@@ -3,13 +3,7 @@ progress. Every count comes from the mailbox counters (models.MailboxCounter, ke
 about one row per (organisation, wave, state): never a count over the 2.1 million mailbox rows. The only
 reads of mailbox rows here are the failed ones of one wave (mailbox_wave_state_idx).
 
-Organisation stages (the reference programme's path, DESIGN.md "Programme stages"), first match wins:
-- closed: the organisation's status is migrated, or it has mailboxes and every one is migrated;
-- sync and switch: it has mailboxes in a non-pilot wave that is approved, running or paused;
-- mop-up: some of its mailboxes moved in a non-pilot wave and the rest are left (failed, carried over,
-  blocked, not yet placed), with no non-pilot wave of its open;
-- pilot: it has mailboxes in a pilot wave (open or done) and none yet in a non-pilot one;
-- readiness: everything else (invited, enrolled, ready, planned in draft or proposed waves only).
+Organisation stages are a state machine (services/readiness/stages.py); the dashboard counts them.
 """
 
 from __future__ import annotations
@@ -18,7 +12,6 @@ import datetime as dt
 import math
 from dataclasses import dataclass
 
-from django.db import connection
 from django.db.models import Count, Q, QuerySet, Sum
 from django.utils import timezone
 
@@ -30,7 +23,7 @@ W = Wave.Status
 OPEN_WAVE_STATUSES = (W.APPROVED, W.RUNNING, W.PAUSED)
 # A wave that is moving or may still move: the live page polls while the wave is in one of these.
 LIVE_WAVE_STATUSES = (W.APPROVED, W.RUNNING, W.PAUSED)
-IN_FLIGHT = (M.SYNCING, M.SYNCED, M.CUTOVER, M.VERIFYING)
+IN_FLIGHT = (M.SYNCING, M.SYNCED, M.CUTOVER, M.SWITCHING, M.VERIFYING)
 STAGES = (
     ("readiness", "Readiness"),
     ("pilot", "Pilot"),
@@ -118,63 +111,10 @@ def totals(counts: list[StateCount]) -> dict[str, int]:
 
 
 def organisation_stage_counts(user: User) -> list[tuple[str, str, int]]:
-    """(stage, label, organisations) for the organisations the user sees, classified in SQL.
-
-    Only an organisation with mailboxes stamped on a wave can be past readiness, so the GROUP BY runs over the
-    counter rows of those organisations (found through mailboxcounter_wave_idx); everyone else is in readiness,
-    bar an organisation marked migrated by hand (closed)."""
-    visible = organisations_visible_to(user).order_by()
-    if user.is_programme_office or user.is_viewer:
-        scope, scope_params = "", []  # everything: no join to the organisations at all
-    else:
-        org_sql, scope_params = visible.values("pk").query.sql_with_params()
-        scope = f"AND organisation_id IN ({org_sql})"
-    counter = MailboxCounter._meta.db_table
-    wave = Wave._meta.db_table
-    organisation = Organisation._meta.db_table
-    open_list = ", ".join(["%s"] * len(OPEN_WAVE_STATUSES))
-    sql = f"""
-        WITH involved AS (
-          SELECT DISTINCT organisation_id FROM {counter} WHERE wave_id > 0 AND mailboxes > 0 {scope}
-        ), marked AS (
-          SELECT id FROM {organisation} WHERE status = %s
-        )
-        SELECT stage, COUNT(*) FROM (
-          SELECT CASE
-            WHEN i.organisation_id IN (SELECT id FROM marked)
-              OR SUM(CASE WHEN k.state = %s THEN 0 ELSE k.mailboxes END) = 0 THEN 'closed'
-            WHEN SUM(CASE WHEN w.is_pilot = %s AND w.status IN ({open_list}) THEN k.mailboxes ELSE 0 END) > 0
-              THEN 'sync_switch'
-            WHEN SUM(CASE WHEN w.is_pilot = %s AND k.state = %s THEN k.mailboxes ELSE 0 END) > 0 THEN 'mop_up'
-            WHEN SUM(CASE WHEN w.is_pilot = %s THEN k.mailboxes ELSE 0 END) > 0 THEN 'pilot'
-            ELSE 'readiness' END AS stage
-          FROM involved i
-          JOIN {counter} k ON k.organisation_id = i.organisation_id AND k.mailboxes <> 0
-          LEFT JOIN {wave} w ON w.id = k.wave_id
-          GROUP BY i.organisation_id
-        ) s GROUP BY stage
-    """
-    params = [
-        *scope_params,
-        Organisation.Status.MIGRATED,
-        M.MIGRATED,
-        False,
-        *OPEN_WAVE_STATUSES,
-        False,
-        M.MIGRATED,
-        True,
-    ]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        found = dict(cursor.fetchall())
-    involved = sum(found.values())
-    # organisations in no wave: readiness, or closed when marked migrated (involved ones are counted above)
-    stamped = MailboxCounter.objects.filter(wave_id__gt=0, mailboxes__gt=0).values("organisation_id")
-    outside = visible.exclude(pk__in=stamped)
-    marked = outside.filter(status=Organisation.Status.MIGRATED).count()
-    found["closed"] = found.get("closed", 0) + marked
-    found["readiness"] = found.get("readiness", 0) + visible.count() - involved - marked
-    return [(value, label, found.get(value, 0)) for value, label in STAGES]
+    """(stage, label, organisations) for the organisations the user sees: the stage each organisation is in
+    (Organisation.stage, moved by services.readiness.stages), one GROUP BY over organisation_stage_idx."""
+    counts = dict(organisations_visible_to(user).order_by().values_list("stage").annotate(n=Count("id")))
+    return [(value, label, counts.get(value, 0)) for value, label in Organisation.Stage.choices]
 
 
 def waves_overview(waves: QuerySet[Wave], *, now: dt.datetime | None = None, limit: int = 5) -> dict:
@@ -285,7 +225,40 @@ def wave_progress(wave: Wave, user: User, *, now: dt.datetime | None = None) -> 
         "failures": failures,
         "window": window,
         "live": wave.status in LIVE_WAVE_STATUSES,
+        "cutover_steps": wave_cutover_steps(wave, user) if summary["in_flight"] else [],
     }
+
+
+# A mailbox's place in its cutover, in order: (state, cutover step) -> label.
+CUTOVER_STEPS = (
+    ((M.CUTOVER, ""), "Final delta"),
+    ((M.CUTOVER, Mailbox.CutoverStep.SWITCH), "Switch"),
+    ((M.SWITCHING, Mailbox.CutoverStep.SWITCH), "Waiting for the switch to be confirmed"),
+    ((M.CUTOVER, Mailbox.CutoverStep.CATCH_UP), "Catch-up delta"),
+    ((M.VERIFYING, Mailbox.CutoverStep.VERIFY), "Verify"),
+)
+
+
+def wave_cutover_steps(wave: Wave, user: User) -> list[dict]:
+    """How many of the wave's mailboxes are at each cutover step: one GROUP BY over its cutting-over rows only
+    (mailbox_wave_state_idx), a few hundred at a time, not the wave."""
+    from migrations_app.selectors.scoping import mailboxes_visible_to
+
+    rows = (
+        mailboxes_visible_to(user)
+        .filter(wave=wave, state__in=(M.CUTOVER, M.SWITCHING, M.VERIFYING))
+        .order_by()
+        .values_list("state", "cutover_step")
+        .annotate(n=Count("id"))
+    )
+    found: dict[tuple[str, str], int] = {}
+    for state, step, n in rows:
+        if state == M.VERIFYING:
+            step = Mailbox.CutoverStep.VERIFY
+        elif state == M.CUTOVER and step == Mailbox.CutoverStep.FINAL_DELTA:
+            step = ""
+        found[(state, step)] = found.get((state, step), 0) + n
+    return [{"step": label, "mailboxes": found.get(key, 0)} for key, label in CUTOVER_STEPS]
 
 
 def wave_failures(wave: Wave, user: User) -> list[dict]:

@@ -7,9 +7,18 @@ and change; nothing else filters by role.
 """
 
 from django.core.exceptions import PermissionDenied
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 
-from migrations_app.models import Event, ImportJob, Mailbox, MailboxCounter, Organisation, User, Webhook
+from migrations_app.models import (
+    Event,
+    ImportJob,
+    Mailbox,
+    MailboxCounter,
+    Organisation,
+    ReadinessCheck,
+    User,
+    Webhook,
+)
 
 
 def organisations_visible_to(user: User) -> QuerySet[Organisation]:
@@ -96,6 +105,18 @@ def require_programme_office(user: User) -> None:
 def require_planner(user: User) -> None:
     if not (user.is_authenticated and user.is_programme_office):
         raise PermissionDenied("Only the programme office can plan waves")
+
+
+def readiness_checks_visible_to(user: User) -> QuerySet[ReadinessCheck]:
+    """Checks of the organisations the user sees; a chosen-set or wave check is the programme's (programme
+    office and viewers), or the requester's own."""
+    if user.is_authenticated and (user.is_programme_office or user.is_viewer):
+        return ReadinessCheck.objects.all()
+    if not user.is_authenticated:
+        return ReadinessCheck.objects.none()
+    return ReadinessCheck.objects.filter(
+        Q(organisation_id__in=_own_organisation_ids(user)) | Q(organisation__isnull=True, requested_by=user)
+    )
 
 
 def support_requests_visible_to(user: User):

@@ -23,7 +23,6 @@ from migrations_app.services.imports import (
     EMAIL_RE,
     MAILBOX,
     STAGING_BATCH_ROWS,
-    UNDECODABLE,
     ImportResult,
     Progress,
     Staging,
@@ -164,7 +163,7 @@ def _permissions_import(
         for line, row in rows:
             rows_total += 1
             if line in lines.bad_lines:
-                errors.add(line, "", "", UNDECODABLE)
+                errors.add(line, "", "", lines.why(line))
                 invalid += 1
                 continue
             if len(row) != width:

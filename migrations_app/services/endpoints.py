@@ -117,7 +117,7 @@ def _check_exchange(endpoint: Endpoint) -> None:
     """An Exchange 2013 endpoint (a source only): address = the CAS host name, username = the service account
     that holds ApplicationImpersonation (DOMAIN\\user or a UPN), secret = its password; options.auth ntlm
     (default) or basic, options.ca_file a private CA bundle on the workers, options.include_archive,
-    options.max_connections (EWS connections per worker, default 4). docs/adr/012-exchange-engine.md."""
+    options.max_connections (EWS connections per worker, default 4). docs/adr/014-exchange-engine.md."""
     errors: dict[str, str] = {}
     options = endpoint.options or {}
     if endpoint.role != Endpoint.Role.SOURCE:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import csv
+import datetime as dt
 import io
 import itertools
 import logging
@@ -39,7 +40,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import F
 from django.utils import timezone
 
 from migrations_app.models import ImportJob, Mailbox, Organisation, User
@@ -63,8 +64,6 @@ BIGINT_MAX = 2**63 - 1
 # both pass the ownership check and then race each other in the upsert.
 IMPORT_LOCK_KEY = 0x6D61696C626F78  # "mailbox"
 PROGRESS_TIMEOUT = 24 * 3600
-# A job still "running" this long after it started lost its worker; a redelivered task may take it over.
-STALE_RUNNING_AFTER = 3600
 
 Progress = Callable[[int, int], None]
 
@@ -109,6 +108,10 @@ UNDECODABLE = (
     "this line is not UTF-8 text; in Excel use Save As 'CSV UTF-8 (Comma delimited) (*.csv)' and upload "
     "the file again"
 )
+HAS_NUL = (
+    "this line has a NUL byte (a zero byte), which CSV text cannot hold; a file saved as UTF-16 ('Unicode "
+    "text') has one in every character: in Excel use Save As 'CSV UTF-8 (Comma delimited) (*.csv)'"
+)
 
 
 class _Errors:
@@ -142,6 +145,11 @@ class _Lines:
         self.total_bytes = total_bytes if total_bytes is not None else _size_of(source)
         self.bytes_read = 0
         self.bad_lines: set[int] = set()
+        self.nul_lines: set[int] = set()  # of bad_lines, those with a NUL byte
+
+    def why(self, line: int) -> str:
+        """Why a line of bad_lines cannot be read."""
+        return HAS_NUL if line in self.nul_lines else UNDECODABLE
 
     def __iter__(self) -> Iterator[str]:
         return itertools.chain.from_iterable(self._blocks())
@@ -186,6 +194,7 @@ class _Lines:
         for number, raw in enumerate(io.BytesIO(data), start=lines_before + 1):
             try:
                 if b"\x00" in raw:
+                    self.nul_lines.add(number)
                     raise UnicodeDecodeError("utf-8", raw, 0, 1, "NUL byte")
                 lines.append(raw.decode("utf-8"))
             except UnicodeDecodeError:
@@ -244,8 +253,11 @@ def read_header(
     required: tuple[str, ...],
     optional: tuple[str, ...] = (),
     aliases: dict[str, str] | None = None,
+    ignored: list[str] | None = None,
 ) -> dict[str, int]:
-    """The header's columns, {name: index}, or ImportFileError saying what is wrong with it."""
+    """The header's known columns, {name: index}, or ImportFileError saying what is wrong with it. Columns the
+    portal does not know (an export from Exchange has dozens, the portal's own export has its state columns)
+    are appended to `ignored` and skipped rather than rejected, when a list is given."""
     aliases = aliases or {}
     expected = ", ".join(required) + (f" (optional: {', '.join(optional)})" if optional else "")
     try:
@@ -255,6 +267,8 @@ def read_header(
             f"The file is empty. Expected a header line with the columns {expected}."
         ) from None
     if line in lines.bad_lines:
+        if line in lines.nul_lines:
+            raise ImportFileError(f"Line {line} (the header) {HAS_NUL}.", line=line)
         raise ImportFileError(f"Line {line} (the header) is not UTF-8 text: {UNDECODABLE.split('; ', 1)[1]}.")
     if line != 1:
         raise ImportFileError(f"The header must be on line 1 (found blank lines before it, on line {line}).")
@@ -263,8 +277,11 @@ def read_header(
     unknown = [h.strip() or "(blank)" for h, n in zip(header, names, strict=True) if n not in known]
     missing = [c for c in required if c not in names]
     repeated = sorted({n for n in names if n in known and names.count(n) > 1})
+    if ignored is not None and unknown:
+        ignored.extend(unknown)
+        unknown = []
     if not (unknown or missing or repeated):
-        return {name: index for index, name in enumerate(names)}
+        return {name: index for index, name in enumerate(names) if name in known}
     problems = []
     if missing:
         problems.append(f"missing columns: {', '.join(missing)}")
@@ -427,8 +444,8 @@ def reveals_owner(*, organisation: Organisation | None, actor: User | None) -> b
 
 # --- the inventory import ---------------------------------------------------------------------------------
 
-INVENTORY_REQUIRED = ("email", "display_name", "kind", "size_bytes", "item_count", "affinity_group")
-INVENTORY_OPTIONAL = ("target_upn",)
+INVENTORY_REQUIRED = ("email", "display_name", "kind", "size_bytes", "item_count")
+INVENTORY_OPTIONAL = ("affinity_group", "target_upn")
 # Column names as Exchange's Get-Mailbox / Get-MailboxStatistics exports spell them
 INVENTORY_ALIASES = {
     "primarysmtpaddress": "email",
@@ -623,6 +640,13 @@ def _defer_mailbox_indexes(*, organisation: Organisation | None, total_bytes: in
         return []
     rebuild: list[str] = []
     with connection.cursor() as cursor:
+        # The portal's least-privileged role owns no table (README, "Database roles"): it loads with the
+        # indexes in place. Run `import_mailboxes` as the migration role for the fast first load.
+        cursor.execute(
+            "SELECT pg_has_role(relowner, 'USAGE') FROM pg_class WHERE oid = %s::regclass", [MAILBOX]
+        )
+        if not cursor.fetchone()[0]:
+            return []
         # Run the checks still deferred in this transaction now: PostgreSQL refuses to alter a table that has
         # pending trigger events (the organisations' own foreign keys, when they were created just before).
         cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
@@ -688,11 +712,14 @@ def _import_rows(
     national = organisation is None
     optional = INVENTORY_OPTIONAL + (() if national else ("ods_code",))
     required = INVENTORY_REQUIRED + (("ods_code",) if national else ())
-    columns = read_header(iter(rows), lines, required=required, optional=optional, aliases=INVENTORY_ALIASES)
+    ignored: list[str] = []
+    columns = read_header(
+        iter(rows), lines, required=required, optional=optional, aliases=INVENTORY_ALIASES, ignored=ignored
+    )
 
-    width = len(columns)
+    width = len(columns) + len(ignored)
     i_email, i_name, i_kind = columns["email"], columns["display_name"], columns["kind"]
-    i_size, i_items, i_group = columns["size_bytes"], columns["item_count"], columns["affinity_group"]
+    i_size, i_items, i_group = columns["size_bytes"], columns["item_count"], columns.get("affinity_group")
     i_target = columns.get("target_upn")
     i_ods = columns.get("ods_code")
     if national:
@@ -726,14 +753,14 @@ def _import_rows(
                         rows_total += 1
                         invalid += 1
                         if bad_lines and line in bad_lines:
-                            add(line, "", "", UNDECODABLE)
+                            add(line, "", "", lines.why(line))
                         else:
                             message = f"expected {width} fields as in the header, found {len(row)}"
                             add(line, "", ",".join(row), message)
                         continue
                     rows_total += 1
                     if bad_lines and line in bad_lines:
-                        add(line, "", "", UNDECODABLE)
+                        add(line, "", "", lines.why(line))
                         invalid += 1
                         continue
                     before = errors.count
@@ -783,7 +810,7 @@ def _import_rows(
                         if items is None:
                             add(line, "item_count", text, f"the item count {why}")
 
-                    group = row[i_group].strip()
+                    group = row[i_group].strip() if i_group is not None else ""
                     if len(group) > 100:
                         add(line, "affinity_group", group, "the affinity group is longer than 100 characters")
 
@@ -859,6 +886,8 @@ def _import_rows(
             with_target=i_target is not None,
             started=started,
         )
+    if ignored:
+        result.summary["ignored_columns"] = ignored  # a warning on every channel, not a reason to reject
     if result.status == ImportJob.Status.REJECTED:
         return result
 
@@ -1131,24 +1160,65 @@ def import_job_retry_valid_rows(*, job: ImportJob, actor: User) -> ImportJob:
     return retry
 
 
-def import_job_run(*, job_id: int) -> ImportJob:
-    """Run a queued job. Idempotent: a finished job, or one another worker is running, is left alone."""
-    now = timezone.now()
-    stale = now - timezone.timedelta(seconds=STALE_RUNNING_AFTER)
-    claimed = (
-        ImportJob.objects.filter(pk=job_id)
-        .filter(Q(status=ImportJob.Status.QUEUED) | Q(status=ImportJob.Status.RUNNING, started_at__lt=stale))
-        .update(status=ImportJob.Status.RUNNING, started_at=now)
+def import_job_stalled(job: ImportJob, *, now: dt.datetime | None = None) -> bool:
+    """A running job whose progress has not moved for IMPORT_STALL_SECONDS lost its worker. The progress is
+    in the shared cache (the import's own transaction hides its database writes until it commits); a job
+    that never reported counts from when it started."""
+    now = now or timezone.now()
+    entry = cache.get(_progress_key(job.id)) or {}
+    last = dt.datetime.fromtimestamp(entry["at"], tz=dt.UTC) if entry.get("at") else job.started_at
+    return last is None or (now - last).total_seconds() > settings.IMPORT_STALL_SECONDS
+
+
+def import_job_fail_stalled(*, job: ImportJob) -> bool:
+    """A job that lost its worker IMPORT_MAX_ATTEMPTS times is failed, with a reason the page shows."""
+    failed = ImportJob.objects.filter(pk=job.pk, status=job.status, attempts=job.attempts).update(
+        status=ImportJob.Status.FAILED,
+        finished_at=timezone.now(),
+        failure=(
+            f"The import stopped {job.attempts} times without finishing: the worker running it was lost "
+            "(restarted, or out of memory). Nothing was imported. Upload the file again; if it keeps "
+            "happening, tell the programme office."
+        ),
     )
+    if failed:
+        cache.set(
+            _progress_key(job.id),
+            {"phase": "failed", "done": 0, "total": job.size_bytes, "at": 0},
+            PROGRESS_TIMEOUT,
+        )
+    return bool(failed)
+
+
+def import_job_run(*, job_id: int) -> ImportJob:
+    """Run a queued job. Idempotent: a finished job, or one another worker is running (its progress still
+    moves), is left alone. A running job whose progress stopped lost its worker (a redelivered task after
+    a kill): it is taken over, up to IMPORT_MAX_ATTEMPTS runs, then failed (services/sweeps.py does the same
+    for a job whose task is lost altogether)."""
+    now = timezone.now()
     job = ImportJob.objects.select_related("organisation", "created_by").get(pk=job_id)
-    if not claimed:
+    if job.status == ImportJob.Status.RUNNING:
+        if not import_job_stalled(job, now=now):
+            return job
+        if job.attempts >= settings.IMPORT_MAX_ATTEMPTS:
+            import_job_fail_stalled(job=job)
+            job.refresh_from_db()
+            return job
+    elif job.status != ImportJob.Status.QUEUED:
         return job
+    # the same row as read above, or another worker took it first
+    claimed = ImportJob.objects.filter(
+        pk=job_id, status=job.status, attempts=job.attempts, started_at=job.started_at
+    ).update(status=ImportJob.Status.RUNNING, started_at=now, attempts=F("attempts") + 1)
+    if not claimed:
+        return ImportJob.objects.get(pk=job_id)
+    job.refresh_from_db()
 
     key = _progress_key(job.id)
 
     def progress(done: int, total: int) -> None:
         phase = "saving" if total and done >= total else "reading"
-        cache.set(key, {"phase": phase, "done": done, "total": total}, PROGRESS_TIMEOUT)
+        cache.set(key, {"phase": phase, "done": done, "total": total, "at": time.time()}, PROGRESS_TIMEOUT)
 
     progress(0, job.size_bytes)
     try:

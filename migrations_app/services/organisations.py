@@ -50,6 +50,11 @@ class BlackoutData:
     reason: str = ""
 
 
+class OrganisationConflict(ValidationError):
+    """The ODS code is taken (enrolled, or pre-created): a conflict with what exists, not a malformed request
+    (the API answers 409 `conflict`; pages show it on the field like any other error)."""
+
+
 def invitation_token_hash(token: str) -> str:
     """Only this hash is stored: a leaked database does not leak working invitation links."""
     return hashlib.sha256(token.encode()).hexdigest()
@@ -192,7 +197,7 @@ def organisation_enrol(
         # A pre-created organisation is completed by the admin its invitation made (or the programme office);
         # anyone else, and any second enrolment, is refused without revealing more than the code is taken.
         if existing.status != Organisation.Status.INVITED or not can_administer(actor, existing):
-            raise ValidationError(
+            raise OrganisationConflict(
                 {
                     "ods_code": f"{ods_code} is already enrolled. If you need to manage it, "
                     "ask the programme office to add you as an admin"
@@ -220,7 +225,7 @@ def organisation_enrol(
             organisation.save()
     except IntegrityError:
         # Two people enrolled the same new code at the same moment; the other one won.
-        raise ValidationError(
+        raise OrganisationConflict(
             {"ods_code": f"{ods_code} is already enrolled. Ask the programme office to add you as an admin"}
         ) from None
 
@@ -273,7 +278,7 @@ def organisation_precreate_and_invite(
         ) from None
     _check_parent(None, parent, ods_code)
     if Organisation.objects.filter(ods_code=ods_code).exists():
-        raise ValidationError({"ods_code": f"{ods_code} already exists in the portal"})
+        raise OrganisationConflict({"ods_code": f"{ods_code} already exists in the portal"})
     try:
         with transaction.atomic():
             organisation = Organisation.objects.create(
@@ -285,7 +290,7 @@ def organisation_precreate_and_invite(
                 status=Organisation.Status.INVITED,
             )
     except IntegrityError:
-        raise ValidationError({"ods_code": f"{ods_code} already exists in the portal"}) from None
+        raise OrganisationConflict({"ods_code": f"{ods_code} already exists in the portal"}) from None
 
     token = secrets.token_urlsafe(32)
     invitation = Invitation.objects.create(

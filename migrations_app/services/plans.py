@@ -28,6 +28,21 @@ from migrations_app.selectors.readiness import plan_left_out
 from migrations_app.selectors.scoping import require_programme_office
 from migrations_app.services.events import event_record
 
+MAX_YEARS_AHEAD = 10
+
+
+def _plan_end(start: dt.date, horizon_days: int) -> dt.date:
+    """The last day planned; a start date past any programme's reach is a clear error (it was a 500 when the
+    horizon ran past the year 9999)."""
+    if start > timezone.localdate() + dt.timedelta(days=365 * MAX_YEARS_AHEAD):
+        raise ValidationError({"start": f"Choose a start date within {MAX_YEARS_AHEAD} years from today"})
+    try:
+        end = start + dt.timedelta(days=horizon_days - 1)
+        end + dt.timedelta(days=7)  # the windows and blackouts read a few days past the end
+    except OverflowError:
+        raise ValidationError({"start": "The planning horizon runs past the last date there is"}) from None
+    return end
+
 
 def plan_preview(*, start: dt.date, actor: User | None = None, replace_drafts: bool = True) -> Plan:
     """The plan for every plannable mailbox from `start`, saving nothing."""
@@ -35,7 +50,7 @@ def plan_preview(*, start: dt.date, actor: User | None = None, replace_drafts: b
         require_programme_office(actor)
     settings = ProgrammeSettings.load()
     rules = WindowRules.from_settings(settings)
-    end = start + dt.timedelta(days=settings.planning_horizon_days - 1)
+    end = _plan_end(start, settings.planning_horizon_days)
     windows = windows_between(rules, start, end, closed_periods(start, end))
     replaced = list(_replaceable_drafts().values_list("pk", flat=True)) if replace_drafts else []
     qs = _plannable(replaced)

@@ -29,8 +29,9 @@ SETTINGS_FIELDS = (
     "large_organisation_chunk",
     "pilot_mailboxes_per_organisation",
     "planning_horizon_days",
-    "four_eyes",
     "go_required_from_every_organisation",
+    "required_gates",
+    "readiness_recheck_hours",
 )
 
 
@@ -44,6 +45,11 @@ def programme_settings_update(*, actor: User, **changes) -> ProgrammeSettings:
     for name, value in changes.items():
         if name not in SETTINGS_FIELDS:
             raise ValidationError(f"Unknown setting {name}")
+        if name == "required_gates":
+            unknown = sorted(set(value) - set(Organisation.GATES))
+            if unknown:
+                raise ValidationError({"required_gates": f"Unknown readiness gates: {', '.join(unknown)}"})
+            value = [g for g in Organisation.GATES if g in value]
         setattr(settings, name, value)
     settings.full_clean()
     settings.save()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 
+from django.conf import settings as django_settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.db.models import Exists, F, OuterRef, Q
@@ -105,11 +106,43 @@ def wave_refresh_totals(*, wave: Wave) -> Wave:
     return wave
 
 
+def _mark_changed(wave: Wave, actor: User | None) -> None:
+    """Remember who last changed what the wave holds: four eyes keeps them from approving it."""
+    if actor is not None and actor.pk:
+        Wave.objects.filter(pk=wave.pk).update(changed_by=actor)
+        wave.changed_by_id = actor.pk
+
+
+def four_eyes_refusal(wave: Wave, actor: User) -> str | None:
+    """Why `actor` may not approve `wave` under four eyes, or None. Four eyes is a deployment setting
+    (WAVE_FOUR_EYES), not a button: one member of the programme office cannot switch it off, approve their own
+    wave and switch it back on. The approver must differ from the proposer and from whoever last changed the
+    wave's content (a change after approval, a go recorded on a trust's behalf)."""
+    if not django_settings.WAVE_FOUR_EYES:
+        return None
+    if wave.changed_by_id == actor.pk and wave.proposed_by_id != actor.pk:
+        return "You changed this wave last: another member of the programme office must approve it"
+    if wave.proposed_by_id == actor.pk or wave.changed_by_id == actor.pk:
+        return "You proposed this wave: another member of the programme office must approve it"
+    return None
+
+
 def wave_changed(*, wave: Wave, actor: User | None, reason: str) -> Wave:
-    """An approved wave is frozen: any change to its members sends it back to proposed for a new approval."""
+    """Any change to what a wave holds is remembered (four eyes); an approved wave is frozen, so the change also
+    sends it back to proposed for a new approval."""
+    _mark_changed(wave, actor)
     if wave.status != S.APPROVED:
         return wave
-    _transition(wave, from_statuses=(S.APPROVED,), to_status=S.PROPOSED, approved_by=None, approved_at=None)
+    # the changed wave is the changer's proposal now (not the original proposer's, who may check it)
+    proposer = {"proposed_by": actor} if actor is not None and actor.pk else {}
+    _transition(
+        wave,
+        from_statuses=(S.APPROVED,),
+        to_status=S.PROPOSED,
+        approved_by=None,
+        approved_at=None,
+        **proposer,
+    )
     event_record(
         action="wave.unfrozen",
         actor=actor,
@@ -136,7 +169,9 @@ def _check_capacity(wave: Wave) -> dict[str, int]:
 @transaction.atomic
 def wave_propose(*, wave: Wave, actor: User, reason: str = "") -> Wave:
     require_programme_office(actor)
-    before = _transition(wave, from_statuses=(S.DRAFT,), to_status=S.PROPOSED, proposed_by=actor)
+    before = _transition(
+        wave, from_statuses=(S.DRAFT,), to_status=S.PROPOSED, proposed_by=actor, changed_by=actor
+    )
     totals = _check_capacity(wave)  # raising rolls the transition back
     if not totals["mailboxes"]:
         raise ValidationError(f"{wave.name} has no mailboxes to propose")
@@ -157,6 +192,8 @@ def wave_go(*, wave: Wave, organisation: Organisation, actor: User, reason: str 
     # Touch the wave under its status condition: serialises with approval, no-go and moves.
     before = _transition(wave, from_statuses=(S.PROPOSED, S.APPROVED), to_status=F("status"))
     _require_in_wave(wave, organisation)
+    if actor.is_programme_office:
+        _mark_changed(wave, actor)  # a go on a trust's behalf: someone else must approve
     return _decide(wave, Decision.Kind.GO, actor, reason=reason, organisation=organisation, from_state=before)
 
 
@@ -187,13 +224,12 @@ def wave_no_go(*, wave: Wave, organisation: Organisation, actor: User, reason: s
 @transaction.atomic
 def wave_approve(*, wave: Wave, actor: User, reason: str = "") -> Wave:
     """Approve a proposed wave and stamp it on its mailbox rows (one set-based UPDATE of at most a window's
-    worth of rows). The approver must not be the proposer unless four eyes is turned off."""
+    worth of rows). Four eyes: the approver must be neither the proposer nor whoever last changed the wave."""
     require_programme_office(actor)
     settings = ProgrammeSettings.load()
-    if settings.four_eyes and wave.proposed_by_id == actor.pk:
-        raise PermissionDenied(
-            "You proposed this wave: another member of the programme office must approve it"
-        )
+    refusal = four_eyes_refusal(wave, actor)
+    if refusal:
+        raise PermissionDenied(refusal)
     now = timezone.now()
     before = _transition(
         wave, from_statuses=(S.PROPOSED,), to_status=S.APPROVED, approved_by=actor, approved_at=now
@@ -202,10 +238,9 @@ def wave_approve(*, wave: Wave, actor: User, reason: str = "") -> Wave:
     # Membership is read as it was while proposed (allocations still count), on a copy.
     as_proposed = copy.copy(wave)
     as_proposed.status = S.PROPOSED
-    if settings.four_eyes and wave.proposed_by_id == actor.pk:
-        raise PermissionDenied(
-            "You proposed this wave: another member of the programme office must approve it"
-        )
+    refusal = four_eyes_refusal(wave, actor)  # again, on the locked row: no change slipped in meanwhile
+    if refusal:
+        raise PermissionDenied(refusal)
     if settings.go_required_from_every_organisation:
         missing = wave_missing_go(as_proposed)
         if missing:
@@ -252,7 +287,9 @@ def wave_reject(*, wave: Wave, actor: User, reason: str) -> Wave:
     """Send a proposed wave back to draft, with the reason."""
     require_programme_office(actor)
     reason = _require_reason(reason, "rejection")
-    before = _transition(wave, from_statuses=(S.PROPOSED,), to_status=S.DRAFT, proposed_by=None)
+    before = _transition(
+        wave, from_statuses=(S.PROPOSED,), to_status=S.DRAFT, proposed_by=None, changed_by=None
+    )
     _decide(wave, Decision.Kind.REJECT, actor, reason=reason, from_state=before)
     return wave
 
@@ -279,7 +316,8 @@ def wave_resume(*, wave: Wave, actor: User, reason: str = "") -> Wave:
 @transaction.atomic
 def wave_cancel(*, wave: Wave, actor: User, reason: str) -> Wave:
     """Cancel a wave that has not started moving mail: its mailboxes are ready again for another wave. A running
-    wave is paused first; mailboxes already moving stay with it for the mop-up."""
+    wave is paused first; mailboxes it had started (syncing, synced, failed) are carried over, as when a
+    window closes, for the programme office to place in another wave; those already cutting over finish."""
     require_programme_office(actor)
     reason = _require_reason(reason, "cancellation")
     before = _transition(
@@ -288,6 +326,9 @@ def wave_cancel(*, wave: Wave, actor: User, reason: str) -> Wave:
     released = Mailbox.objects.filter(
         wave=wave, state__in=[Mailbox.State.READY, Mailbox.State.SCHEDULED]
     ).update(wave=None, state=Mailbox.State.READY, updated_at=timezone.now())
+    from migrations_app.services.execution.clock import wave_carry_over  # execution imports this module
+
+    carried = wave_carry_over(wave=wave, why=f"{wave.name} was cancelled")
     wave_refresh_totals(wave=wave)
     _decide(
         wave,
@@ -295,7 +336,7 @@ def wave_cancel(*, wave: Wave, actor: User, reason: str) -> Wave:
         actor,
         reason=reason,
         from_state=before,
-        data={"mailboxes_released": released},
+        data={"mailboxes_released": released, "mailboxes_carried_over": carried},
     )
     return wave
 

@@ -11,9 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-import httpx
-from django.core.exceptions import ValidationError
-
+from migrations_app.outbound import OutboundRefused, outbound_request
 from migrations_app.services.webhooks import (
     EVENT_ID_HEADER,
     SIGNATURE_HEADER,
@@ -21,7 +19,6 @@ from migrations_app.services.webhooks import (
     webhook_body,
     webhook_signature,
 )
-from migrations_app.switchers.addresses import check_public_url
 from migrations_app.switchers.base import (
     NETWORK,
     SERVER_BUSY,
@@ -56,10 +53,6 @@ class WebhookSwitcher(Switcher):
         return {t.mailbox_id: self._ask(t, "unswitch") for t in targets}
 
     def _ask(self, target: SwitchTarget, direction: str) -> Outcome:
-        try:
-            url = check_public_url(self.url, field="switch_address")
-        except ValidationError as exc:
-            return PermanentError(SWITCH_REFUSED, "; ".join(exc.messages))
         message_id = target.request_id or f"{direction}-{target.mailbox_id}"
         body = webhook_body(
             {
@@ -79,19 +72,17 @@ class WebhookSwitcher(Switcher):
             SIGNATURE_HEADER: webhook_signature(secret=self.secret, body=body, timestamp=now),
             EVENT_ID_HEADER: message_id,
         }
-        try:
-            response = httpx.post(
-                url, content=body, headers=headers, timeout=POST_TIMEOUT_SECONDS, follow_redirects=False
+        try:  # the portal's one outbound sender: every address the name resolves to must be public
+            result = outbound_request(
+                "POST", self.url, content=body, headers=headers, timeout=POST_TIMEOUT_SECONDS
             )
-        except httpx.HTTPError as exc:
-            return RetryableError(NETWORK, f"{type(exc).__name__}: {exc}")
-        if 200 <= response.status_code < 300:
+        except OutboundRefused as exc:
+            return PermanentError(SWITCH_REFUSED, f"{self.url}: {exc}")
+        if result.status is None:
+            return RetryableError(NETWORK, f"the trust's system did not answer: {result.reason}")
+        if 200 <= result.status < 300:
             return Routing.PENDING
-        excerpt = response.text[:300]
-        if response.status_code in (408, 429) or response.status_code >= 500:
-            return RetryableError(
-                SERVER_BUSY, f"the trust's system answered {response.status_code}: {excerpt}"
-            )
-        return PermanentError(
-            SWITCH_REFUSED, f"the trust's system answered {response.status_code}: {excerpt}"
-        )
+        answer = f"the trust's system answered {result.status} {result.reason}".rstrip()
+        if result.status in (408, 429) or result.status >= 500:
+            return RetryableError(SERVER_BUSY, answer)
+        return PermanentError(SWITCH_REFUSED, answer)

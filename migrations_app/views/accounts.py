@@ -12,6 +12,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
 from migrations_app.forms import AccountCreateForm
+from migrations_app.ratelimit import client_ip
 from migrations_app.services.entra import SIGNED_IN_WITH_ENTRA, entra_enabled, entra_logout_url
 from migrations_app.services.organisations import (
     account_create_and_accept_invitation,
@@ -19,6 +20,7 @@ from migrations_app.services.organisations import (
     invitation_for_token,
     invitation_problem,
 )
+from migrations_app.services.sign_in import sign_in_failed, sign_in_refusal, sign_in_succeeded
 from migrations_app.views._helpers import add_service_errors, error_summary_items, posted
 
 
@@ -47,7 +49,23 @@ class SignInView(LoginView):
     def post(self, request, *args, **kwargs):
         if not _local_sign_in_allowed():
             return HttpResponseForbidden("Sign in with your Microsoft account")
+        username = str(request.POST.get("username", ""))
+        refusal = sign_in_refusal(username=username, address=client_ip(request))
+        if refusal:
+            form = self.get_form()
+            form.errors.clear()
+            form.add_error(None, refusal)
+            return self.render_to_response(self.get_context_data(form=form), status=429)
         return super().post(request, *args, **kwargs)
+
+    def form_invalid(self, form):
+        if form.data.get("username") and form.data.get("password"):
+            sign_in_failed(username=str(form.data["username"]), address=client_ip(self.request))
+        return super().form_invalid(form)
+
+    def form_valid(self, form):
+        sign_in_succeeded(username=form.get_user().get_username())
+        return super().form_valid(form)
 
     def get_context_data(self, **kwargs):
         context = super().get_context_data(**kwargs)

@@ -5,10 +5,16 @@ from django.contrib.auth.decorators import login_required
 from django.shortcuts import render
 
 from migrations_app.selectors.progress import dashboard as dashboard_figures
+from migrations_app.selectors.readiness import blocked_by_reason_visible_to
 from migrations_app.selectors.support import programme_support
 
 
 @login_required
 def dashboard(request):
-    context = {"nav": "dashboard", **dashboard_figures(request.user), "support": programme_support()}
+    context = {
+        "nav": "dashboard",
+        **dashboard_figures(request.user),
+        "support": programme_support(),
+        "blocked_reasons": blocked_by_reason_visible_to(request.user),
+    }
     return render(request, "dashboard.html", context)

@@ -1,16 +1,16 @@
 """Failure triage across organisations: failed mailboxes grouped by error code, the mailboxes behind one code,
-"retry these" per code for the programme office (services.execution.wave_retry_failures, wave by wave), and the
-CSV of the failures."""
+"retry these" per code for the programme office (services.failures.failures_retry, set-based, the same service
+as the API's POST /api/v1/failures/retry), and the CSV of the failures."""
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from migrations_app.models import Mailbox, Wave
+from migrations_app.models import Mailbox
 from migrations_app.selectors.progress import failures_by_code
-from migrations_app.selectors.scoping import mailboxes_visible_to, require_programme_office
-from migrations_app.services.execution import wave_retry_failures
+from migrations_app.selectors.scoping import mailboxes_visible_to
+from migrations_app.services.failures import failures_retry
 from migrations_app.views._csv import csv_response
 from migrations_app.views.mailboxes import MAILBOX_CSV_HEADER, mailbox_csv_rows
 
@@ -53,12 +53,8 @@ def failure_csv(request):
 @require_POST
 def failure_retry(request):
     """Retry every failed mailbox with this code, in every wave (once the cause is fixed)."""
-    require_programme_office(request.user)
     code = (request.POST.get("code") or "").strip()
     reason = (request.POST.get("reason") or "").strip()[:2000]
-    waves = Wave.objects.filter(
-        pk__in=Mailbox.objects.filter(state=Mailbox.State.FAILED, last_error_code=code).values("wave_id")
-    ).order_by("id")
-    retried = sum(wave_retry_failures(wave=w, actor=request.user, code=code, reason=reason) for w in waves)
+    retried = failures_retry(actor=request.user, code=code, reason=reason)
     messages.success(request, f"{retried:,} mailbox(es) with {code or 'no code'} will be retried")
     return redirect("failure_list")

@@ -10,8 +10,14 @@ from django.core.exceptions import ValidationError
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from migrations_app.engines import EngineError
 from migrations_app.models import Mailbox
-from migrations_app.selectors.mailboxes import mailbox_search, mailbox_search_all, mailbox_skipped_items
+from migrations_app.selectors.mailboxes import (
+    mailbox_class_progress,
+    mailbox_search,
+    mailbox_search_all,
+    mailbox_skipped_items,
+)
 from migrations_app.selectors.scoping import can_administer, events_visible_to, mailboxes_visible_to
 from migrations_app.selectors.waves import wave_of_mailbox
 from migrations_app.services.execution import (
@@ -24,7 +30,12 @@ from migrations_app.services.execution import (
     mailbox_resume,
     mailbox_retry,
     mailbox_rollback,
+    mailbox_switch_confirm,
+    mailbox_unswitch,
 )
+from migrations_app.services.execution.switch import MANUAL_CHECKLIST, switch_target
+from migrations_app.services.readiness.codes import blocked_reason
+from migrations_app.services.readiness.leavers import RETIRABLE
 from migrations_app.views._csv import CHUNK_SIZE, csv_response
 from migrations_app.views.support import mailbox_notifications_context
 
@@ -43,6 +54,7 @@ MAILBOX_CSV_HEADER = [
     "last_error_code",
     "last_error_message",
     "bytes_copied",
+    "target_upn",  # last, so the export uploads again as an inventory (the other state columns are ignored)
 ]
 
 
@@ -64,6 +76,7 @@ def mailbox_csv_rows(mailboxes):
             m.last_error_code,
             m.last_error_message,
             m.bytes_copied,
+            m.target_upn,
         ]
 
 
@@ -99,14 +112,41 @@ def mailbox_detail(request, pk: int):
             events_visible_to(request.user).filter(mailbox_id=mailbox.pk).select_related("actor")[:200]
         ),
         "skipped": mailbox_skipped_items(mailbox),
+        "class_progress": mailbox_class_progress(mailbox),
         "can_retry": may_act and mailbox.state in RETRYABLE,
         "can_rollback": may_act and mailbox.state in ROLLBACKABLE,
         "can_cancel": may_act and mailbox.wave_id is not None and mailbox.state in CANCELLABLE,
         "can_pause": may_act and not mailbox.paused and mailbox.state in PAUSABLE,
         "can_resume": may_act and mailbox.paused,
+        "can_retire": may_act and mailbox.state in RETIRABLE,
+        "can_reinstate": may_act and mailbox.state == Mailbox.State.RETIRED,
+        "blocked": blocked_reason(mailbox.blocked_code) if mailbox.state == Mailbox.State.BLOCKED else None,
+        **_switch_context(request, mailbox, may_act),
         **mailbox_notifications_context(mailbox),
     }
     return render(request, "mailboxes/detail.html", context)
+
+
+def _switch_context(request, mailbox: Mailbox, may_act: bool) -> dict:
+    """Where the mailbox's mail goes, how its source switches it, and what a person may do about it."""
+    S = Mailbox.SwitchStatus
+    endpoint = mailbox.wave.source_endpoint if mailbox.wave_id else None
+    method = endpoint.get_switch_method_display() if endpoint is not None else "Simulated"
+    try:
+        routing = switch_target(mailbox, endpoint).routing_address if mailbox.wave_id else ""
+    except EngineError:  # no routing domain: the page says so instead
+        routing = ""
+    waiting = mailbox.state == Mailbox.State.SWITCHING or mailbox.switch_status == S.UNSWITCHING
+    return {
+        "switch_method": method,
+        "switch_manual": endpoint is not None and endpoint.switch_method == "manual",
+        "routing_address": routing,
+        "switch_checklist": MANUAL_CHECKLIST,
+        "can_confirm_switch": may_act and waiting,
+        "can_unswitch": request.user.is_programme_office
+        and mailbox.switch_status in (S.REQUESTED, S.SWITCHED)
+        and mailbox.state in ROLLBACKABLE,
+    }
 
 
 def _act(request, pk: int, service, done: str):
@@ -149,3 +189,15 @@ def mailbox_resume_view(request, pk: int):
 @require_POST
 def mailbox_cancel_view(request, pk: int):
     return _act(request, pk, mailbox_cancel, "is taken out of its wave and ready to plan again")
+
+
+@login_required
+@require_POST
+def mailbox_switch_confirm_view(request, pk: int):
+    return _act(request, pk, mailbox_switch_confirm, "is confirmed: its mail goes where it was asked to")
+
+
+@login_required
+@require_POST
+def mailbox_unswitch_view(request, pk: int):
+    return _act(request, pk, mailbox_unswitch, "is being switched back: its mail goes to the source again")

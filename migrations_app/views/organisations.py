@@ -9,6 +9,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Q
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 from django_htmx.http import HttpResponseStopPolling
 
@@ -54,6 +55,7 @@ from migrations_app.services.organisations import (
 from migrations_app.views._csv import CHUNK_SIZE, csv_response
 from migrations_app.views._helpers import add_service_errors, error_summary_items, paginate, posted
 from migrations_app.views.mailboxes import MAILBOX_CSV_HEADER, mailbox_csv_rows
+from migrations_app.views.readiness import readiness_context
 from migrations_app.views.support import organisation_support_context
 
 NAV = "organisations"
@@ -76,6 +78,7 @@ def organisation_list(request):
         status=criteria.get("status", ""),
         region=criteria.get("region", ""),
         search=criteria.get("q", ""),
+        stage=criteria.get("stage", ""),
     )
     page, pagination = paginate(request, organisations)
     counts = mailbox_counts_by_organisation(org.pk for org in page.object_list)
@@ -121,6 +124,7 @@ def organisation_detail(request, ods_code: str):
         "progress": organisation_progress(organisation),
         "waves": _organisation_waves(organisation),
         **_inventory_context(request, organisation),
+        **readiness_context(request, organisation),
         **organisation_support_context(request.user, organisation),
     }
     return render(request, "organisations/detail.html", context)
@@ -198,8 +202,13 @@ def _inventory_context(request, organisation: Organisation) -> dict:
 
 @login_required
 def organisation_inventory(request, ods_code: str):
-    """The inventory part of the organisation page (htmx filtering and paging)."""
+    """The inventory part of the organisation page (htmx filtering and paging). Opened directly (a bookmark, a
+    link opened in a new tab) it is the whole organisation page with the same filters, not an unstyled part."""
     organisation = _visible_organisation(request, ods_code)
+    if not request.htmx:
+        query = request.GET.urlencode()
+        target = reverse("organisation_detail", args=[organisation.ods_code])
+        return redirect(f"{target}{'?' + query if query else ''}#inventory-heading")
     context = {"organisation": organisation, **_inventory_context(request, organisation)}
     return render(request, "organisations/_inventory.html", context)
 

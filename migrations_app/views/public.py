@@ -3,15 +3,17 @@ nothing else (no name, no organisation, no error).
 
 It must not tell anyone who has a mailbox here: an address we do not know gets exactly the answer an address
 not yet in a wave gets (same template, same fields, "not scheduled yet"), after the same queries, so neither
-the page nor its timing separates them. Lookups are rate-limited per client IP (django-ratelimit, counted in
-the shared cache), so the page cannot be used to test addresses in bulk either."""
+the page nor its timing separates them. Lookups are rate-limited per client IP, with a burst (a trust's staff
+behind one NAT share an address) and a longer window, and by a global limit for everyone together, counted
+atomically in the shared cache (migrations_app/ratelimit.py), so the page cannot be used to test addresses in
+bulk either."""
 
 from django.conf import settings
 from django.shortcuts import render
 from django.views.decorators.http import require_http_methods
-from django_ratelimit.core import is_ratelimited
 
 from migrations_app.models import Mailbox, Wave
+from migrations_app.ratelimit import Rate, client_ip, hit
 
 M = Mailbox.State
 W = Wave.Status
@@ -44,19 +46,22 @@ def public_answer(email: str) -> dict:
     return {"state": label, "window": window}
 
 
+def _limited(request) -> bool:
+    """Every per-IP window and the global one count this lookup; over any of them, it is refused."""
+    ip = client_ip(request)
+    hits = [
+        hit("public-when", ip, Rate.parse(r)) for r in settings.PUBLIC_LOOKUP_RATE.split(",") if r.strip()
+    ]
+    hits.append(hit("public-when-all", "all", Rate.parse(settings.PUBLIC_LOOKUP_GLOBAL_RATE)))
+    return not all(h.allowed for h in hits)
+
+
 @require_http_methods(["GET", "POST"])
 def when_does_my_mailbox_move(request):
     context = {"answer": None, "email": "", "error": "", "limited": False}
     status = 200
     if request.method == "POST":
-        limited = is_ratelimited(
-            request,
-            group="public-when",
-            key="ip",
-            rate=settings.PUBLIC_LOOKUP_RATE,
-            method="POST",
-            increment=True,
-        )
+        limited = _limited(request)
         email = (request.POST.get("email") or "").strip().lower()[:254]
         context["email"] = email
         if limited:

@@ -8,9 +8,9 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.shortcuts import render
 from django.views.decorators.http import require_http_methods
-from django_ratelimit.core import is_ratelimited
 
 from migrations_app.forms_comms import HelpRequestForm
+from migrations_app.ratelimit import Rate, client_ip, hit
 from migrations_app.services.support import support_request_submit
 from migrations_app.views._helpers import add_service_errors, error_summary_items, posted
 
@@ -20,14 +20,7 @@ def help_request(request):
     form = HelpRequestForm(*posted(request), initial={"email": request.GET.get("email", "")[:254]})
     status, sent = 200, False
     if request.method == "POST":
-        limited = is_ratelimited(
-            request,
-            group="public-help",
-            key="ip",
-            rate=settings.PUBLIC_HELP_RATE,
-            method="POST",
-            increment=True,
-        )
+        limited = not hit("public-help", client_ip(request), Rate.parse(settings.PUBLIC_HELP_RATE)).allowed
         if limited:
             form.add_error(
                 None, "You have sent too many requests. Try again later, or call your IT service desk."

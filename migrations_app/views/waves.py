@@ -18,6 +18,7 @@ from django_htmx.http import HttpResponseStopPolling
 from migrations_app.forms import DatePartsField
 from migrations_app.models import ClosedPeriod, Mailbox, Organisation, ProgrammeSettings, User, Wave
 from migrations_app.planning.calendar import LONDON
+from migrations_app.request_limits import id_parameter
 from migrations_app.selectors.progress import wave_progress
 from migrations_app.selectors.scoping import (
     can_administer,
@@ -49,7 +50,7 @@ from migrations_app.services.wave_moves import (
     wave_move_organisation,
     wave_place_carried_over,
 )
-from migrations_app.services.waves import ACTIONS, wave_act
+from migrations_app.services.waves import ACTIONS, four_eyes_refusal, wave_act
 from migrations_app.views._csv import CHUNK_SIZE, csv_response
 from migrations_app.views._helpers import add_service_errors, error_summary_items, paginate
 from migrations_app.views.mailboxes import MAILBOX_CSV_HEADER, mailbox_csv_rows
@@ -158,7 +159,6 @@ def _panel_context(request, wave: Wave, *, error: str = "") -> dict:
     can_answer = wave.status in (S.PROPOSED, S.APPROVED)
     for row in rows:
         row["can_answer"] = can_answer and not user.is_viewer and can_administer(user, row["organisation"])
-    settings = ProgrammeSettings.load()
     return {
         "wave": wave,
         "totals": totals,
@@ -178,9 +178,8 @@ def _panel_context(request, wave: Wave, *, error: str = "") -> dict:
             .order_by("-id")[:100]
         ),
         "actions": _wave_actions(wave, user),
-        "four_eyes_blocks": settings.four_eyes
-        and wave.status == S.PROPOSED
-        and wave.proposed_by_id == user.pk,
+        "four_eyes_blocks": wave.status == S.PROPOSED and four_eyes_refusal(wave, user) is not None,
+        "four_eyes_reason": four_eyes_refusal(wave, user) if wave.status == S.PROPOSED else None,
         "awaiting": sum(1 for r in rows if r["response"] != "go") if wave.status == S.PROPOSED else 0,
         "error": error,
     }
@@ -254,7 +253,7 @@ def wave_place_carried_over_view(request, pk: int):
     target would go over its capacity or meets a blackout or a preference."""
     source = _visible_wave(request, pk)
     require_planner(request.user)
-    target = get_object_or_404(Wave, pk=request.POST.get("target") or 0)
+    target = get_object_or_404(Wave, pk=id_parameter(request.POST.get("target"), "target"))
     try:
         result = wave_place_carried_over(
             actor=request.user, source=source, target=target, confirm=request.POST.get("confirm") == "1"
@@ -278,6 +277,11 @@ def wave_action(request, pk: int, action: str):
         organisation = get_object_or_404(organisations_visible_to(request.user), ods_code=code)
     _, needs_org, needs_reason, destructive = ACTIONS[action]
     label, explanation = ACTION_LABELS[action]
+    # never offer a confirmation the service would refuse (a viewer was shown "Yes, pause" first)
+    if needs_org and organisation is not None and not can_administer(request.user, organisation):
+        raise PermissionDenied(f"Only {organisation.name}'s admins can say go or no-go for it")
+    if not needs_org and not request.user.is_programme_office:
+        raise PermissionDenied("Only the programme office can do this to a wave")
     form = ReasonForm(request.POST or None)
 
     def confirmation(**extra):
@@ -333,7 +337,7 @@ def wave_move(request, pk: int):
     source = _visible_wave(request, pk)
     require_planner(request.user)
     organisation = get_object_or_404(Organisation, ods_code=(request.POST.get("organisation") or "").upper())
-    target = get_object_or_404(Wave, pk=request.POST.get("target") or 0)
+    target = get_object_or_404(Wave, pk=id_parameter(request.POST.get("target"), "target"))
     try:
         result = wave_move_organisation(
             actor=request.user,
@@ -359,7 +363,7 @@ def wave_move_mailbox_view(request, pk: int):
         .select_related("organisation")
         .first()
     )
-    target = get_object_or_404(Wave, pk=request.POST.get("target") or 0)
+    target = get_object_or_404(Wave, pk=id_parameter(request.POST.get("target"), "target"))
     if mailbox is None:
         messages.error(request, f"No mailbox {email}")
         return redirect("wave_detail", pk=source.pk)
@@ -499,6 +503,13 @@ def pilot_create_view(request):
 
 
 class ProgrammeSettingsForm(forms.ModelForm):
+    required_gates = forms.MultipleChoiceField(
+        label="Readiness gates an organisation must meet before it is planned",
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        choices=[(g, Organisation._meta.get_field(g).verbose_name) for g in Organisation.GATES],
+    )
+
     class Meta:
         model = ProgrammeSettings
         fields = list(SETTINGS_FIELDS)

@@ -30,10 +30,9 @@ def test_a_retry_gets_the_first_response_and_enrols_once(api, admin_a):
     assert second.content == first.content and second["Content-Type"] == first["Content-Type"]
     assert second["Idempotent-Replayed"] == "true" and not first.has_header("Idempotent-Replayed")
     assert Organisation.objects.filter(ods_code="RXX").count() == 1
-    # without the key the same request really runs again, and fails as a duplicate
-    assert (
-        client.post("/api/v1/organisations/", enrolment(), content_type="application/json").status_code == 400
-    )
+    # without the key the same request really runs again, and fails as a duplicate: 409 conflict
+    again = client.post("/api/v1/organisations/", enrolment(), content_type="application/json")
+    assert again.status_code == 409 and again.json()["code"] == "conflict"
 
 
 def test_a_replayed_job_keeps_its_location_and_queues_no_second_job(api, admin_a, org_a, settings):
@@ -63,7 +62,7 @@ def test_keys_are_per_user(api, admin_a, admin_b):
     assert post(api(admin_a), "/api/v1/organisations/", enrolment(), "shared-key").status_code == 201
     # admin_b's request with admin_a's key runs as admin_b's own (and fails: the code is taken), no replay
     response = post(api(admin_b), "/api/v1/organisations/", enrolment(), "shared-key")
-    assert response.status_code == 400 and not response.has_header("Idempotent-Replayed")
+    assert response.status_code == 409 and not response.has_header("Idempotent-Replayed")
     assert not admin_b.organisations.filter(ods_code="RXX").exists()
 
 
@@ -172,3 +171,12 @@ def test_the_schema_describes_the_header_on_posts(client, admin_a, path):
     assert "Idempotency-Key" not in [
         p["name"] for p in schema["paths"]["/api/v1/mailboxes/"]["get"]["parameters"]
     ]
+
+
+def test_a_refused_or_invalid_request_is_not_kept_against_its_key(api, admin_a):
+    client = api(admin_a)
+    invalid = post(client, "/api/v1/organisations/", {**enrolment(), "kind": "nonsense"}, "enrol-fix-1")
+    assert invalid.status_code == 400
+    corrected = post(client, "/api/v1/organisations/", enrolment(), "enrol-fix-1")  # the same key, fixed body
+    assert corrected.status_code == 201 and not corrected.has_header("Idempotent-Replayed")
+    assert post(client, "/api/v1/organisations/", enrolment(), "enrol-fix-1")["Idempotent-Replayed"] == "true"

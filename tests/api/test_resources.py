@@ -51,7 +51,9 @@ def test_enrol_through_the_api(api, admin_a):
     assert response.status_code == 201 and response.json()["status"] == "enrolled"
     assert admin_a.organisations.filter(ods_code="RXX").exists()
     again = post(api(admin_a), "/api/v1/organisations/", enrolment())
-    assert again.status_code == 400 and again.json()["errors"][0]["field"] == "ods_code"
+    # a duplicate enrolment conflicts with what exists: 409 `conflict`, not a malformed request
+    assert again.status_code == 409 and again.json()["code"] == "conflict"
+    assert "RXX is already enrolled" in again.json()["detail"]
 
 
 def test_enrol_validation_errors_name_each_field(api, admin_a):

@@ -44,6 +44,7 @@ def live_api(live_server, transactional_db, settings):
     """A seeded programme, a live server, a programme officer's token with every scope, and the id of one
     real object per resource (so detail routes are exercised beyond 404)."""
     settings.API_THROTTLE_RATE = "1000000/min"  # the run sends hundreds of requests a minute
+    settings.API_ANON_THROTTLE_RATE = "1000000/min"
     officer = UserFactory(username="schemathesis", role="programme_office")
     trust = OrganisationFactory(ods_code="RJ1")
     practice = OrganisationFactory(ods_code="A81001", kind="gp_practice", parent=trust)

@@ -4,6 +4,7 @@ never returned, a read-only delivery log and a test ping sent by a worker."""
 import json
 
 import pytest
+from django.utils import timezone
 
 from migrations_app.models import Webhook, WebhookDelivery
 from tests.services.test_webhooks import SECRET, receiver_verifies
@@ -76,7 +77,9 @@ def test_the_delivery_log_is_newest_first_and_read_only(api, admin_a, org_a, rec
     client = api(admin_a)
     webhook = Webhook.objects.get(pk=post(client, BASE, subscription(receiver.url)).json()["id"])
     made = [
-        WebhookDelivery.objects.create(webhook=webhook, message_id=f"m{i}", payload={}, kind="ping").pk
+        WebhookDelivery.objects.create(
+            webhook=webhook, message_id=f"m{i}", payload={}, kind="ping", next_attempt_at=timezone.now()
+        ).pk
         for i in range(3)
     ]
     url = f"{BASE}{webhook.pk}/deliveries/"

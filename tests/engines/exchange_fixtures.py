@@ -87,7 +87,7 @@ def event_bytes(n: int, summary: str = "") -> bytes:
 
 
 @pytest.fixture
-def fake_exchange():
+def fake_ews():
     server = FakeExchange().start()
     yield server
     server.stop()
@@ -125,14 +125,14 @@ def graph_endpoint(fake: FakeGraph, **options) -> EndpointSpec:
 class ExchangeBox:
     """A seeded Exchange 2013 mailbox and its licensed Exchange Online user."""
 
-    def __init__(self, fake_exchange: FakeExchange, fake_graph: FakeGraph, tmp_path: Path, **corpus):
+    def __init__(self, fake_ews: FakeExchange, fake_graph: FakeGraph, tmp_path: Path, **corpus):
         n = next(_n)
         self.address = f"user{n}@trust.nhs.uk"
         self.upn = f"user{n}@trust.onmicrosoft.com"
         write_corpus(tmp_path / f"seed{n}", self.address, **corpus)
-        fake_exchange.seed(tmp_path / f"seed{n}")
-        self.exchange, self.graph = fake_exchange, fake_graph
-        self.store = fake_exchange.stores[self.address]
+        fake_ews.seed(tmp_path / f"seed{n}")
+        self.exchange, self.graph = fake_ews, fake_graph
+        self.store = fake_ews.stores[self.address]
         fake_graph.add_user(self.upn)
 
     def spec(self, source_options: dict | None = None, **target_options) -> MailboxSpec:
@@ -163,5 +163,5 @@ class ExchangeBox:
 
 
 @pytest.fixture
-def exbox(fake_exchange, fake_graph, tmp_path):
-    return ExchangeBox(fake_exchange, fake_graph, tmp_path)
+def exbox(fake_ews, fake_graph, tmp_path):
+    return ExchangeBox(fake_ews, fake_graph, tmp_path)

@@ -21,7 +21,7 @@ from tests.engines.exchange_fixtures import (  # noqa: F401 - fixtures
     ExchangeBox,
     event_bytes,
     exbox,
-    fake_exchange,
+    fake_ews,
     fake_graph,
     mail_bytes,
 )
@@ -83,13 +83,25 @@ def test_a_crash_mid_folder_and_a_rerun_leave_no_duplicate(exbox, fake_graph):  
 
 
 def test_items_imported_but_not_yet_checkpointed_are_recognised_not_imported_twice(exbox, fake_graph):  # noqa: F811
-    """The crash window: every POST of a batch succeeded, the worker died before the checkpoint said so."""
+    """The crash window: the imports succeeded, the worker died before the checkpoint said so. The rerun starts
+    from an older checkpoint while the target holds more than it accounts for."""
     saved = []
     eng = engine(fake_graph, batch_items=3)
     eng.sync(exbox.spec(), progress=lambda i, b, cp: saved.append(copy.deepcopy(cp)))
-    before_batch = next(cp for cp in reversed(saved) if any(f["pending"] for f in cp["folders"].values()))
+    halfway = next(cp for cp in saved if 0 < cp["items"] < 12)
+    imports = fake_graph.import_requests["imports"]
 
-    eng.sync(exbox.spec(), before_batch)
+    eng.sync(exbox.spec(), halfway)
+
+    assert exbox.arrived() == exbox.expected()
+    assert fake_graph.import_requests["imports"] == imports  # nothing imported twice, nothing missing
+
+
+def test_a_lost_checkpoint_imports_nothing_twice(exbox, fake_graph):  # noqa: F811
+    eng = engine(fake_graph)
+    eng.sync(exbox.spec())
+
+    eng.sync(exbox.spec(), None)
 
     assert exbox.arrived() == exbox.expected()
 
@@ -115,7 +127,7 @@ def test_changes_of_each_class_between_prestage_and_cutover_arrive_at_cutover(ex
     store.delete(next(iter(tasks.items)))
     store.delete(next(iter(notes.items)))
 
-    cutover = eng.sync(exbox.spec(), prestage.checkpoint)
+    cutover = eng.cutover(exbox.spec(), prestage.checkpoint)
 
     assert exbox.arrived() == exbox.expected()
     assert (
@@ -124,19 +136,19 @@ def test_changes_of_each_class_between_prestage_and_cutover_arrive_at_cutover(ex
     assert fake_graph.import_requests["imports"] == 12 + 8
 
 
-def test_deleted_items_stay_on_the_target_under_the_keep_policy(exbox, fake_graph):  # noqa: F811
+def test_deleted_items_stay_on_the_target_under_the_never_policy(exbox, fake_graph):  # noqa: F811
     eng = engine(fake_graph)
-    prestage = eng.sync(exbox.spec(delete_policy="keep"))
+    prestage = eng.sync(exbox.spec(delete_policy="never"))
     tasks = next(f for f in exbox.store.folders.values() if f.name == "Tasks")
     exbox.store.delete(next(iter(tasks.items)))
 
-    eng.sync(exbox.spec(delete_policy="keep"), prestage.checkpoint)
+    eng.cutover(exbox.spec(delete_policy="never"), prestage.checkpoint)
 
     assert len(exbox.target.by_path("Tasks").items) == 1
 
 
-def test_throttling_storms_on_both_sides_slow_the_copy_without_failing_it(exbox, fake_exchange, fake_graph):  # noqa: F811
-    fake_exchange.busy(every=3, back_off_ms=20)  # every third EWS call: ErrorServerBusy, back off 20 ms
+def test_throttling_storms_on_both_sides_slow_the_copy_without_failing_it(exbox, fake_ews, fake_graph):  # noqa: F811
+    fake_ews.busy(every=3, back_off_ms=20)  # every third EWS call: ErrorServerBusy, back off 20 ms
     fake_graph.throttle_imports(every=4, status=429, retry_after="0.02")
     eng = engine(fake_graph)
 
@@ -151,8 +163,8 @@ def test_throttling_storms_on_both_sides_slow_the_copy_without_failing_it(exbox,
     assert fake_graph.import_max_concurrency[exbox.target.id] <= 4
 
 
-def test_a_busy_server_past_the_wait_budget_is_retried_later_with_its_hint(exbox, fake_exchange, fake_graph):  # noqa: F811
-    fake_exchange.busy(count=50, back_off_ms=400)
+def test_a_busy_server_past_the_wait_budget_is_retried_later_with_its_hint(exbox, fake_ews, fake_graph):  # noqa: F811
+    fake_ews.busy(count=50, back_off_ms=400)
     eng = get_engine("exchange", http_client=fake_graph.session(), max_wait=0.5)
 
     with pytest.raises(RetryableError) as caught:
@@ -176,9 +188,13 @@ def test_a_corrupt_item_and_an_item_over_150_mb_are_skipped_and_listed(exbox, fa
 
 
 def test_an_import_session_refused_mid_copy_is_renewed_and_the_copy_goes_on(exbox, fake_graph):  # noqa: F811
+    calls = []
+
     def expire_sessions(*_):
-        for token, (mailbox_id, _expiry) in list(fake_graph.import_sessions.items()):
-            fake_graph.import_sessions[token] = (mailbox_id, 0)
+        calls.append(1)
+        if len(calls) == 2:  # once, mid-copy: every session so far expires early
+            for token, (mailbox_id, _expiry) in list(fake_graph.import_sessions.items()):
+                fake_graph.import_sessions[token] = (mailbox_id, 0)
 
     engine(fake_graph, batch_items=4).sync(exbox.spec(), progress=expire_sessions)
 
@@ -186,16 +202,16 @@ def test_an_import_session_refused_mid_copy_is_renewed_and_the_copy_goes_on(exbo
     assert fake_graph.import_requests["expired"] > 0 and fake_graph.import_requests["sessions"] > 1
 
 
-def test_preflight_says_why_with_a_stable_code(exbox, fake_exchange, fake_graph, tmp_path):  # noqa: F811
+def test_preflight_says_why_with_a_stable_code(exbox, fake_ews, fake_graph, tmp_path):  # noqa: F811
     eng = engine(fake_graph)
     assert eng.preflight(exbox.spec()).ok and eng.preflight(exbox.spec()).source_item_count == 12
 
-    fake_exchange.refuse_impersonation(exbox.address)
+    fake_ews.refuse_impersonation(exbox.address)
     refused = eng.preflight(exbox.spec())
     assert (refused.ok, refused.code) == (False, IMPERSONATION_REFUSED)
     assert "ApplicationImpersonation" in refused.message
 
-    other = ExchangeBox(fake_exchange, fake_graph, tmp_path)
+    other = ExchangeBox(fake_ews, fake_graph, tmp_path)
     missing = eng.preflight(dataclasses.replace(other.spec(), source_user="nobody@trust.nhs.uk"))
     assert missing.code == SOURCE_MISSING
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import time
 
 import pytest
 
@@ -272,26 +273,31 @@ def test_two_source_folders_into_one_well_known_folder_verify_together(graphbox,
     assert (sent.folder, sent.source_count, sent.target_count) == ("Sent + Sent Items", 5, 5)
 
 
-def test_the_upload_limit_hands_back_a_retry_with_the_wait_and_the_checkpoint(graphbox, fake):  # noqa: F811
+def test_the_upload_limit_paces_the_copy_and_its_window_outlives_the_run(graphbox, fake):  # noqa: F811
     _seed(graphbox, "INBOX", 30, size=3000)  # ~90 KB in all
+    fake.limit_uploads(40_000, window_seconds=1.0)  # a stand-in for 150 MB in 5 minutes
     limited = get_engine(
         "graph",
         http_client=fake.session(),
-        max_wait=1,
-        connections=1,
+        connections=2,
         batch_messages=5,
-        upload_budget_bytes=40_000,  # a stand-in for 150 MB
-        upload_window=60,
+        upload_budget_bytes=40_000,
+        upload_window=1.0,
     )
+    started = time.monotonic()
 
-    with pytest.raises(RetryableError) as error:
-        limited.sync(graphbox.spec())
+    result = limited.sync(graphbox.spec(import_mode="mime"))
 
-    assert error.value.code == THROTTLED and 50 < error.value.retry_after <= 60
-    made = len(messages_in(fake, graphbox.upn, "inbox"))
-    assert 0 < made < 30
-    assert error.value.checkpoint["items"] == made  # what it copied is recorded, so a retry resumes
+    assert result.items_copied == 30  # no error: it waited for the budget instead
+    assert time.monotonic() - started >= 1.0  # ~90 KB at 40 KB a second
+    assert fake.upload_over_budget == 0 and fake.upload_peak[graphbox.mailbox.user_id] <= 40_000
+    window = result.checkpoint["writer"]["uploads"]
+    assert window and sum(n for _, n in window) <= 40_000  # the window as it was, for the next run
 
-    result = _engine(fake).sync(graphbox.spec(), error.value.checkpoint)
-    assert result.items_copied == 30 - made
-    assert len(messages_in(fake, graphbox.upn, "inbox")) == 30
+    # The next run (another worker, say) starts from that window rather than from an empty one.
+    _seed(graphbox, "INBOX", 10, start=100, size=3000)
+    again = get_engine(
+        "graph", http_client=fake.session(), batch_messages=5, upload_budget_bytes=40_000, upload_window=1.0
+    ).sync(graphbox.spec(import_mode="mime"), result.checkpoint)
+    assert again.items_copied == 10
+    assert fake.upload_over_budget == 0

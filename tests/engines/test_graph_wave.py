@@ -3,7 +3,10 @@ services to migrated: the endpoint's tenant, client id and secret come from the 
 
 from __future__ import annotations
 
+import time
+
 import pytest
+from celery.contrib.testing.worker import start_worker
 from django.utils import timezone
 
 from migrations_app.engines import TARGET_MISSING
@@ -87,3 +90,56 @@ def test_an_unlicensed_target_fails_the_mailbox_with_a_clear_reason(db, org_a, e
     assert mailbox.state == M.FAILED
     assert mailbox.last_error_code == TARGET_MISSING
     assert "Exchange Online licence" in mailbox.last_error_message
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_mailbox_ten_times_the_upload_budget_is_paced_to_migrated_through_a_worker(
+    real_broker,
+    org_a,
+    endpoints,
+    fake,  # noqa: F811
+    settings,
+):
+    budget, window = 30_000, 0.5  # Graph's 150 MB in 300 s, time scaled down: the same arithmetic
+    settings.MIGRATION_ENGINE_OPTIONS = {
+        "graph": {
+            "http_client": fake.session(),
+            "max_wait": 0.2,  # Graph's 120 s of Retry-After we wait in-line, scaled like the window
+            "batch_messages": 5,
+            "upload_budget_bytes": budget,
+            "upload_window": window,
+        }
+    }
+    fake.limit_uploads(budget, window_seconds=window)  # the fake refuses (429) what goes over it
+    source_server, source, target = endpoints
+    target.options = {"import_mode": "mime"}
+    target.save()
+    user = source_server.new_user()
+    source.secret = source_server.users[user]
+    source.save()
+    client = mailgen.client(source_server, user)
+    messages = [mailgen.message(n, size=3_000) for n in range(100)]
+    mailgen.append(
+        client, "INBOX", [{"msg": m, "flags": (), "date": when(n)} for n, m in enumerate(messages)]
+    )
+    client.logout()
+    assert sum(len(m) for m in messages) >= 10 * budget
+    upn = f"{user}@trust.onmicrosoft.com"
+    fake.add_user(upn)
+    wave, [mailbox] = approved_wave(org_a, 1, source_endpoint=source, target_endpoint=target)
+    Mailbox.objects.filter(pk=mailbox.pk).update(source_identity=user, target_upn=upn, size_bytes=0)
+
+    with start_worker(real_broker, pool="solo", perform_ping_check=False, shutdown_timeout=10):
+        wave_tick()
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            mailbox.refresh_from_db()
+            if mailbox.state in (M.MIGRATED, M.FAILED):
+                break
+            time.sleep(0.2)
+
+    assert mailbox.state == M.MIGRATED, mailbox.last_error_message
+    assert mailbox.attempts == 0 and not mailbox.needed_attention
+    assert len(fake.folder_by_path(upn, "inbox").messages) == 100
+    assert fake.upload_over_budget == 0
+    assert 0 < fake.upload_peak[fake.mailbox(upn).user_id] <= budget

@@ -1,6 +1,6 @@
 """A fake Exchange 2013 at the HTTP level: SOAP over HTTP at /EWS/Exchange.asmx, answering the EWS operations the
 exchange engine sends through exchangelib (GetFolder, SyncFolderHierarchy, SyncFolderItems, ExportItems), shaped
-like Microsoft's documented requests and responses (docs/adr/012-exchange-engine.md).
+like Microsoft's documented requests and responses (docs/adr/014-exchange-engine.md).
 
     python -m tests.fakes.exchange serve --seed DIR --port N [--username svc --password pw]
 

@@ -12,7 +12,7 @@ extends, so tokens, users, licences and the rest behave the same):
        {importUrl, expirationDateTime}
 - POST {importUrl} {"FolderId", "Mode": "create" | "update", "Data", "ItemId"?} -> {"itemId", "changeKey"}; 401 once
        the session has expired; 429 / 503 with Retry-After when a test says so
-- DELETE /users/{id}/messages/{itemId}                        an imported item removed (the "mirror" delete policy)
+- DELETE /users/{id}/messages/{itemId}                        an imported item removed (the cutover delta, delete_policy copied)
 
     python -m tests.fakes.graph serve --port N --dump DIR
 

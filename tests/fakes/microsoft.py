@@ -179,6 +179,8 @@ class FakeMicrosoft:
         self._fail_after: int | None = None
         self._creates = 0
         self._uploads: dict = {}
+        self._upload_log: dict[str, list] = {}
+        self.upload_peak: Counter = Counter()  # the most a mailbox uploaded within one window (limit_uploads)
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
@@ -549,6 +551,8 @@ class FakeMicrosoft:
                 patch = json.loads(body)
                 if "isRead" in patch:
                     message["isRead"] = bool(patch["isRead"])
+                if "flag" in patch:
+                    message["flag"] = {"flagStatus": patch["flag"].get("flagStatus", "notFlagged")}
                 for prop in patch.get("singleValueExtendedProperties", []):
                     message["_props"][prop["id"].lower()] = prop["value"]
                 if (
@@ -564,6 +568,15 @@ class FakeMicrosoft:
             if len(rest) == 2 and method == "DELETE":
                 del folder.messages[message["id"]]
                 return 204, {}, None
+            if rest[2:] == ["move"] and method == "POST":
+                # message: move (v1.0): a copy in the destination folder with a new id, the original gone.
+                destination = mailbox.folder(json.loads(body).get("destinationId", ""))
+                if destination is None:
+                    return 404, {}, _graph_error("ErrorItemNotFound", "The destination folder was not found.")
+                del folder.messages[message["id"]]
+                moved = {**message, "id": _id("m"), "parentFolderId": destination.id}
+                destination.messages[moved["id"]] = moved
+                return 201, {}, self._message_json(moved, {})
             if len(rest) == 2 and method == "GET":
                 return 200, {}, self._message_json(message, query)
             if rest[2:] == ["attachments"] and method == "POST":
@@ -697,7 +710,11 @@ class FakeMicrosoft:
                 return 400, {}, _graph_error("BadRequest", "Resource not found for the segment 'importMime'.")
             if not headers.get("content-type", "").startswith("text/plain"):
                 return 415, {}, _graph_error("UnsupportedMediaType", "Content-Type must be text/plain.")
-            return self._import_mime(mailbox, parent, base64.b64decode(body))
+            raw = base64.b64decode(body)
+            refused = self._spend_upload(mailbox, len(raw))
+            if refused is not None:
+                return refused
+            return self._import_mime(mailbox, parent, raw)
         return (
             400,
             {},
@@ -712,6 +729,37 @@ class FakeMicrosoft:
             rest = {k: v[0] for k, v in query.items() if k not in ("$skip",)}
             page["@odata.nextLink"] = f"{url}?{urlencode({**rest, '$skip': skip + top})}"
         return page
+
+    def limit_uploads(self, budget_bytes: int | None, window_seconds: float = 300.0) -> None:
+        """Graph's per-mailbox upload limit (150 MB in 5 minutes), scaled down for a test: importMime bytes
+        over the budget within the window are refused with 429 and a Retry-After, and counted in
+        upload_over_budget; upload_peak is the most a mailbox had in one window."""
+        self.upload_budget, self.upload_window = budget_bytes, window_seconds
+
+    upload_budget: int | None = None
+    upload_window = 300.0
+    upload_over_budget = 0
+
+    def _spend_upload(self, mailbox: Mailbox, size: int):
+        if self.upload_budget is None:
+            return None
+        with self._lock:
+            log = self._upload_log.setdefault(mailbox.user_id, [])
+            peaks = self.upload_peak
+            now = time.monotonic()
+            log[:] = [(at, n) for at, n in log if at > now - self.upload_window]
+            used = sum(n for _, n in log)
+            if used + size > self.upload_budget:
+                self.upload_over_budget += 1
+                wait = max(1, int(log[0][0] + self.upload_window - now + 1)) if log else 1
+                return (
+                    429,
+                    {"Retry-After": str(wait)},
+                    _graph_error("ApplicationThrottled", "The mailbox's upload limit is reached."),
+                )
+            log.append((now, size))
+            peaks[mailbox.user_id] = max(peaks[mailbox.user_id], used + size)
+        return None
 
     def _count_create(self) -> None:
         self._creates += 1

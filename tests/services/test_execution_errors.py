@@ -5,7 +5,7 @@ import datetime as dt
 import pytest
 from django.utils import timezone
 
-from migrations_app.engines import THROTTLED, RetryableError
+from migrations_app.engines import NETWORK, THROTTLED, RetryableError
 from migrations_app.engines.simulated import SimulatedEngine
 from migrations_app.models import Event, Mailbox
 from migrations_app.services.execution import SYNC, mailbox_claim, mailbox_run_sync, retry_delay, wave_tick
@@ -15,16 +15,17 @@ M = Mailbox.State
 
 
 class FlakyOnce(SimulatedEngine):
-    """Throttled on the first call, half way through; fine afterwards."""
+    """The connection drops on the first call, half way through; fine afterwards."""
 
     calls = 0
+    code = NETWORK
 
     def sync(self, spec, checkpoint=None, progress=None):
-        FlakyOnce.calls += 1
-        if FlakyOnce.calls == 1:
+        type(self).calls += 1
+        if type(self).calls == 1:
             half = {"engine": "simulated", "items": 50, "bytes": spec.size_bytes // 2, "attempt": 1}
             progress(50, spec.size_bytes // 2, half)
-            raise RetryableError(THROTTLED, "slow down", checkpoint=half)
+            raise RetryableError(self.code, "connection reset", checkpoint=half, retry_after=None)
         return super().sync(spec, checkpoint, progress)
 
 
@@ -44,7 +45,7 @@ def test_a_retryable_error_goes_back_with_a_back_off_then_succeeds(claimed):
     mailbox_run_sync(mailbox_id=mailbox.pk, engine=FlakyOnce(instant=True))
     mailbox.refresh_from_db()
     assert mailbox.state == M.SCHEDULED and mailbox.attempts == 1
-    assert mailbox.last_error_code == THROTTLED
+    assert mailbox.last_error_code == NETWORK
     assert mailbox.checkpoint["bytes"] == mailbox.size_bytes // 2  # resumes, not restarts
     wait = (mailbox.retry_at - timezone.now()).total_seconds()
     assert 14 <= wait <= 30
@@ -74,7 +75,7 @@ def test_a_permanent_error_fails_the_mailbox_with_its_code(claimed):
 def test_retries_stop_at_the_limit(claimed, settings):
     settings.MIGRATION_RETRY_LIMIT = 2
     wave, mailbox, now = claimed
-    always = SimulatedEngine(instant=True, failure_rates={THROTTLED: 1})
+    always = SimulatedEngine(instant=True, failure_rates={NETWORK: 1})
     later = now
     for attempt in (1, 2):
         mailbox_run_sync(mailbox_id=mailbox.pk, engine=always)
@@ -84,7 +85,7 @@ def test_retries_stop_at_the_limit(claimed, settings):
         assert mailbox_claim(wave=wave, phase=SYNC, now=later) == [mailbox.pk]
     mailbox_run_sync(mailbox_id=mailbox.pk, engine=always)
     mailbox.refresh_from_db()
-    assert mailbox.state == M.FAILED and mailbox.last_error_code == THROTTLED
+    assert mailbox.state == M.FAILED and mailbox.last_error_code == NETWORK
     assert "gave up after 2 retries" in mailbox.last_error_message
 
 
@@ -96,3 +97,23 @@ def test_the_back_off_grows_and_is_capped(settings):
     assert 50 <= retry_delay(10) <= 100
     assert retry_delay(1, hint=300) == 300
     assert dt.timedelta(seconds=retry_delay(2)) <= dt.timedelta(seconds=20)
+
+
+class ThrottledHalfWay(FlakyOnce):
+    code = THROTTLED
+
+
+def test_throttled_after_progress_is_pacing_and_spends_no_attempt(claimed):
+    wave, mailbox, now = claimed
+    ThrottledHalfWay.calls = 0
+    mailbox_run_sync(mailbox_id=mailbox.pk, engine=ThrottledHalfWay(instant=True))
+    mailbox.refresh_from_db()
+
+    assert mailbox.state == M.SCHEDULED and mailbox.attempts == 0  # it kept progressing: not a failure
+    assert mailbox.last_error_code == "" and mailbox.retry_at is not None
+    assert mailbox.checkpoint["bytes"] == mailbox.size_bytes // 2
+    assert Event.objects.filter(mailbox_id=mailbox.pk, action="mailbox.paced").count() == 1
+    assert mailbox_claim(wave=wave, phase=SYNC, now=mailbox.retry_at) == [mailbox.pk]
+    mailbox_run_sync(mailbox_id=mailbox.pk, engine=ThrottledHalfWay(instant=True))
+    mailbox.refresh_from_db()
+    assert mailbox.state == M.SYNCED and mailbox.attempts == 0

@@ -15,7 +15,7 @@ from migrations_app.services.execution import (
     reconcile_stale,
     wave_tick,
 )
-from migrations_app.services.waves import wave_pause, wave_resume
+from migrations_app.services.waves import wave_cancel, wave_pause, wave_resume
 from tests.execution_fixtures import CUTOVER_STEPS, approved_wave, transitions
 
 M = Mailbox.State
@@ -188,6 +188,31 @@ def test_at_window_close_unfinished_mailboxes_are_carried_over_not_cut_over(db, 
     assert Event.objects.filter(wave_id=wave.pk, action="wave.carried_over").get().data["mailboxes"] == 2
     carried = Event.objects.filter(action="mailbox.carried_over").values_list("mailbox_id", flat=True)
     assert sorted(carried) == sorted([synced.pk, waiting.pk])  # on each mailbox's timeline
+
+
+def test_cancelling_a_paused_running_wave_carries_its_started_mailboxes_over(db, org_a, officer):
+    """They were left attached to a cancelled wave, never placed again; now they wait, carried over, for the
+    programme office to place them (their copies kept), and the untouched ones are ready for another wave."""
+    now = timezone.now()
+    wave, [synced, failed, untouched] = approved_wave(org_a, 3, now=now, starts_in=dt.timedelta(hours=2))
+    wave_tick(now=now)  # running: the pre-stage copies start
+    mailbox_run_sync(mailbox_id=synced.pk)
+    Mailbox.objects.filter(pk=failed.pk).update(state=M.FAILED, lease="", last_error_code="AUTH_FAILED")
+    Mailbox.objects.filter(pk=untouched.pk).update(state=M.SCHEDULED, lease="")
+    wave.refresh_from_db()
+    wave_pause(wave=wave, actor=officer, reason="incident on the target")
+    wave_cancel(wave=wave, actor=officer, reason="window given to another trust")
+
+    rows = {
+        pk: (w, state, carried)
+        for pk, w, state, carried in Mailbox.objects.values_list("pk", "wave", "state", "carried_over")
+    }
+    assert rows[synced.pk] == (wave.pk, M.SYNCED, True)
+    assert rows[failed.pk] == (wave.pk, M.FAILED, True)
+    assert rows[untouched.pk] == (None, M.READY, False)
+    carried = Event.objects.filter(action="mailbox.carried_over").values_list("mailbox_id", "message")
+    assert sorted(pk for pk, _ in carried) == sorted([synced.pk, failed.pk])
+    assert all("was cancelled" in message for _, message in carried)
 
 
 def test_pause_stops_claiming_and_resume_starts_it_again(db, org_a, officer):

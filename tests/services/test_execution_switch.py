@@ -208,9 +208,9 @@ def test_a_crash_at_each_step_resumes_without_switching_twice(org_a, fake_exchan
     Mailbox.objects.filter(pk=second.pk).update(state=M.CUTOVER)  # claimed for its cutover
     engine = None
     if step == "final_delta":
-        engine = CrashingEngine("sync", 1)
+        engine = CrashingEngine("cutover", 1)  # the deltas are engine.cutover (pipeline)
     elif step == "catch_up":
-        engine = CrashingEngine("sync", 2)
+        engine = CrashingEngine("cutover", 2)
     elif step == "verify":
         engine = CrashingEngine("verify", 1)
     else:

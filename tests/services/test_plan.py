@@ -374,7 +374,7 @@ def test_settings_changes_are_audited_and_validated(db, officer, admin_a):
     with pytest.raises(ValidationError):
         programme_settings_update(actor=officer, evening_days="0189")
     with pytest.raises(PermissionDenied):
-        programme_settings_update(actor=admin_a, four_eyes=False)
+        programme_settings_update(actor=admin_a, go_required_from_every_organisation=False)
     with pytest.raises(ValidationError):
         closed_period_add(
             actor=officer, kind="freeze", starts_on=MONDAY, ends_on=MONDAY - dt.timedelta(days=1), name="x"

@@ -6,6 +6,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 
 from migrations_app.models import Decision, Event, Mailbox, ProgrammeSettings, Wave
 from migrations_app.selectors.waves import wave_members, wave_missing_go, wave_totals
+from migrations_app.services.planning import programme_settings_update
 from migrations_app.services.waves import (
     WaveConflict,
     wave_act,
@@ -18,6 +19,7 @@ from migrations_app.services.waves import (
     wave_reject,
     wave_resume,
 )
+from tests.factories import UserFactory
 from tests.wave_fixtures import ready_mailboxes, wave_with
 
 
@@ -135,11 +137,43 @@ def test_it_refuses_the_proposer_as_approver(agreed, officer):
     assert agreed.status == "proposed"
 
 
-def test_four_eyes_can_be_turned_off(agreed, officer):
-    settings = ProgrammeSettings.load()
-    settings.four_eyes = False
-    settings.save()
+def test_four_eyes_can_be_turned_off_only_by_the_deployment(agreed, officer, settings):
+    settings.WAVE_FOUR_EYES = False
     assert wave_approve(wave=agreed, actor=officer).status == "approved"
+
+
+def test_no_member_can_switch_four_eyes_off(agreed, officer):
+    """It was a programme setting: one member switched it off, approved their own wave, switched it back on."""
+    with pytest.raises(ValidationError, match="Unknown setting"):
+        programme_settings_update(actor=officer, four_eyes=False)
+    with pytest.raises(PermissionDenied, match="another member"):
+        wave_approve(wave=agreed, actor=officer)
+
+
+def test_whoever_changed_an_approved_wave_cannot_re_approve_it_alone(
+    agreed, officer, approver, org_a, org_b, admin_a
+):
+    """Approved by a second person, then changed by that person (a no-go and a go recorded on the trusts'
+    behalf): the wave goes back to proposed, and its changer may not approve it again."""
+    wave_approve(wave=agreed, actor=approver)
+    wave_no_go(wave=agreed, organisation=org_b, actor=approver, reason="Their service desk is short-staffed")
+    wave_go(wave=agreed, organisation=org_a, actor=approver, reason="Told on the phone")
+    agreed.refresh_from_db()
+    assert agreed.status == "proposed" and (agreed.proposed_by, agreed.changed_by) == (approver, approver)
+    with pytest.raises(PermissionDenied, match="another member"):
+        wave_approve(wave=agreed, actor=approver)
+    assert wave_approve(wave=agreed, actor=officer).status == "approved"  # the second pair of eyes
+
+
+def test_a_go_recorded_on_a_trusts_behalf_needs_someone_else_to_approve(
+    proposed, officer, approver, org_a, org_b, db
+):
+    wave_go(wave=proposed, organisation=org_a, actor=approver, reason="By email")
+    wave_go(wave=proposed, organisation=org_b, actor=approver, reason="By email")
+    with pytest.raises(PermissionDenied, match="changed this wave last"):
+        wave_approve(wave=proposed, actor=approver)
+    third = UserFactory(role="programme_office")
+    assert wave_approve(wave=proposed, actor=third).status == "approved"
 
 
 def test_approval_stamps_the_wave_on_its_mailboxes(agreed, approver):

@@ -182,3 +182,30 @@ def test_the_organisation_progress_polls_only_while_mailboxes_move(client_for, a
     assert (
         response.status_code == 286 and "<strong>2</strong> of 2 mailboxes moved" in response.content.decode()
     )
+
+
+def test_the_detail_shows_what_is_copied_of_each_item_class(client_for, admin_a, org_a):
+    classes = {
+        "mail": {"copied": 12031, "total": 12400},
+        "calendar": {"copied": 812, "total": 812},
+        "contacts": {"copied": 0, "total": 40},
+        "journal": {"copied": 0, "total": 0},
+    }
+    mailbox = MailboxFactory(
+        organisation=org_a, state=M.SYNCING, checkpoint={"engine": "exchange", "classes": classes}
+    )
+
+    html = client_for(admin_a).get(f"/mailboxes/{mailbox.pk}/").content.decode()
+
+    rows = re.findall(r'<li data-class="(\w+)">([^<]*)</li>', html)
+    assert rows == [
+        ("mail", "Mail: 12,031 of 12,400"),
+        ("calendar", "Calendar: 812 of 812 (all copied)"),
+        ("contacts", "Contacts: 0 of 40"),
+    ]
+
+
+def test_an_imap_mailbox_page_has_no_class_breakdown(client_for, admin_a, org_a):
+    mailbox = MailboxFactory(organisation=org_a, state=M.SYNCING, checkpoint={"engine": "imap", "items": 5})
+    html = client_for(admin_a).get(f"/mailboxes/{mailbox.pk}/").content.decode()
+    assert "Copied by item class" not in html

@@ -82,3 +82,23 @@ def test_it_lists_webhooks_to_those_who_administer_it_only(client_for, admin_a, 
     page = client_for(admin_a).get("/organisations/RJ1/").content.decode()
     assert "https://itsm.example.nhs.uk/portal-hook" in page and "mailbox." in page and "s" * 32 not in page
     assert "portal-hook" not in client_for(viewer).get("/organisations/RJ1/").content.decode()
+
+
+def test_the_inventory_part_opened_directly_is_the_whole_page_with_its_filters(client_for, admin_a, org_a):
+    client = client_for(admin_a)
+    response = client.get("/organisations/RJ1/mailboxes/?state=ready")
+    assert response.status_code == 302
+    assert response["Location"] == "/organisations/RJ1/?state=ready#inventory-heading"
+    fragment = client.get("/organisations/RJ1/mailboxes/?state=ready", HTTP_HX_REQUEST="true")
+    assert fragment.status_code == 200 and "<html" not in fragment.content.decode()
+
+
+def test_the_403_page_does_not_send_the_programme_office_to_itself(client_for, officer, viewer, rf):
+    from django.template.loader import render_to_string
+
+    page = client_for(viewer).get("/organisations/enrol/").content.decode()
+    assert "ask the programme office" in page
+    request = rf.get("/")
+    request.user = officer
+    page = render_to_string("403.html", {"exception": "No"}, request=request)
+    assert "ask the programme office" not in page and "check your role" in page

@@ -29,7 +29,7 @@ def answer_block(response) -> str:
     """The answer part of the page, with the address asked about taken out."""
     html = response.content.decode()
     block = html.split('id="answer"', 1)[1]
-    return re.sub(r"[\w.+-]+@[\w.-]+", "ADDRESS", block)
+    return re.sub(r"[\w.+-]+(@|%40)[\w.-]+", "ADDRESS", block)  # also where a link carries it
 
 
 def test_it_needs_no_sign_in_and_gives_the_window_and_state(client, org_a):
@@ -75,6 +75,31 @@ def test_lookups_are_rate_limited_per_client_ip(client, org_a):
     assert response.status_code == 429 and "too many addresses" in response.content.decode()
     assert 'id="answer"' not in response.content.decode()
     assert ask(client, "someone@rj1.nhs.uk", ip="198.51.100.7").status_code == 200  # another client
+
+
+def test_a_global_limit_holds_however_many_addresses_ask(client, org_a, settings):
+    settings.PUBLIC_LOOKUP_GLOBAL_RATE = "8/m"
+    answers = [ask(client, "someone@rj1.nhs.uk", ip=f"198.51.100.{n}").status_code for n in range(10)]
+    assert answers == [200] * 8 + [429] * 2
+
+
+def test_x_forwarded_for_is_believed_only_from_a_trusted_proxy(client, org_a, settings):
+    settings.TRUSTED_PROXIES = ["10.0.0.0/24"]
+
+    def through_proxy(client_address, proxy="10.0.0.5"):
+        return client.post(
+            "/when-does-my-mailbox-move/",
+            {"email": "someone@rj1.nhs.uk"},
+            REMOTE_ADDR=proxy,
+            HTTP_X_FORWARDED_FOR=client_address,
+        ).status_code
+
+    # behind the proxy each client has its own allowance (and a forged first hop does not help)
+    assert [through_proxy(f"203.0.113.9, 198.51.100.{n}") for n in range(6)] == [200] * 6
+    assert [through_proxy("198.51.100.200") for _ in range(6)] == [200] * 5 + [429]
+    # a client that is not the proxy cannot choose its address by sending the header
+    forged = [through_proxy(f"198.51.100.{n}", proxy="192.0.2.50") for n in range(6)]
+    assert forged == [200] * 5 + [429]
 
 
 def test_a_bad_address_is_a_clear_error(client):

@@ -223,13 +223,17 @@ def test_the_programme_office_edits_windows_and_closed_dates(client_for, officer
             "large_organisation_chunk": "2000",
             "pilot_mailboxes_per_organisation": "5",
             "planning_horizon_days": "365",
-            "four_eyes": "on",
+            "four_eyes": "",  # no longer a setting a member can change: ignored
+            "required_gates": ["gate_mfa_enforced", "gate_acceptable_use"],
+            "readiness_recheck_hours": "48",
         }.items()
     }
     assert client.post("/waves/settings/", data).status_code == 302
     settings = ProgrammeSettings.load()
+    assert settings.required_gates == ["gate_mfa_enforced", "gate_acceptable_use"]
+    assert settings.readiness_recheck_hours == 48
     assert settings.evening_capacity_mailboxes == 20000 and settings.evening_starts == dt.time(19)
-    assert settings.four_eyes and not settings.go_required_from_every_organisation
+    assert not settings.go_required_from_every_organisation
     response = client.post(
         "/waves/settings/",
         {
@@ -265,3 +269,22 @@ def test_only_the_programme_office_moves_or_pilots(client_for, wave, admin_a, vi
         assert client.post("/waves/planner/commit/", {"start": "2030-06-03"}).status_code == 403
     assert not Wave.objects.filter(is_pilot=True).exists()
     assert Wave.objects.get(pk=other.pk).planned_mailboxes == 0
+
+
+def test_the_confirmation_is_not_offered_to_those_who_would_be_refused(
+    client_for, wave, officer, admin_a, viewer
+):
+    client_for(officer).post(f"/waves/{wave.pk}/propose/")
+    watcher = client_for(viewer)
+    for url in [
+        f"/waves/{wave.pk}/pause/",
+        f"/waves/{wave.pk}/cancel/",
+        f"/waves/{wave.pk}/no-go/?organisation=RJ1",
+    ]:
+        response = watcher.get(url)
+        assert response.status_code == 403 and "Yes, " not in response.content.decode(), url
+    assert client_for(admin_a).get(f"/waves/{wave.pk}/cancel/").status_code == 403
+    assert (
+        "Yes, no-go" in client_for(admin_a).get(f"/waves/{wave.pk}/no-go/?organisation=RJ1").content.decode()
+    )
+    assert "Yes, cancel" in client_for(officer).get(f"/waves/{wave.pk}/cancel/").content.decode()

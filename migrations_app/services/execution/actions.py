@@ -8,7 +8,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from migrations_app.models import Mailbox, User, Wave
-from migrations_app.selectors.scoping import require_administer, require_programme_office
+from migrations_app.selectors.scoping import require_administer
 from migrations_app.services.events import event_record
 from migrations_app.services.execution.clock import wave_pump_later
 from migrations_app.services.execution.states import (
@@ -90,9 +90,9 @@ def mailbox_rollback(*, mailbox: Mailbox, actor: User, reason: str = "") -> Mail
     if mailbox.switch_status in (Mailbox.SwitchStatus.REQUESTED, Mailbox.SwitchStatus.SWITCHED):
         # Its mail goes to Exchange Online (or may): switch it back first; the roll back completes when the
         # source receives its mail again (execution/switch_actions.py).
-        from migrations_app.services.execution.switch_actions import mailbox_unswitch
+        from migrations_app.services.execution.switch_actions import unswitch_then_roll_back
 
-        return mailbox_unswitch(mailbox=mailbox, actor=actor, reason=reason or "rolled back")
+        return unswitch_then_roll_back(mailbox=mailbox, actor=actor, reason=reason or "rolled back")
     return _out_of_wave(mailbox, actor, ROLLBACKABLE, "mailbox.rolled_back", reason)
 
 
@@ -165,24 +165,7 @@ def mailbox_resume(*, mailbox: Mailbox, actor: User, reason: str = "") -> Mailbo
 @transaction.atomic
 def wave_retry_failures(*, wave: Wave, actor: User, code: str, reason: str = "") -> int:
     """Retry every failed mailbox of the wave with this error code (after the cause is fixed: credentials
-    corrected, targets provisioned). Programme office only. One event per mailbox retried."""
-    require_programme_office(actor)
-    count = 0
-    failed = Mailbox.objects.filter(wave=wave, state=M.FAILED, last_error_code=code).select_related(
-        "organisation", "wave"
-    )
-    for mailbox in failed.order_by("id").iterator():
-        try:
-            _person_move(
-                mailbox,
-                actor,
-                RETRYABLE,
-                M.SCHEDULED,
-                "mailbox.retried",
-                reason or f"retry all {code}",
-                **_CLEARED,
-            )
-            count += 1
-        except MailboxConflict:
-            continue
-    return count
+    corrected, targets provisioned). Programme office only. Set-based (services.failures)."""
+    from migrations_app.services.failures import failures_retry
+
+    return failures_retry(actor=actor, code=code, reason=reason, wave=wave)

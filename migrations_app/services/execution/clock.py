@@ -60,10 +60,12 @@ def wave_complete_if_done(*, wave: Wave) -> bool:
     return bool(done)
 
 
-def wave_carry_over(*, wave: Wave, now: dt.datetime | None = None) -> int:
-    """The window has closed: what has not started its cutover is not cut over late but carried over for the
-    programme office to place in another wave. Mailboxes already cutting over finish."""
+def wave_carry_over(*, wave: Wave, now: dt.datetime | None = None, why: str = "") -> int:
+    """The window has closed (or the wave was cancelled while running, `why` says so): what has not started
+    its cutover is not cut over late but carried over for the programme office to place in another wave.
+    Mailboxes already cutting over finish."""
     now = now or timezone.now()
+    why = why or f"{wave.name}'s window closed"
     with transaction.atomic():
         rows = list(
             Mailbox.objects.filter(
@@ -73,7 +75,7 @@ def wave_carry_over(*, wave: Wave, now: dt.datetime | None = None) -> int:
         if not rows:
             return 0
         Mailbox.objects.filter(pk__in=[r[0] for r in rows]).update(carried_over=True, updated_at=now)
-        message = f"not finished when {wave.name}'s window closed: carried over, to be placed in another wave"
+        message = f"not finished when {why}: carried over, to be placed in another wave"
         event_record_many(  # one INSERT: each mailbox's timeline shows it
             dict(
                 action="mailbox.carried_over",
@@ -90,7 +92,7 @@ def wave_carry_over(*, wave: Wave, now: dt.datetime | None = None) -> int:
             action="wave.carried_over",
             wave=wave,
             subject=wave.name,
-            message=f"{len(rows)} mailbox(es) not finished when the window closed",
+            message=f"{len(rows)} mailbox(es) not finished when {why}",
             data={"mailboxes": len(rows)},
         )
     return len(rows)

@@ -16,10 +16,11 @@ from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from migrations_app.engines import Engine, PermanentError, RetryableError, SyncResult
+from migrations_app.engines import THROTTLED, Engine, PermanentError, RetryableError, SyncResult
 from migrations_app.models import Mailbox, Wave
 from migrations_app.services.events import event_record_many
 from migrations_app.services.execution.clock import wave_pump_later
+from migrations_app.services.execution.lease import LeaseKeeper, lease_renew
 from migrations_app.services.execution.specs import mailbox_spec, wave_engine
 from migrations_app.services.execution.states import (
     _CLAIM,
@@ -165,13 +166,16 @@ class _Progress:
     """The engine's progress callback: items, bytes and checkpoint saved (conditional on the lease, which
     refreshes the heartbeat) after each folder or chunk, at most once per MIGRATION_PROGRESS_SECONDS, so a
     restart resumes from there; a lost lease (the mailbox was paused, cancelled or handed to another run)
-    stops the engine at its next report."""
+    stops the engine at its next report. `fence()` and `heartbeat()` are the copy pipeline's: the lease check
+    before every write to the target (lease.LeaseKeeper) and the renewal while it waits on its workers."""
 
-    def __init__(self, mailbox: Mailbox, journal: Journal):
+    def __init__(self, mailbox: Mailbox, journal: Journal, keeper: LeaseKeeper | None = None):
         self.mailbox = mailbox
         self.journal = journal
+        self.keeper = keeper or LeaseKeeper(mailbox.pk, journal.lease)
         self.saved_at = time.monotonic()
         self.latest: tuple[int, int, dict] | None = None
+        self.heartbeat_seconds = settings.MIGRATION_HEARTBEAT_SECONDS
 
     def __call__(self, items: int, size: int, checkpoint: dict) -> None:
         self.latest = (items, size, checkpoint)
@@ -179,14 +183,20 @@ class _Progress:
             self.journal.flush()  # this mailbox is taking a while: write what finished before it
         if time.monotonic() - self.saved_at < settings.MIGRATION_PROGRESS_SECONDS:
             return
-        now = timezone.now()
-        if not Mailbox.objects.filter(pk=self.mailbox.pk, lease=self.journal.lease, paused=False).update(
-            checkpoint=checkpoint, items_copied=items, bytes_copied=size, heartbeat_at=now, updated_at=now
-        ):
-            if Mailbox.objects.filter(pk=self.mailbox.pk, lease=self.journal.lease, paused=True).exists():
-                raise PauseRequested(self.mailbox.pk)
-            raise LeaseLost(self.mailbox.pk)
+        self._renew(checkpoint=checkpoint, items_copied=items, bytes_copied=size)
         self.saved_at = time.monotonic()
+
+    def heartbeat(self) -> None:
+        """The lease renewed on the run's own thread (the pipeline calls it while it waits on its workers)."""
+        self._renew()
+
+    def fence(self) -> None:
+        self.keeper.fence()
+
+    def _renew(self, **fields) -> None:
+        state = lease_renew(mailbox_id=self.mailbox.pk, lease=self.journal.lease, **fields)
+        self.keeper.note(state)
+        self.keeper.raise_unless_ours()
 
     def fields(self) -> dict:
         if self.latest is None:
@@ -205,6 +215,15 @@ def retry_delay(attempt: int, *, hint: float | None = None) -> float:
     return max(delay, hint or 0)
 
 
+def _pacing(error: Exception, mailbox: Mailbox, extra: dict) -> bool:
+    """A server's "slow down" (THROTTLED) to a run that copied something since it started."""
+    if not isinstance(error, RetryableError) or error.code != THROTTLED:
+        return False
+    checkpoint = extra.get("checkpoint") or {}
+    items = checkpoint.get("items", extra.get("items_copied", 0)) or 0
+    return items > (mailbox.items_copied or 0)
+
+
 def _failed(
     journal: Journal, mailbox: Mailbox, from_state: str, error: Exception, phase: str, progress
 ) -> None:
@@ -214,6 +233,22 @@ def _failed(
     checkpoint = getattr(error, "checkpoint", None)
     if checkpoint is not None:
         extra["checkpoint"] = checkpoint
+    if _pacing(error, mailbox, extra):
+        # Throttled after copying more than the run started with: pacing, not failing. Back after the
+        # server's wait, the attempts unchanged, nobody asked to look at it.
+        delay = max(error.retry_after or 0, 1.0)
+        journal.move(
+            mailbox,
+            from_state,
+            _CLAIM[phase][0],
+            action="mailbox.paced",
+            message=f"{code}: {message}",
+            data={"code": code, "attempt": mailbox.attempts, "delay_s": round(delay, 1)},
+            lease="",
+            retry_at=timezone.now() + dt.timedelta(seconds=delay),
+            **extra,
+        )
+        return
     extra["needed_attention"] = True  # for good: the dashboard's share of mailboxes that needed attention
     attempts = mailbox.attempts + 1
     if isinstance(error, RetryableError) and attempts <= settings.MIGRATION_RETRY_LIMIT:
@@ -300,7 +335,8 @@ def _run_one(mailbox: Mailbox, phase: str, engine: Engine | None, journal: Journ
     batch's switch (then it is run again, switched, for its catch-up delta and verification)."""
     wave = mailbox.wave
     state = _CLAIM[phase][1]
-    progress = _Progress(mailbox, journal)
+    keeper = LeaseKeeper(mailbox.pk, journal.lease).start()  # the heartbeat, whatever the engine does
+    progress = _Progress(mailbox, journal, keeper)
     started = time.monotonic()
     try:
         if wave is None:
@@ -326,8 +362,9 @@ def _run_one(mailbox: Mailbox, phase: str, engine: Engine | None, journal: Journ
             journal.move(mailbox, M.SYNCED, M.CUTOVER, action="mailbox.claimed", data={"straight_on": True})
             phase, state = CUTOVER, M.CUTOVER
         if mailbox.switch_status != Mailbox.SwitchStatus.SWITCHED:
-            # The final delta; then the mailbox waits for its batch's switch (execution/switch.py).
-            result = engine.sync(spec, mailbox.checkpoint, progress)
+            # The final delta: new items, and the flags, moves and deletions since the pre-stage
+            # (engines.pipeline); then the mailbox waits for its batch's switch (execution/switch.py).
+            result = engine.cutover(spec, mailbox.checkpoint, progress)
             journal.move(
                 mailbox,
                 state,
@@ -338,7 +375,7 @@ def _run_one(mailbox: Mailbox, phase: str, engine: Engine | None, journal: Journ
             )
             return True
         # The catch-up delta: what reached the source while its mail was being switched.
-        result = engine.sync(spec, mailbox.checkpoint, progress)
+        result = engine.cutover(spec, mailbox.checkpoint, progress)
         journal.move(
             mailbox,
             state,
@@ -368,6 +405,7 @@ def _run_one(mailbox: Mailbox, phase: str, engine: Engine | None, journal: Journ
     except LeaseLost:
         logger.warning("mailbox %s: lease lost (handed to another run): stopped", mailbox.pk)
         journal.lost.add(mailbox.pk)
+        _record_lost(mailbox, phase, progress)
     except PauseRequested:
         journal.move(
             mailbox,
@@ -381,9 +419,29 @@ def _run_one(mailbox: Mailbox, phase: str, engine: Engine | None, journal: Journ
     except (RetryableError, PermanentError) as error:
         _failed(journal, mailbox, state, error, phase, progress)
     finally:
+        keeper.stop()
         if time.monotonic() - started > settings.MIGRATION_JOURNAL_SECONDS or journal.due():
             journal.flush()
     return False
+
+
+def _record_lost(mailbox: Mailbox, phase: str, progress: _Progress) -> None:
+    """The run stopped because another run holds the mailbox now: said on its timeline (not a transition:
+    the state is the other run's to change)."""
+    items = progress.latest[0] if progress.latest else None
+    event_record_many(
+        [
+            dict(
+                action="mailbox.lease_lost",
+                organisation_id=mailbox.organisation_id,
+                mailbox_id=mailbox.pk,
+                wave_id=mailbox.wave_id,
+                subject=mailbox.email,
+                message="this run lost its lease (the mailbox was handed to another run) and stopped writing",
+                data={"phase": phase, "items_copied_by_then": items},
+            )
+        ]
+    )
 
 
 class _BatchHeartbeat:

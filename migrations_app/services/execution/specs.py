@@ -39,14 +39,17 @@ def _is_graph(endpoint: Endpoint | None) -> bool:
     return endpoint is not None and endpoint.kind == Endpoint.Kind.GRAPH
 
 
-def wave_engine(wave: Wave) -> Engine:
+def engine_kind(source: Endpoint | None, target: Endpoint | None) -> str:
     """An Exchange 2013 source means the exchange engine (EWS export, Graph import); otherwise a Graph (Exchange
     Online) target means the graph engine (it reads IMAP); otherwise the source endpoint's kind; no endpoints
-    means the simulated engine."""
-    if wave.source_endpoint_id and wave.source_endpoint.kind == Endpoint.Kind.EXCHANGE:
-        kind = "exchange"
-    elif _is_graph(wave.target_endpoint):
-        kind = "graph"
-    else:
-        kind = wave.source_endpoint.kind if wave.source_endpoint_id else "simulated"
+    means the simulated engine. Waves and the readiness check both choose by this."""
+    if source is not None and source.kind == Endpoint.Kind.EXCHANGE:
+        return "exchange"
+    if _is_graph(target):
+        return "graph"
+    return source.kind if source is not None else "simulated"
+
+
+def wave_engine(wave: Wave) -> Engine:
+    kind = engine_kind(wave.source_endpoint if wave.source_endpoint_id else None, wave.target_endpoint)
     return get_engine(kind, **settings.MIGRATION_ENGINE_OPTIONS.get(kind, {}))

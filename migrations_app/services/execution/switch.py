@@ -67,7 +67,10 @@ def switcher_for(endpoint: Endpoint | None) -> Switcher:
 
 
 def switch_target(mailbox: Mailbox, endpoint: Endpoint | None, direction: str = "switch") -> SwitchTarget:
-    domain = endpoint.routing_domain if endpoint is not None else "simulated.mail.onmicrosoft.com"
+    domain = endpoint.routing_domain if endpoint is not None else ""
+    if not domain and _method(endpoint) in ("simulated", "manual"):
+        # nothing is routed by the portal itself: a placeholder, shown as such (the checklist names the domain)
+        domain = "tenant.mail.onmicrosoft.com"
     stamp = int(mailbox.switch_deadline.timestamp()) if mailbox.switch_deadline else 0
     return SwitchTarget(
         mailbox_id=mailbox.pk,

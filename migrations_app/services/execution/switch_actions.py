@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from migrations_app.engines import EngineError
 from migrations_app.models import Mailbox, User
-from migrations_app.selectors.scoping import require_administer
+from migrations_app.selectors.scoping import require_administer, require_programme_office
 from migrations_app.services.events import event_record
 from migrations_app.services.execution.actions import _out_of_wave
 from migrations_app.services.execution.claims import _queue
@@ -90,6 +90,13 @@ def _method(mailbox: Mailbox) -> str:
 
 @transaction.atomic
 def mailbox_unswitch(*, mailbox: Mailbox, actor: User, reason: str) -> Mailbox:
+    """The programme office switches a mailbox back to the source (a reason is required), then it is rolled
+    back out of its wave. A trust admin does the same by rolling back a switched mailbox (mailbox_rollback)."""
+    require_programme_office(actor)
+    return unswitch_then_roll_back(mailbox=mailbox, actor=actor, reason=reason)
+
+
+def unswitch_then_roll_back(*, mailbox: Mailbox, actor: User, reason: str) -> Mailbox:
     """Route the mailbox's mail back to the source, then roll it back (out of its wave, ready to be planned
     again): the source receives its mail again before anything else changes. The switcher is called by a task;
     a switcher that confirms later waits for mailbox_switch_confirm. A reason is required."""

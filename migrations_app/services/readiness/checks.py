@@ -52,6 +52,7 @@ from migrations_app.selectors.scoping import (
     require_programme_office,
 )
 from migrations_app.services.events import event_record, event_record_many
+from migrations_app.services.execution.specs import engine_kind
 
 logger = logging.getLogger(__name__)
 M = Mailbox.State
@@ -77,14 +78,28 @@ def readiness_check_start(
     organisation: Organisation | None = None,
     wave: Wave | None = None,
     mailbox_ids: Iterable[int] | None = None,
+    unchecked: bool = False,
 ) -> ReadinessCheck:
     """Start a check of an organisation's mailboxes (its admins or the programme office), a wave's or a chosen
-    set (the programme office; a trust admin only for mailboxes of organisations they administer). A check of
-    the same organisation still queued or running is returned instead of a second one. actor=None: the beat."""
-    if sum(x is not None for x in (organisation, wave, mailbox_ids)) != 1:
-        raise ValidationError("Check one organisation, one wave or a list of mailboxes")
+    set (the programme office; a trust admin only for mailboxes of organisations they administer), or of every
+    mailbox in the programme never checked yet (`unchecked`, the programme office: after a national load). A
+    check of the same organisation (or a programme-wide one) still queued or running is returned instead of a
+    second one. actor=None: the beat, or an operator."""
+    if sum(x is not None for x in (organisation, wave, mailbox_ids)) + bool(unchecked) != 1:
+        raise ValidationError("Check one organisation, one wave, a list of mailboxes or every unchecked one")
     ids: list[int] | None = None
-    if organisation is not None:
+    if unchecked:
+        if actor is not None:
+            require_programme_office(actor)
+        running = ReadinessCheck.objects.filter(
+            organisation__isnull=True,
+            wave__isnull=True,
+            mailbox_ids__isnull=True,
+            status__in=(RC.QUEUED, RC.RUNNING),
+        ).first()
+        if running is not None:
+            return running
+    elif organisation is not None:
         if actor is not None:
             require_administer(actor, organisation)
         running = ReadinessCheck.objects.filter(
@@ -115,7 +130,9 @@ def readiness_check_start(
         actor=actor,
         organisation=organisation,
         wave=wave,
-        subject=organisation.ods_code if organisation else (wave.name if wave else f"{len(ids)} mailboxes"),
+        subject=organisation.ods_code
+        if organisation
+        else (wave.name if wave else (f"{len(ids)} mailboxes" if ids else "every unchecked mailbox")),
         message="Readiness check started",
         data={"check": check.pk},
     )
@@ -133,7 +150,9 @@ def _scope(check: ReadinessCheck):
         from migrations_app.selectors.waves import wave_members
 
         return wave_members(check.wave).filter(state__in=CHECKABLE)
-    return qs.filter(pk__in=check.mailbox_ids or [])
+    if check.mailbox_ids is None:  # every mailbox never checked: the partial index mailbox_check_due_idx
+        return qs.filter(checked_at__isnull=True)
+    return qs.filter(pk__in=check.mailbox_ids)
 
 
 def _pages(qs) -> Iterator[list[int]]:
@@ -168,8 +187,14 @@ def readiness_check_dispatch(*, check_id: int) -> ReadinessCheck | None:
     else:
         from migrations_app.tasks import readiness_batch
 
-        for ids in batches:
+        for ids in batches[1:]:
             readiness_batch.delay(check_id, ids, 0)
+        # The first batch here, not through the broker: most organisations (a GP practice, a pharmacy) are
+        # one batch, so their whole check is this one task. A full endpoint queues it like the others.
+        try:
+            readiness_batch_run(check_id=check_id, mailbox_ids=batches[0])
+        except NoSlot:
+            readiness_batch.apply_async((check_id, batches[0], 0), countdown=5)
     check.refresh_from_db()
     return check
 
@@ -198,9 +223,11 @@ class _Sides:
 
     @classmethod
     def load(cls) -> _Sides:
-        programme = ProgrammeSettings.objects.select_related(
-            "readiness_source_endpoint", "readiness_target_endpoint"
-        ).get(pk=ProgrammeSettings.load().pk)
+        programme = (
+            ProgrammeSettings.objects.select_related("readiness_source_endpoint", "readiness_target_endpoint")
+            .filter(pk=1)
+            .first()
+        ) or ProgrammeSettings.load()
         return cls(programme.readiness_source_endpoint, programme.readiness_target_endpoint)
 
     @property
@@ -210,11 +237,8 @@ class _Sides:
         )
 
     def engine(self) -> Engine:
-        """As for a wave: a Graph target means the graph engine; else the source's kind; none, simulated."""
-        if self.target is not None and self.target.kind == Endpoint.Kind.GRAPH:
-            kind = "graph"
-        else:
-            kind = self.source.kind if self.source is not None else "simulated"
+        """As for a wave (execution.specs.engine_kind)."""
+        kind = engine_kind(self.source, self.target)
         return get_engine(kind, **settings.MIGRATION_ENGINE_OPTIONS.get(kind, {}))
 
 
@@ -425,6 +449,7 @@ def readiness_recheck_due(*, now: dt.datetime | None = None) -> ReadinessCheck |
         requested_by__isnull=True,
         organisation__isnull=True,
         wave__isnull=True,
+        mailbox_ids__isnull=False,
         status__in=(RC.QUEUED, RC.RUNNING),
     ).exists():
         return None
