@@ -59,20 +59,6 @@ def generate(*, mailboxes: int, orgs: int):
         for i in range(1, orgs + 1)
     )
     org_ids = list(Organisation.objects.order_by("ods_code").values_list("id", flat=True))
-    Mailbox.objects.bulk_create(
-        (
-            Mailbox(
-                organisation_id=org_ids[i % orgs],
-                email=f"user{i}@n{i % orgs + 1:05d}.nhs.uk",
-                display_name=f"User {i}",
-                size_bytes=1000,
-                item_count=10,
-                state=Mailbox.State.SCHEDULED,
-            )
-            for i in range(1, mailboxes + 1)
-        ),
-        batch_size=5000,
-    )
     starts = timezone.now() + dt.timedelta(days=2, hours=12)
     wave = Wave.objects.create(
         name="Weekend",
@@ -84,7 +70,21 @@ def generate(*, mailboxes: int, orgs: int):
         status=Wave.Status.APPROVED,
         stamped_at=timezone.now(),
     )
-    Mailbox.objects.update(wave=wave)
+    Mailbox.objects.bulk_create(
+        (
+            Mailbox(
+                organisation_id=org_ids[i % orgs],
+                email=f"user{i}@n{i % orgs + 1:05d}.nhs.uk",
+                display_name=f"User {i}",
+                size_bytes=1000,
+                item_count=10,
+                state=Mailbox.State.SCHEDULED,
+                wave=wave,
+            )
+            for i in range(1, mailboxes + 1)
+        ),
+        batch_size=5000,
+    )
     return wave
 
 
