@@ -33,6 +33,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from migrations_app.models import ImportJob, Mailbox, Organisation, User
+from migrations_app.planning.units import PERMISSIONS_GROUP_PREFIX
 from migrations_app.services.events import event_record
 from migrations_app.services.imports import reader
 from migrations_app.services.imports.national import (
