@@ -57,7 +57,12 @@ from migrations_app.services.execution import (
 )
 from migrations_app.services.imports import INVENTORY_OPTIONAL, INVENTORY_REQUIRED, import_job_create
 from migrations_app.services.organisations import ContactData, organisation_enrol
-from migrations_app.services.readiness.leavers import mailbox_reinstate, mailbox_retire
+from migrations_app.services.readiness.leavers import (
+    leavers_in_file,
+    leavers_retire,
+    mailbox_reinstate,
+    mailbox_retire,
+)
 from migrations_app.services.webhooks import webhook_create, webhook_delete, webhook_ping, webhook_update
 
 
@@ -191,6 +196,10 @@ class OrganisationViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet
             )
         if job.status == ImportJob.Status.FAILED:
             raise Problem(status_code=500, detail=job.failure, code="import_failed", import_job=job.pk)
+        if request.query_params.get("complete", "").lower() in {"1", "true", "yes"}:
+            # a complete inventory: preview who it leaves out; POST .../import-jobs/{id}/retire-leavers/ confirms
+            with job.file.open("rb") as source:
+                data["leavers"] = leavers_in_file(organisation=organisation, source=source).as_dict()
         return Response(data)
 
 
@@ -462,6 +471,33 @@ class ImportJobViewSet(viewsets.ReadOnlyModelViewSet):
 
     def get_queryset(self):
         return import_jobs_visible_to(self.request.user).select_related("organisation")
+
+    @extend_schema(request=MailboxActionSerializer, responses=dict)
+    @action(detail=True, methods=["post"], url_path="retire-leavers", url_name="retire-leavers")
+    def retire_leavers(self, request, pk=None):
+        """Confirm a complete inventory: retire the organisation's mailboxes its file leaves out (a reason is
+        required; mailboxes being moved are left as they are and listed)."""
+        job = self.get_object()
+        if not (
+            job.kind == ImportJob.Kind.INVENTORY
+            and job.status == ImportJob.Status.SUCCEEDED
+            and job.organisation is not None
+        ):
+            raise Problem(
+                status_code=409,
+                detail="Only a successful inventory import of one organisation can retire leavers",
+                code="not_a_complete_inventory",
+            )
+        body = MailboxActionSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        with job.file.open("rb") as source:
+            done = leavers_retire(
+                organisation=job.organisation,
+                actor=request.user,
+                source=source,
+                reason=body.validated_data["reason"],
+            )
+        return Response({"retired": len(done.retirable), **done.as_dict()})
 
 
 # --- webhooks -------------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from migrations_app.models import (
     Webhook,
     WebhookDelivery,
 )
-from migrations_app.selectors.waves import plan_unplaced_rows
+from migrations_app.selectors.waves import plan_unplaced_rows, wave_totals_seen_by
 from migrations_app.services.plans import wave_name
 
 
@@ -49,6 +49,14 @@ class WaveSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
 
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        request = self.context.get("request")
+        if request is not None and not getattr(request.user, "is_programme_office", False):
+            # a trust sees its own share of a shared wave, nothing of the other trusts in it
+            data["planned_mailboxes"], data["planned_bytes"] = wave_totals_seen_by(instance, request.user)
+        return data
+
 
 class WaveOrganisationSerializer(serializers.Serializer):
     ods_code = serializers.CharField(source="organisation.ods_code")
@@ -61,10 +69,13 @@ class WaveOrganisationSerializer(serializers.Serializer):
 class DecisionSerializer(serializers.ModelSerializer):
     organisation = serializers.SlugRelatedField(slug_field="ods_code", read_only=True, allow_null=True)
     actor = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    on_behalf = serializers.BooleanField(
+        read_only=True, help_text="a go or no-go the programme office recorded for the organisation"
+    )
 
     class Meta:
         model = Decision
-        fields = ["id", "wave", "organisation", "kind", "actor", "reason", "created_at"]
+        fields = ["id", "wave", "organisation", "kind", "actor", "on_behalf", "reason", "created_at"]
         read_only_fields = fields
 
 
