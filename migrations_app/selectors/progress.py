@@ -25,6 +25,10 @@ OPEN_WAVE_STATUSES = (W.APPROVED, W.RUNNING, W.PAUSED)
 LIVE_WAVE_STATUSES = (W.APPROVED, W.RUNNING, W.PAUSED)
 IN_FLIGHT = (M.SYNCING, M.SYNCED, M.CUTOVER, M.SWITCHING, M.VERIFYING)
 THROUGHPUT_DAYS = 28
+# A forecast needs this much history (days since the first measured wave, and waves measured): minutes of one
+# pilot said "20 December 2026 at 18 mailboxes a day".
+FORECAST_MIN_DAYS = 7
+FORECAST_MIN_WAVES = 3
 
 
 @dataclass
@@ -163,11 +167,16 @@ def forecast(
     measured = sum(per_wave.get(pk, (0, 0))[0] for pk, _ in recent)
     remaining = summary["mailboxes"] - summary["migrated"]
     result = {"measured": measured, "remaining": remaining, "per_day": 0.0, "finish": None}
+    result.update({"waves": sum(1 for pk, _ in recent if per_wave.get(pk, (0, 0))[0]), "days": 0.0})
     if not recent or not measured:
         return result
     # over the 28 days, or since the first wave if the programme is younger than that
     first = min(starts for _, starts in recent)
     days = max(1.0, min(THROUGHPUT_DAYS, (now - first).total_seconds() / 86400))
+    result["days"] = days
+    if days < FORECAST_MIN_DAYS or result["waves"] < FORECAST_MIN_WAVES:
+        result["too_little_history"] = True
+        return result
     per_day = measured / days
     result["per_day"] = per_day
     result["finish"] = timezone.localtime(now).date() + dt.timedelta(days=math.ceil(remaining / per_day))

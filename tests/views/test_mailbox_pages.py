@@ -151,9 +151,13 @@ def test_the_inventory_on_the_organisation_page_filters_and_pages(client_for, ad
     client = client_for(admin_a)
     html = client.get("/organisations/RJ1/").content.decode()
     assert html.count("/mailboxes/") >= 50 and "Next page" in html
-    html = client.get("/organisations/RJ1/mailboxes/", {"kind": "room"}).content.decode()
+    html = client.get(
+        "/organisations/RJ1/mailboxes/", {"kind": "room"}, HTTP_HX_REQUEST="true"
+    ).content.decode()
     assert "board.room@rj1.nhs.uk" in html and "Next page" not in html
-    html = client.get("/organisations/RJ1/mailboxes/", {"q": "board"}).content.decode()
+    html = client.get(
+        "/organisations/RJ1/mailboxes/", {"q": "board"}, HTTP_HX_REQUEST="true"
+    ).content.decode()
     assert "board.room@rj1.nhs.uk" in html
     after = re.search(r"after=(\w+%3A\d+)", client.get("/organisations/RJ1/").content.decode()).group(1)
     after = after.replace("%3A", ":")
@@ -209,3 +213,20 @@ def test_an_imap_mailbox_page_has_no_class_breakdown(client_for, admin_a, org_a)
     mailbox = MailboxFactory(organisation=org_a, state=M.SYNCING, checkpoint={"engine": "imap", "items": 5})
     html = client_for(admin_a).get(f"/mailboxes/{mailbox.pk}/").content.decode()
     assert "Copied by item class" not in html
+
+
+def test_the_attempt_count_counts_up_across_a_retry(client_for, officer, org_a):
+    from migrations_app.services.events import event_record
+
+    mailbox = MailboxFactory(organisation=org_a, attempts=3)
+    for _ in range(3):
+        event_record(action="mailbox.claimed", organisation=org_a, mailbox=mailbox, subject=mailbox.email)
+    client = client_for(officer)
+    assert re.search(
+        r"Attempts\s*</dt>\s*<dd[^>]*>\s*3\s*<", client.get(f"/mailboxes/{mailbox.pk}/").content.decode()
+    )
+    Mailbox.objects.filter(pk=mailbox.pk).update(attempts=0)  # what a person's retry does to the retry budget
+    event_record(action="mailbox.claimed", organisation=org_a, mailbox=mailbox, subject=mailbox.email)
+    assert re.search(
+        r"Attempts\s*</dt>\s*<dd[^>]*>\s*4\s*<", client.get(f"/mailboxes/{mailbox.pk}/").content.decode()
+    )
