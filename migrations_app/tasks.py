@@ -162,3 +162,18 @@ def stuck_work_sweep() -> None:
     from migrations_app.services.sweeps import stuck_work_sweep as sweep
 
     sweep()
+
+
+@shared_task
+def webhook_payloads_purge() -> None:
+    """Beat, hourly: empty delivered webhook bodies past their retention."""
+    from migrations_app.services.webhooks import webhook_payloads_purge as purge
+
+    purge()
+
+
+@shared_task(acks_late=True)
+def export_run(export_id: int) -> None:
+    from migrations_app.services.exports import export_run as run
+
+    run(export_id=export_id)
