@@ -172,12 +172,11 @@ def _check_switch(endpoint: Endpoint) -> None:
         if not endpoint.switch_username.strip():
             errors["switch_username"] = "Enter the account that holds the Mail Recipients role"
     if method == M.WEBHOOK:
-        from migrations_app.switchers.addresses import check_public_url
-
+        # the outbound rules (migrations_app/outbound.py); the switcher sends through outbound_request too
         try:
-            endpoint.switch_address = check_public_url(endpoint.switch_address, field="switch_address")
-        except ValidationError as exc:
-            errors.update({k: "; ".join(v) for k, v in exc.message_dict.items()})
+            endpoint.switch_address = outbound_check_url(endpoint.switch_address)
+        except OutboundRefused as exc:
+            errors["switch_address"] = str(exc)
         if endpoint.switch_secret and len(endpoint.switch_secret) < 24:
             errors["switch_secret"] = "Use a random signing secret of at least 24 characters"  # noqa: S105
     if errors:
