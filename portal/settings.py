@@ -241,13 +241,15 @@ CELERY_BEAT_SCHEDULE = {
     "worker-heartbeat": {"task": "migrations_app.tasks.worker_heartbeat", "schedule": 30.0},
     # starts pre-stage syncs and cutovers, carries over at window close, completes waves
     "wave-tick": {"task": "migrations_app.tasks.wave_tick", "schedule": 60.0},
-    # requeues mailboxes whose worker died (heartbeat stale)
+    # requeues mailboxes whose worker died or whose task the broker lost (heartbeat stale)
     "reconcile-stale": {
         "task": "migrations_app.tasks.reconcile_stale",
-        "schedule": float(env_int("MIGRATION_RECONCILE_SECONDS", 120)),
+        "schedule": float(env_int("MIGRATION_RECONCILE_SECONDS", 15)),
     },
     # forgets Idempotency-Key responses older than API_IDEMPOTENCY_TTL_HOURS
     "idempotency-keys-purge": {"task": "migrations_app.tasks.idempotency_keys_purge", "schedule": 3600.0},
+    # empties delivered webhook bodies older than WEBHOOK_PAYLOAD_RETENTION_DAYS
+    "webhook-payloads-purge": {"task": "migrations_app.tasks.webhook_payloads_purge", "schedule": 3600.0},
     # turns new events into webhook deliveries and sends the ones that are due
     "webhooks-dispatch": {"task": "migrations_app.tasks.webhooks_dispatch", "schedule": 10.0},
     # import jobs and readiness checks whose task was lost or whose worker died (services/sweeps.py)
@@ -265,10 +267,22 @@ MIGRATION_MAX_CONCURRENCY = env_int("MIGRATION_MAX_CONCURRENCY", 200)
 MIGRATION_RETRY_LIMIT = env_int("MIGRATION_RETRY_LIMIT", 5)
 MIGRATION_RETRY_BASE_SECONDS = env_int("MIGRATION_RETRY_BASE_SECONDS", 30)
 MIGRATION_RETRY_MAX_SECONDS = env_int("MIGRATION_RETRY_MAX_SECONDS", 3600)
-# A mailbox whose heartbeat is older than this is taken to have lost its worker and is requeued.
-MIGRATION_HEARTBEAT_STALE_SECONDS = env_int("MIGRATION_HEARTBEAT_STALE_SECONDS", 600)
-# A run renews its lease this often from a thread of its own, whatever its engine is doing (lease.py).
-MIGRATION_HEARTBEAT_SECONDS = env_float("MIGRATION_HEARTBEAT_SECONDS", 30.0)
+# A mailbox whose heartbeat is older than this is taken to have lost its worker (or its task was lost with
+# the broker) and is requeued. The heartbeat comes from the run's own LeaseKeeper thread every
+# MIGRATION_HEARTBEAT_SECONDS whatever the engine is doing, so three missed beats mean the run is gone; the
+# reconciler looks every MIGRATION_RECONCILE_SECONDS: lost work is requeued within 60 + 15 s, well inside the
+# two minutes the drills hold it to (tests/test_recovery_drills.py). A run that is alive but cut off is
+# fenced: it stops before its next write once its lease is taken (docs/adr/016-recovery-in-minutes.md).
+MIGRATION_HEARTBEAT_STALE_SECONDS = env_int("MIGRATION_HEARTBEAT_STALE_SECONDS", 60)
+MIGRATION_HEARTBEAT_SECONDS = env_float("MIGRATION_HEARTBEAT_SECONDS", 20.0)
+if MIGRATION_HEARTBEAT_STALE_SECONDS < 2 * MIGRATION_HEARTBEAT_SECONDS:
+    raise ImproperlyConfigured(
+        "MIGRATION_HEARTBEAT_STALE_SECONDS must be at least twice MIGRATION_HEARTBEAT_SECONDS, or a live run "
+        "that misses one beat is taken for dead"
+    )
+# A batch delivered more often than this without finishing (its workers died each time) fails its mailboxes
+# with WORKER_LOST rather than kill another worker.
+MIGRATION_MAX_DELIVERIES = env_int("MIGRATION_MAX_DELIVERIES", 3)
 # Work is queued in tasks of about this many seconds of expected engine time (a slow mailbox gets a task of
 # its own; mailboxes that take no time share one, up to MIGRATION_TASK_MAILBOXES).
 MIGRATION_TASK_SECONDS = env_int("MIGRATION_TASK_SECONDS", 30)
@@ -287,6 +301,8 @@ MIGRATION_ENGINE_OPTIONS = {
         "failure_rates": env_rates("SIMULATED_FAILURE_RATES"),
         # drills: a file that records every copy's start and end, to check no mailbox ran twice at once
         "run_log": env_str("SIMULATED_RUN_LOG") or None,
+        # drills: the worker process dies (os._exit) half way through copying this address, every time
+        "die_on": env_str("SIMULATED_DIE_ON") or None,
         # e.g. NOT_LICENSED=0.02,TARGET_MISSING=0.01: the share of mailboxes pre-flight blocks with each code
         "preflight_rates": env_rates("SIMULATED_PREFLIGHT_RATES"),
     },
@@ -445,6 +461,9 @@ WEBHOOK_RETRY_MAX_SECONDS = env_int("WEBHOOK_RETRY_MAX_SECONDS", 6 * 3600)
 WEBHOOK_TIMEOUT_SECONDS = env_int("WEBHOOK_TIMEOUT_SECONDS", 10)
 # A claimed delivery is not queued again for this long (longer than the timeout).
 WEBHOOK_CLAIM_SECONDS = env_int("WEBHOOK_CLAIM_SECONDS", 120)
+# A delivered webhook's body is emptied this many days after it was delivered (the event itself is kept for
+# ever: the body can be rebuilt from it); failed and pending deliveries keep theirs.
+WEBHOOK_PAYLOAD_RETENTION_DAYS = env_int("WEBHOOK_PAYLOAD_RETENTION_DAYS", 30)
 
 # --- the switch (migrations_app/switchers, docs/adr/012-the-switch.md) --------------------------------------------
 # The PowerShell remoting client: "pypsrp", or a module offering the same WSMan / RunspacePool / PowerShell
