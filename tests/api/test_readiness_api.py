@@ -3,6 +3,7 @@ close an organisation, the organisation's stage and missing gates; every refusal
 
 from migrations_app.models import Mailbox, Organisation, ReadinessCheck
 from tests.readiness_fixtures import inventoried
+from tests.wave_fixtures import wave_with
 
 M = Mailbox.State
 
@@ -77,7 +78,8 @@ def test_retire_and_reinstate(api, org_a, admin_a):
 
 def test_retiring_a_mailbox_in_flight_is_refused(api, org_a, admin_a):
     [box] = inventoried(org_a, 1)
-    Mailbox.objects.filter(pk=box.pk).update(state=M.SYNCING)
+    wave = wave_with(org_a, status="running")  # a mailbox being copied is in a wave (a database constraint)
+    Mailbox.objects.filter(pk=box.pk).update(state=M.SYNCING, wave=wave)
     response = _post(api(admin_a), f"/api/v1/mailboxes/{box.pk}/retire/", {"reason": "left"})
     assert response.status_code == 400 and "being moved" in response.json()["detail"]
 
