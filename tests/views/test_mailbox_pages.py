@@ -7,6 +7,7 @@ from migrations_app.models import Event, Mailbox
 from migrations_app.services.events import event_record
 from tests.factories import MailboxFactory
 from tests.status_fixtures import wave_in_states
+from tests.wave_fixtures import wave_with
 
 M = Mailbox.State
 
@@ -192,7 +193,10 @@ def test_the_detail_shows_what_is_copied_of_each_item_class(client_for, admin_a,
         "journal": {"copied": 0, "total": 0},
     }
     mailbox = MailboxFactory(
-        organisation=org_a, state=M.SYNCING, checkpoint={"engine": "exchange", "classes": classes}
+        organisation=org_a,
+        state=M.SYNCING,
+        wave=wave_with(org_a, status="running"),  # a mailbox being copied is in a wave (a constraint)
+        checkpoint={"engine": "exchange", "classes": classes},
     )
 
     html = client_for(admin_a).get(f"/mailboxes/{mailbox.pk}/").content.decode()
@@ -206,6 +210,11 @@ def test_the_detail_shows_what_is_copied_of_each_item_class(client_for, admin_a,
 
 
 def test_an_imap_mailbox_page_has_no_class_breakdown(client_for, admin_a, org_a):
-    mailbox = MailboxFactory(organisation=org_a, state=M.SYNCING, checkpoint={"engine": "imap", "items": 5})
+    mailbox = MailboxFactory(
+        organisation=org_a,
+        state=M.SYNCING,
+        wave=wave_with(org_a, status="running"),
+        checkpoint={"engine": "imap", "items": 5},
+    )
     html = client_for(admin_a).get(f"/mailboxes/{mailbox.pk}/").content.decode()
     assert "Copied by item class" not in html
