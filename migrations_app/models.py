@@ -325,7 +325,7 @@ class Endpoint(models.Model):
     options = models.JSONField(default=dict, blank=True)
     max_concurrency = models.PositiveIntegerField(default=20)
     # How a source's mailboxes are switched at cutover: their mail routed to Exchange Online, and back on roll
-    # back (migrations_app/switchers, docs/adr/012-the-switch.md).
+    # back (migrations_app/switchers, docs/adr/013-the-switch.md).
     switch_method = models.CharField(
         max_length=20, choices=SwitchMethod.choices, default=SwitchMethod.SIMULATED
     )
@@ -591,6 +591,11 @@ class Decision(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} {self.wave} by {self.actor}"
+
+    @property
+    def on_behalf(self) -> bool:
+        """A go or no-go the programme office recorded for an organisation (with its reason)."""
+        return self.organisation_id is not None and self.actor.is_programme_office
 
 
 class ImportJob(models.Model):

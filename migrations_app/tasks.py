@@ -40,7 +40,9 @@ def wave_pump(wave_id: int) -> None:
 
 
 # acks_late: a worker that dies mid-copy leaves the message unacknowledged and the broker redelivers it; the
-# lease makes a redelivery harmless while the first run is still alive.
+# lease makes a redelivery harmless while the first run is still alive. A mailbox whose copy keeps killing
+# its worker (a poison pill) fails with WORKER_LOST after MIGRATION_MAX_DELIVERIES runs that never finished
+# (services/execution/poison.py), however they were delivered (redelivery, the reconciler's requeue).
 @shared_task(acks_late=True, reject_on_worker_lost=True)
 def mailboxes_work(mailbox_ids: list[int], phase: str) -> None:
     from migrations_app.services.execution import mailboxes_run

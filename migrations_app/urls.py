@@ -140,6 +140,7 @@ urlpatterns = [
     path("imports/<int:pk>/", imports.import_detail, name="import_detail"),
     path("imports/<int:pk>/progress/", imports.import_progress_fragment, name="import_progress"),
     path("imports/<int:pk>/retry/", imports.import_retry, name="import_retry"),
+    path("imports/<int:pk>/retire-leavers/", imports.import_retire_leavers, name="import_retire_leavers"),
     path("affinity/", imports.affinity_report, name="affinity_report"),
     # waves: the timeline, one wave and its actions, moves, the planner and pilots
     path("waves/", waves.wave_list, name="wave_list"),

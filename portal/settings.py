@@ -5,6 +5,10 @@ production (DEBUG unset or 0: a real SECRET_KEY and encryption key are required,
 `manage.py check --deploy` with no warnings).
 """
 
+import base64
+import binascii
+import os
+import sys
 from pathlib import Path
 
 import dj_database_url
@@ -20,6 +24,12 @@ VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 DEBUG = env_bool("DEBUG", False)
 TESTING = env_bool("PORTAL_TESTING", False)
+# The test profile selects development keys and a fast password hasher: it must never be on in a deployment,
+# so it is refused unless the test runner loaded the test settings.
+if TESTING and not (
+    os.environ.get("DJANGO_SETTINGS_MODULE") == "portal.settings_test" and "pytest" in sys.modules
+):
+    raise ImproperlyConfigured("PORTAL_TESTING is for the test runner only (portal.settings_test): unset it")
 
 # --- secrets -------------------------------------------------------------------------------------------
 # A development default exists only when DEBUG is on; production must set its own.
@@ -27,6 +37,8 @@ _DEV_SECRET_KEY = "dev-only-insecure-secret-key-do-not-use-in-production"  # noq
 SECRET_KEY = env_str("SECRET_KEY") or (_DEV_SECRET_KEY if DEBUG or TESTING else "")
 if not SECRET_KEY:
     raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off")
+if SECRET_KEY == _DEV_SECRET_KEY and not (DEBUG or TESTING):
+    raise ImproperlyConfigured("SECRET_KEY is the development key: set a secret one when DEBUG is off")
 
 # Fernet keys for credentials stored at rest, comma-separated, newest first (older ones still decrypt, so
 # keys can be rotated). Generate one with: python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"
@@ -36,6 +48,19 @@ PORTAL_ENCRYPTION_KEYS = env_list("PORTAL_ENCRYPTION_KEYS") or (
 )
 if not PORTAL_ENCRYPTION_KEYS:
     raise ImproperlyConfigured("PORTAL_ENCRYPTION_KEYS must be set when DEBUG is off")
+for _position, _key in enumerate(PORTAL_ENCRYPTION_KEYS, start=1):
+    # checked now, not at the first credential read: a bad key found at 2 a.m. by a worker is worse
+    try:
+        if len(base64.urlsafe_b64decode(_key.encode())) != 32:
+            raise ValueError
+    except (ValueError, binascii.Error):
+        raise ImproperlyConfigured(
+            f"PORTAL_ENCRYPTION_KEYS: key {_position} is not a Fernet key (url-safe base64 of 32 bytes)"
+        ) from None
+    if _key == _DEV_ENCRYPTION_KEY and not (DEBUG or TESTING):
+        raise ImproperlyConfigured(
+            f"PORTAL_ENCRYPTION_KEYS: key {_position} is the development key: generate one for this deployment"
+        )
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"] if DEBUG or TESTING else [])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
@@ -74,6 +99,7 @@ MIDDLEWARE = [
     "migrations_app.api.idempotency.IdempotencyMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "migrations_app.security_headers.ContentSecurityPolicyMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
 ]
 
@@ -254,6 +280,9 @@ if MIGRATION_HEARTBEAT_STALE_SECONDS < 2 * MIGRATION_HEARTBEAT_SECONDS:
         "MIGRATION_HEARTBEAT_STALE_SECONDS must be at least twice MIGRATION_HEARTBEAT_SECONDS, or a live run "
         "that misses one beat is taken for dead"
     )
+# A batch delivered more often than this without finishing (its workers died each time) fails its mailboxes
+# with WORKER_LOST rather than kill another worker.
+MIGRATION_MAX_DELIVERIES = env_int("MIGRATION_MAX_DELIVERIES", 3)
 # Work is queued in tasks of about this many seconds of expected engine time (a slow mailbox gets a task of
 # its own; mailboxes that take no time share one, up to MIGRATION_TASK_MAILBOXES).
 MIGRATION_TASK_SECONDS = env_int("MIGRATION_TASK_SECONDS", 30)
@@ -272,6 +301,8 @@ MIGRATION_ENGINE_OPTIONS = {
         "failure_rates": env_rates("SIMULATED_FAILURE_RATES"),
         # drills: a file that records every copy's start and end, to check no mailbox ran twice at once
         "run_log": env_str("SIMULATED_RUN_LOG") or None,
+        # drills: the worker process dies (os._exit) half way through copying this address, every time
+        "die_on": env_str("SIMULATED_DIE_ON") or None,
         # e.g. NOT_LICENSED=0.02,TARGET_MISSING=0.01: the share of mailboxes pre-flight blocks with each code
         "preflight_rates": env_rates("SIMULATED_PREFLIGHT_RATES"),
     },
@@ -306,6 +337,9 @@ INVENTORY_UPLOAD_MAX_BYTES = env_int("INVENTORY_UPLOAD_MAX_BYTES", 512 * 1024 * 
 # Uploads up to this size are imported during the request; larger ones go to a worker and the page
 # shows progress.
 INVENTORY_INLINE_MAX_BYTES = env_int("INVENTORY_INLINE_MAX_BYTES", 256 * 1024)
+# A wave's live figures are shared for this long between people who see the same organisations (the page
+# polls every 3 s; 0 turns the sharing off). selectors/progress.wave_progress_shared.
+WAVE_LIVE_CACHE_SECONDS = env_int("WAVE_LIVE_CACHE_SECONDS", 1)
 
 # --- programme ---------------------------------------------------------------------------------------------
 # An affinity group larger than this cannot fit in one evening window: the programme office must see it.
@@ -439,6 +473,9 @@ WEBHOOK_PAYLOAD_RETENTION_DAYS = env_int("WEBHOOK_PAYLOAD_RETENTION_DAYS", 30)
 # classes (the tests' and the benchmark's fake Exchange endpoint).
 SWITCH_POWERSHELL_CLIENT = env_str("SWITCH_POWERSHELL_CLIENT", "pypsrp")
 
+# The OpenAPI schema and its docs need sign-in (a session or a token) unless the programme office publishes them.
+API_DOCS_PUBLIC = env_bool("API_DOCS_PUBLIC", False)
+
 # Stuck work (services/sweeps.py): a job or check still queued this long had its task lost (a broker outage
 # at enqueue) and is sent again; a running import whose progress has not moved this long lost its worker and
 # is run again, up to IMPORT_MAX_ATTEMPTS runs, then failed with a reason; a running readiness check whose
@@ -449,6 +486,11 @@ IMPORT_MAX_ATTEMPTS = env_int("IMPORT_MAX_ATTEMPTS", 3)
 READINESS_STALL_SECONDS = env_int("READINESS_STALL_SECONDS", 900)
 
 SPECTACULAR_SETTINGS = {
+    "SERVE_PERMISSIONS": [
+        "rest_framework.permissions.AllowAny"
+        if API_DOCS_PUBLIC
+        else "rest_framework.permissions.IsAuthenticated"
+    ],
     "TITLE": "Migration control portal API",
     "VERSION": "1",
     # the schema endpoint is not part of the API it describes

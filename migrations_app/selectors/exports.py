@@ -6,6 +6,7 @@ from typing import Any
 
 from django.http import QueryDict
 
+from migrations_app.errors_catalogue import explain
 from migrations_app.filters import EventFilter
 from migrations_app.models import User
 from migrations_app.selectors.mailboxes import mailbox_search_all
@@ -38,7 +39,9 @@ MAILBOX_CSV_HEADER = [
     "last_error_code",
     "last_error_message",
     "bytes_copied",
-    "target_upn",  # last, so the export uploads again as an inventory (the other state columns are ignored)
+    "target_upn",  # the export uploads again as an inventory (the other state columns are ignored)
+    "last_error_meaning",  # errors_catalogue: the code in words, and what to do
+    "last_error_action",
 ]
 
 
@@ -63,6 +66,11 @@ def audit_csv_rows(events) -> Iterator[list[Any]]:
         ]
 
 
+def _explained(code: str) -> tuple[str, str]:
+    why = explain(code)
+    return (why.meaning, why.action) if why else ("", "")
+
+
 def mailbox_csv_rows(mailboxes) -> Iterator[list[Any]]:
     """The rows of any mailbox export (search, inventory, wave, failures), read in chunks as they stream."""
     for m in mailboxes.select_related("organisation", "wave").iterator(chunk_size=CHUNK_SIZE):
@@ -81,6 +89,7 @@ def mailbox_csv_rows(mailboxes) -> Iterator[list[Any]]:
             m.last_error_message,
             m.bytes_copied,
             m.target_upn,
+            *_explained(m.last_error_code),
         ]
 
 
