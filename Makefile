@@ -41,6 +41,8 @@ run: export DEBUG := 1
 # of failures (throttling that retries by itself, a few bad credentials and full mailboxes for triage).
 run: export SIMULATED_THROUGHPUT ?= 1000000000
 run: export SIMULATED_FAILURE_RATES ?= THROTTLED=0.03,AUTH_FAILED=0.01,OVER_QUOTA=0.005
+# ... and its pre-flight: the share of mailboxes a readiness check blocks, by reason (about 6% in all).
+run: export SIMULATED_PREFLIGHT_RATES ?= NOT_LICENSED=0.03,TARGET_MISSING=0.015,OVER_QUOTA=0.01,ITEM_TOO_LARGE=0.005
 run: setup
 	@{ echo "# Written by make run: manage.py reads it (the environment wins), so commands act on this portal."; \
 	  echo "DEBUG=1"; echo "PORT=$(PORT)"; for v in DATABASE_URL CELERY_BROKER_URL CACHE_URL; do \

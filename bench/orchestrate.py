@@ -32,10 +32,11 @@ def generate(cursor, *, mailboxes: int, orgs: int) -> None:
         """
         INSERT INTO migrations_app_organisation
             (ods_code, name, kind, region, status, preferred_window, priority, gate_mfa_enforced,
-             gate_acceptable_use, gate_licences_assigned, gate_service_desk_briefed, notes, created_at, updated_at)
+             gate_acceptable_use, gate_licences_assigned, gate_service_desk_briefed, notes, created_at, updated_at,
+             stage)
         SELECT 'B' || lpad(i::text, 5, '0'), 'Organisation ' || i,
                CASE WHEN i <= 3 THEN 'trust' ELSE 'gp_practice' END, 'london', 'migrating', 'any', 50,
-               true, true, true, true, '', now(), now()
+               true, true, true, true, '', now(), now(), 'sync_switch'
         FROM generate_series(1, %(orgs)s) AS i
         """,
         {"orgs": orgs},

@@ -325,7 +325,7 @@ class Endpoint(models.Model):
     options = models.JSONField(default=dict, blank=True)
     max_concurrency = models.PositiveIntegerField(default=20)
     # How a source's mailboxes are switched at cutover: their mail routed to Exchange Online, and back on roll
-    # back (migrations_app/switchers, docs/adr/012-the-switch.md).
+    # back (migrations_app/switchers, docs/adr/013-the-switch.md).
     switch_method = models.CharField(
         max_length=20, choices=SwitchMethod.choices, default=SwitchMethod.SIMULATED
     )
@@ -591,6 +591,11 @@ class Decision(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} {self.wave} by {self.actor}"
+
+    @property
+    def on_behalf(self) -> bool:
+        """A go or no-go the programme office recorded for an organisation (with its reason)."""
+        return self.organisation_id is not None and self.actor.is_programme_office
 
 
 class ImportJob(models.Model):
@@ -1027,6 +1032,12 @@ class WebhookDelivery(models.Model):
             models.Index(
                 fields=["next_attempt_at"], name="webhookdelivery_due_idx", condition=Q(status="pending")
             ),
+            # the hourly purge of delivered bodies: only delivered ones that still have a body
+            models.Index(
+                fields=["last_attempt_at"],
+                name="webhookdelivery_purge_idx",
+                condition=Q(status="succeeded") & ~Q(payload={}),
+            ),
         ]
 
     # what the database accepts, built from the enums above (Meta cannot see them; see constraints.py)
@@ -1098,3 +1109,4 @@ from migrations_app.models_comms import (  # noqa: E402, F401
     OrganisationNotice,
     SupportRequest,
 )
+from migrations_app.models_exports import Export  # noqa: E402, F401

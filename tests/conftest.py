@@ -11,7 +11,7 @@ from kombu import pools
 
 from portal.celery import app
 from tests.factories import OrganisationFactory, UserFactory
-from tests.switch_fixtures import fake_exchange  # noqa: F401 (a fixture for the switch tests)
+from tests.switch_fixtures import fake_exchange_ps  # noqa: F401 (a fixture for the switch tests)
 
 REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
 

@@ -27,7 +27,7 @@ def switch_endpoint(method: str, **fields) -> Endpoint:
 
 
 @pytest.fixture
-def fake_exchange(tmp_path, monkeypatch, settings):
+def fake_exchange_ps(tmp_path, monkeypatch, settings):
     """The fake Exchange PowerShell endpoint, selected for the switchers; its sessions closed afterwards."""
     monkeypatch.setenv("FAKE_EXCHANGE_DIR", str(tmp_path / "exchange"))
     settings.SWITCH_POWERSHELL_CLIENT = FAKE_CLIENT

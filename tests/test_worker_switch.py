@@ -56,9 +56,9 @@ def _switching(wave, count):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_wave_is_switched_by_exchange_powershell_through_a_worker(real_broker, org_a, fake_exchange):
+def test_a_wave_is_switched_by_exchange_powershell_through_a_worker(real_broker, org_a, fake_exchange_ps):
     wave, mailboxes = _wave(org_a, "exchange-powershell", 6)
-    fake_exchange.add_mailboxes(m.email for m in mailboxes)
+    fake_exchange_ps.add_mailboxes(m.email for m in mailboxes)
 
     with start_worker(real_broker, pool="solo", perform_ping_check=False, shutdown_timeout=10):
         assert wave_tick()["claimed"] == 6
@@ -68,8 +68,8 @@ def test_a_wave_is_switched_by_exchange_powershell_through_a_worker(real_broker,
         (M.MIGRATED, "switched")
     }
     for mailbox in mailboxes:
-        assert fake_exchange.routed_to(mailbox.email).endswith("@nhs.mail.onmicrosoft.com")
-    switched = [c["identity"] for c in fake_exchange.calls("Set-Mailbox")]
+        assert fake_exchange_ps.routed_to(mailbox.email).endswith("@nhs.mail.onmicrosoft.com")
+    switched = [c["identity"] for c in fake_exchange_ps.calls("Set-Mailbox")]
     assert sorted(switched) == sorted(m.email for m in mailboxes)  # each once
 
 

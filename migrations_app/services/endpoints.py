@@ -147,7 +147,7 @@ _ROUTING_DOMAIN = re.compile(r"^[a-z0-9-]+(\.[a-z0-9-]+)+$")
 
 
 def _check_switch(endpoint: Endpoint) -> None:
-    """How a source switches its mailboxes (docs/adr/012-the-switch.md): PowerShell needs the Exchange server's
+    """How a source switches its mailboxes (docs/adr/013-the-switch.md): PowerShell needs the Exchange server's
     host name, an account and its password; a webhook an https:// URL that is not an internal address and a
     signing secret; both the tenant's routing domain."""
     method = endpoint.switch_method

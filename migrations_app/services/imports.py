@@ -44,6 +44,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from migrations_app.models import ImportJob, Mailbox, Organisation, User
+from migrations_app.planning.units import PERMISSIONS_GROUP_PREFIX
 from migrations_app.selectors.scoping import require_administer, require_programme_office
 from migrations_app.services.counters import (
     counters_disable_insert_trigger,
@@ -813,6 +814,13 @@ def _import_rows(
                     group = row[i_group].strip() if i_group is not None else ""
                     if len(group) > 100:
                         add(line, "affinity_group", group, "the affinity group is longer than 100 characters")
+                    elif group.startswith(PERMISSIONS_GROUP_PREFIX):
+                        add(
+                            line,
+                            "affinity_group",
+                            group,
+                            f"names starting {PERMISSIONS_GROUP_PREFIX} come from a permissions import: choose another",
+                        )
 
                     target = ""
                     if i_target is not None:

@@ -1,4 +1,4 @@
-"""Switchers: at cutover a mailbox's new mail starts arriving in Exchange Online (docs/adr/012-the-switch.md).
+"""Switchers: at cutover a mailbox's new mail starts arriving in Exchange Online (docs/adr/013-the-switch.md).
 
     switcher = get_switcher(method, address=..., username=..., secret=..., sessions=..., timeout_seconds=...)
     switcher.switch(targets); switcher.read_back(targets); switcher.unswitch(targets)

@@ -1,4 +1,4 @@
-"""The exchange-powershell switcher: Exchange 2013's remote PowerShell through pypsrp (docs/adr/012-the-switch.md).
+"""The exchange-powershell switcher: Exchange 2013's remote PowerShell through pypsrp (docs/adr/013-the-switch.md).
 
     switch     Set-Mailbox -Identity <id> -ForwardingSmtpAddress <user@tenant.mail.onmicrosoft.com>
                            -DeliverToMailboxAndForward $false

@@ -67,11 +67,11 @@ def test_another_organisations_system_cannot_confirm_and_a_viewer_may_not(api, w
 
 
 def test_switching_back_is_for_the_programme_office_with_a_reason(
-    api, db, org_a, officer, admin_a, fake_exchange, django_capture_on_commit_callbacks
+    api, db, org_a, officer, admin_a, fake_exchange_ps, django_capture_on_commit_callbacks
 ):
     source = switch_endpoint("exchange-powershell")
     wave, [mailbox] = approved_wave(org_a, 1, starts_in=dt.timedelta(minutes=-5), source_endpoint=source)
-    fake_exchange.add_mailbox(mailbox.email)
+    fake_exchange_ps.add_mailbox(mailbox.email)
     wave_tick()
     mailbox_run_sync(mailbox_id=mailbox.pk)
     mailbox.refresh_from_db()
@@ -85,7 +85,7 @@ def test_switching_back_is_for_the_programme_office_with_a_reason(
     assert body["switch_status"] == "unswitching"
     mailbox.refresh_from_db()
     assert (mailbox.state, mailbox.switch_status, mailbox.wave_id) == (M.READY, "unswitched", None)
-    assert fake_exchange.routed_to(mailbox.email) is None
+    assert fake_exchange_ps.routed_to(mailbox.email) is None
 
 
 def test_an_endpoints_switch_secret_is_write_only_and_a_webhook_url_must_be_public(api, officer, db):

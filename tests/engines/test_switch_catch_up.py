@@ -90,7 +90,7 @@ def test_mail_delivered_while_a_manual_switch_waits_arrives_once_through_the_cat
 
 @pytest.mark.django_db(transaction=True)
 def test_mail_delivered_during_the_powershell_switch_arrives_once_through_the_catch_up(
-    dovecots, org_a, fake_exchange, monkeypatch
+    dovecots, org_a, fake_exchange_ps, monkeypatch
 ):
     source, target = dovecots
     wave, mailbox, src_user, tgt_user = _wave(
@@ -102,7 +102,7 @@ def test_mail_delivered_during_the_powershell_switch_arrives_once_through_the_ca
         switch_secret="s3cret",
         routing_domain="nhs.mail.onmicrosoft.com",
     )
-    fake_exchange.add_mailbox(src_user)
+    fake_exchange_ps.add_mailbox(src_user)
     real_switch = ExchangePowerShellSwitcher.switch
 
     def switch_while_mail_arrives(self, targets):
@@ -116,7 +116,7 @@ def test_mail_delivered_during_the_powershell_switch_arrives_once_through_the_ca
     mailbox.refresh_from_db()
 
     assert (mailbox.state, mailbox.switch_status, mailbox.items_copied) == (M.MIGRATED, "switched", 5)
-    assert fake_exchange.routed_to(src_user) == f"smtp:{tgt_user.split('@')[0]}@nhs.mail.onmicrosoft.com"
+    assert fake_exchange_ps.routed_to(src_user) == f"smtp:{tgt_user.split('@')[0]}@nhs.mail.onmicrosoft.com"
     arrived = _subjects(target, tgt_user)
     assert arrived.count("Arrived during the switch 200") == 1
     assert arrived == _subjects(source, src_user)

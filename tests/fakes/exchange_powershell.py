@@ -1,4 +1,4 @@
-"""A fake Exchange 2013 remote PowerShell endpoint, at the pypsrp client boundary (docs/adr/012-the-switch.md).
+"""A fake Exchange 2013 remote PowerShell endpoint, at the pypsrp client boundary (docs/adr/013-the-switch.md).
 
 It offers pypsrp's three classes with their signatures — `WSMan(server, username=, password=, path=, ...)`,
 `RunspacePool(wsman, configuration_name=)` with open()/close(), `PowerShell(pool)` with add_cmdlet(),

@@ -49,17 +49,17 @@ def _run(mailbox):
 
 
 def test_a_cutover_routes_the_mailbox_through_exchange_powershell_between_its_two_deltas(
-    org_a, fake_exchange
+    org_a, fake_exchange_ps
 ):
     wave, [mailbox] = _wave(org_a, "exchange-powershell")
-    fake_exchange.add_mailbox(mailbox.email)
+    fake_exchange_ps.add_mailbox(mailbox.email)
 
     mailbox = _run(mailbox)
 
     assert (mailbox.state, mailbox.switch_status, mailbox.last_error_code) == (M.MIGRATED, S.SWITCHED, "")
     assert mailbox.switched_at is not None
     local = mailbox.email.split("@")[0]
-    assert fake_exchange.routed_to(mailbox.email) == f"smtp:{local}@{ROUTING_DOMAIN}"
+    assert fake_exchange_ps.routed_to(mailbox.email) == f"smtp:{local}@{ROUTING_DOMAIN}"
     assert _actions(mailbox)[-6:] == [
         "mailbox.claimed",  # straight on to its cutover
         "mailbox.final_delta",
@@ -72,7 +72,9 @@ def test_a_cutover_routes_the_mailbox_through_exchange_powershell_between_its_tw
     assert switched.data == {"method": "exchange-powershell", "routing_address": f"{local}@{ROUTING_DOMAIN}"}
 
 
-def test_a_mailbox_exchange_does_not_know_fails_with_a_stable_code_and_is_not_migrated(org_a, fake_exchange):
+def test_a_mailbox_exchange_does_not_know_fails_with_a_stable_code_and_is_not_migrated(
+    org_a, fake_exchange_ps
+):
     wave, [mailbox] = _wave(org_a, "exchange-powershell")  # not added to the fake Exchange
 
     mailbox = _run(mailbox)
@@ -81,10 +83,10 @@ def test_a_mailbox_exchange_does_not_know_fails_with_a_stable_code_and_is_not_mi
     assert mailbox.switch_status == S.REQUESTED  # asked, never confirmed: a retry reads back first
 
 
-def test_a_busy_exchange_is_retried_later_and_the_mailbox_switched_once(org_a, fake_exchange):
+def test_a_busy_exchange_is_retried_later_and_the_mailbox_switched_once(org_a, fake_exchange_ps):
     wave, [mailbox] = _wave(org_a, "exchange-powershell", switch_sessions=1)
-    fake_exchange.add_mailbox(mailbox.email)
-    fake_exchange.busy_for(1)
+    fake_exchange_ps.add_mailbox(mailbox.email)
+    fake_exchange_ps.busy_for(1)
 
     mailbox = _run(mailbox)
     assert (mailbox.state, mailbox.last_error_code) == (M.SYNCED, "SERVER_BUSY")
@@ -95,7 +97,7 @@ def test_a_busy_exchange_is_retried_later_and_the_mailbox_switched_once(org_a, f
     mailbox.refresh_from_db()
 
     assert (mailbox.state, mailbox.switch_status) == (M.MIGRATED, S.SWITCHED)
-    assert len(fake_exchange.calls("Set-Mailbox")) == 1  # the refused attempt never reached a cmdlet
+    assert len(fake_exchange_ps.calls("Set-Mailbox")) == 1  # the refused attempt never reached a cmdlet
 
 
 def test_a_manual_switch_waits_in_switching_until_a_person_confirms(
@@ -110,6 +112,7 @@ def test_a_manual_switch_waits_in_switching_until_a_person_confirms(
         "switch",
     )
     assert mailbox.lease == ""  # no worker waits for a person
+    assert mailbox.switch_deadline is None  # nor does a clock: it waits until the person confirms
 
     with pytest.raises(PermissionDenied):
         mailbox_switch_confirm(mailbox=mailbox, actor=admin_b, reason="not theirs")
@@ -194,9 +197,9 @@ def _crash_switch(monkeypatch, *, after_switching):
     "step",
     ["final_delta", "before_the_switch", "after_the_switch_before_it_is_recorded", "catch_up", "verify"],
 )
-def test_a_crash_at_each_step_resumes_without_switching_twice(org_a, fake_exchange, monkeypatch, step):
+def test_a_crash_at_each_step_resumes_without_switching_twice(org_a, fake_exchange_ps, monkeypatch, step):
     wave, [mailbox] = _wave(org_a, "exchange-powershell")
-    fake_exchange.add_mailbox(mailbox.email)
+    fake_exchange_ps.add_mailbox(mailbox.email)
     wave_tick()
     mailbox_run_sync(mailbox_id=mailbox.pk)  # window open: synced and straight on; switched and migrated ...
     mailbox.refresh_from_db()
@@ -204,7 +207,7 @@ def test_a_crash_at_each_step_resumes_without_switching_twice(org_a, fake_exchan
     [second] = approved_wave(
         org_a, 1, starts_in=dt.timedelta(minutes=-5), source_endpoint=wave.source_endpoint
     )[1]
-    fake_exchange.add_mailbox(second.email)
+    fake_exchange_ps.add_mailbox(second.email)
     Mailbox.objects.filter(pk=second.pk).update(state=M.CUTOVER)  # claimed for its cutover
     engine = None
     if step == "final_delta":
@@ -222,7 +225,9 @@ def test_a_crash_at_each_step_resumes_without_switching_twice(org_a, fake_exchan
     assert second.state in (M.CUTOVER, M.VERIFYING) and second.lease  # its worker is gone, its lease held
     recorded = {"final_delta": "", "catch_up": S.SWITCHED, "verify": S.SWITCHED}.get(step, S.REQUESTED)
     assert second.switch_status == recorded
-    assert bool(fake_exchange.routed_to(second.email)) == (step.startswith("after") or recorded == S.SWITCHED)
+    assert bool(fake_exchange_ps.routed_to(second.email)) == (
+        step.startswith("after") or recorded == S.SWITCHED
+    )
 
     # The reconciler finds its heartbeat stale and hands it to a new run, which resumes it.
     stale = timezone.now() + dt.timedelta(hours=1)
@@ -231,7 +236,7 @@ def test_a_crash_at_each_step_resumes_without_switching_twice(org_a, fake_exchan
     second.refresh_from_db()
 
     assert (second.state, second.switch_status) == (M.MIGRATED, S.SWITCHED)
-    assert [c["identity"] for c in fake_exchange.calls("Set-Mailbox")].count(second.email) == 1
+    assert [c["identity"] for c in fake_exchange_ps.calls("Set-Mailbox")].count(second.email) == 1
     assert _actions(second).count("mailbox.switched") == 1
 
 
@@ -239,18 +244,18 @@ def test_a_crash_at_each_step_resumes_without_switching_twice(org_a, fake_exchan
 
 
 def test_rolling_back_a_migrated_mailbox_switches_its_mail_back_to_the_source_first(
-    org_a, officer, fake_exchange, django_capture_on_commit_callbacks
+    org_a, officer, fake_exchange_ps, django_capture_on_commit_callbacks
 ):
     wave, [mailbox] = _wave(org_a, "exchange-powershell")
-    fake_exchange.add_mailbox(mailbox.email)
+    fake_exchange_ps.add_mailbox(mailbox.email)
     mailbox = _run(mailbox)
-    assert fake_exchange.routed_to(mailbox.email)
+    assert fake_exchange_ps.routed_to(mailbox.email)
 
     with django_capture_on_commit_callbacks(execute=True):
         mailbox_rollback(mailbox=mailbox, actor=officer, reason="clinic system cannot reach Exchange Online")
     mailbox.refresh_from_db()
 
-    assert fake_exchange.routed_to(mailbox.email) is None  # the source receives its mail again
+    assert fake_exchange_ps.routed_to(mailbox.email) is None  # the source receives its mail again
     assert (mailbox.state, mailbox.wave_id, mailbox.switch_status) == (M.READY, None, S.UNSWITCHED)
     assert _actions(mailbox)[-3:] == [
         "mailbox.unswitch_requested",
@@ -263,12 +268,12 @@ def test_rolling_back_a_migrated_mailbox_switches_its_mail_back_to_the_source_fi
 
 
 def test_a_failed_switch_back_leaves_the_mailbox_switched_and_says_why(
-    org_a, officer, fake_exchange, django_capture_on_commit_callbacks
+    org_a, officer, fake_exchange_ps, django_capture_on_commit_callbacks
 ):
     wave, [mailbox] = _wave(org_a, "exchange-powershell")
-    fake_exchange.add_mailbox(mailbox.email)
+    fake_exchange_ps.add_mailbox(mailbox.email)
     mailbox = _run(mailbox)
-    fake_exchange.remove_role()
+    fake_exchange_ps.remove_role()
 
     with django_capture_on_commit_callbacks(execute=True):
         mailbox_rollback(mailbox=mailbox, actor=officer, reason="wrong wave")

@@ -87,7 +87,7 @@ def test_approval_moves_and_execution_keep_the_counters(
     assert_counters_match()
     wave_propose(wave=wave, actor=officer)
     wave_go(wave=wave, organisation=org_a, actor=admin_a)
-    wave_go(wave=wave, organisation=org_b, actor=officer)
+    wave_go(wave=wave, organisation=org_b, actor=officer, reason="confirmed by phone")
     wave_approve(wave=wave, actor=approver)
     assert_counters_match()
     assert counters_current()[(org_a.pk, wave.pk, M.SCHEDULED, False)] == (3, 30)

@@ -31,35 +31,35 @@ def _targets(n, start=1):
     ]  # fmt: skip
 
 
-def test_it_routes_mail_to_the_tenant_address_and_reads_it_back(fake_exchange):
+def test_it_routes_mail_to_the_tenant_address_and_reads_it_back(fake_exchange_ps):
     targets = _targets(3)
-    fake_exchange.add_mailboxes(t.identity for t in targets)
+    fake_exchange_ps.add_mailboxes(t.identity for t in targets)
     switcher = _switcher()
 
     assert switcher.read_back(targets) == {1: Routing.SOURCE, 2: Routing.SOURCE, 3: Routing.SOURCE}
     assert switcher.switch(targets) == {1: Routing.TARGET, 2: Routing.TARGET, 3: Routing.TARGET}
 
-    assert fake_exchange.routed_to("user2@trust.nhs.uk") == f"smtp:user2@{DOMAIN}"
-    assert fake_exchange.mailbox("user2@trust.nhs.uk")["DeliverToMailboxAndForward"] is False
+    assert fake_exchange_ps.routed_to("user2@trust.nhs.uk") == f"smtp:user2@{DOMAIN}"
+    assert fake_exchange_ps.mailbox("user2@trust.nhs.uk")["DeliverToMailboxAndForward"] is False
     assert switcher.read_back(targets) == {1: Routing.TARGET, 2: Routing.TARGET, 3: Routing.TARGET}
-    sets = fake_exchange.calls("Set-Mailbox")
+    sets = fake_exchange_ps.calls("Set-Mailbox")
     assert sorted(c["identity"] for c in sets) == sorted(t.identity for t in targets)
 
 
-def test_it_routes_mail_back_to_the_source_on_unswitch(fake_exchange):
+def test_it_routes_mail_back_to_the_source_on_unswitch(fake_exchange_ps):
     targets = _targets(2)
-    fake_exchange.add_mailboxes(t.identity for t in targets)
+    fake_exchange_ps.add_mailboxes(t.identity for t in targets)
     switcher = _switcher()
     switcher.switch(targets)
 
     assert switcher.unswitch(targets) == {1: Routing.SOURCE, 2: Routing.SOURCE}
-    assert fake_exchange.routed_to("user1@trust.nhs.uk") is None
+    assert fake_exchange_ps.routed_to("user1@trust.nhs.uk") is None
     assert switcher.read_back(targets) == {1: Routing.SOURCE, 2: Routing.SOURCE}
 
 
-def test_it_reports_a_mailbox_exchange_does_not_know_as_not_found_and_switches_the_rest(fake_exchange):
+def test_it_reports_a_mailbox_exchange_does_not_know_as_not_found_and_switches_the_rest(fake_exchange_ps):
     targets = _targets(3)
-    fake_exchange.add_mailboxes([targets[0].identity, targets[2].identity])
+    fake_exchange_ps.add_mailboxes([targets[0].identity, targets[2].identity])
 
     outcome = _switcher().switch(targets)
 
@@ -68,32 +68,32 @@ def test_it_reports_a_mailbox_exchange_does_not_know_as_not_found_and_switches_t
     assert "couldn't be found" in outcome[2].message
 
 
-def test_it_reports_an_account_without_the_mail_recipients_role_as_access_denied(fake_exchange):
+def test_it_reports_an_account_without_the_mail_recipients_role_as_access_denied(fake_exchange_ps):
     targets = _targets(1)
-    fake_exchange.add_mailboxes(t.identity for t in targets)
-    fake_exchange.remove_role()
+    fake_exchange_ps.add_mailboxes(t.identity for t in targets)
+    fake_exchange_ps.remove_role()
 
     outcome = _switcher().switch(targets)[1]
 
     assert isinstance(outcome, PermanentError) and outcome.code == ACCESS_DENIED
 
 
-def test_it_reports_refused_credentials_as_access_denied(fake_exchange):
+def test_it_reports_refused_credentials_as_access_denied(fake_exchange_ps):
     targets = _targets(2)
-    fake_exchange.add_mailboxes(t.identity for t in targets)
-    fake_exchange.set_credentials("svc-switch", "the-right-one")
+    fake_exchange_ps.add_mailboxes(t.identity for t in targets)
+    fake_exchange_ps.set_credentials("svc-switch", "the-right-one")
 
     outcome = _switcher(secret="wrong", sessions=1).switch(targets)
 
     assert {type(o) for o in outcome.values()} == {PermanentError}
     assert {o.code for o in outcome.values()} == {ACCESS_DENIED}
-    assert fake_exchange.calls() == []
+    assert fake_exchange_ps.calls() == []
 
 
-def test_it_reports_a_runspace_over_the_throttling_policy_as_server_busy_to_retry(fake_exchange):
+def test_it_reports_a_runspace_over_the_throttling_policy_as_server_busy_to_retry(fake_exchange_ps):
     targets = _targets(2)
-    fake_exchange.add_mailboxes(t.identity for t in targets)
-    fake_exchange.busy_for(1)
+    fake_exchange_ps.add_mailboxes(t.identity for t in targets)
+    fake_exchange_ps.busy_for(1)
 
     first = _switcher(sessions=1).switch(targets)
     assert {type(o) for o in first.values()} == {RetryableError}
@@ -105,9 +105,9 @@ def test_it_reports_a_runspace_over_the_throttling_policy_as_server_busy_to_retr
     }  # next time it opens
 
 
-def test_it_keeps_to_its_cap_of_sessions_and_reuses_them_for_many_mailboxes(fake_exchange, monkeypatch):
+def test_it_keeps_to_its_cap_of_sessions_and_reuses_them_for_many_mailboxes(fake_exchange_ps, monkeypatch):
     targets = _targets(40)
-    fake_exchange.add_mailboxes(t.identity for t in targets)
+    fake_exchange_ps.add_mailboxes(t.identity for t in targets)
     monkeypatch.setenv("FAKE_EXCHANGE_CMDLET_SECONDS", "0.01")
     peak = 0
     stop = threading.Event()

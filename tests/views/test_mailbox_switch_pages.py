@@ -57,13 +57,13 @@ def test_another_organisations_admin_cannot_confirm_a_switch(client_for, admin_b
 
 
 def test_the_programme_office_switches_a_mailbox_back_from_its_page(
-    client_for, officer, admin_a, org_a, fake_exchange, django_capture_on_commit_callbacks
+    client_for, officer, admin_a, org_a, fake_exchange_ps, django_capture_on_commit_callbacks
 ):
     wave, mailboxes = approved_wave(
         org_a, 1, starts_in=dt.timedelta(minutes=-5), source_endpoint=switch_endpoint("exchange-powershell")
     )
     [mailbox] = mailboxes
-    fake_exchange.add_mailbox(mailbox.email)
+    fake_exchange_ps.add_mailbox(mailbox.email)
     wave_tick()
     mailbox_run_sync(mailbox_id=mailbox.pk)
     assert 'id="unswitch"' not in client_for(admin_a).get(f"/mailboxes/{mailbox.pk}/").content.decode()
@@ -74,7 +74,7 @@ def test_the_programme_office_switches_a_mailbox_back_from_its_page(
         client.post(f"/mailboxes/{mailbox.pk}/unswitch/", {"reason": "pharmacy system fails"})
     mailbox.refresh_from_db()
     assert (mailbox.state, mailbox.switch_status) == (M.READY, "unswitched")
-    assert fake_exchange.routed_to(mailbox.email) is None
+    assert fake_exchange_ps.routed_to(mailbox.email) is None
 
 
 def test_the_wave_page_counts_mailboxes_at_each_cutover_step(client_for, officer, org_a):
@@ -82,6 +82,7 @@ def test_the_wave_page_counts_mailboxes_at_each_cutover_step(client_for, officer
     Mailbox.objects.filter(pk=mailboxes[0].pk).update(state=M.CUTOVER, cutover_step="catch_up")
 
     html = client_for(officer).get(f"/waves/{wave.pk}/").content.decode()
+    assert "By hand (a person confirms)" in html  # the wave's switch method
 
     table = html[html.index('id="wave-cutover-steps"') :]
     table = table[: table.index("</table>")]

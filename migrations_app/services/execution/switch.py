@@ -1,6 +1,6 @@
 """The switch step of a cutover: after the final delta, a batch's mailboxes have their new mail routed to
 Exchange Online by their source endpoint's switcher (migrations_app/switchers), then the catch-up delta copies
-what reached the source in between (docs/adr/012-the-switch.md).
+what reached the source in between (docs/adr/013-the-switch.md).
 
     cutover (final delta) --> cutover (switch requested, recorded) --switcher--> cutover (switched, recorded)
         --> catch-up delta --> verifying --> migrated
@@ -109,7 +109,8 @@ def _switch_group(group: list[Mailbox], endpoint: Endpoint | None, journal, on_e
     targets: dict[int, SwitchTarget] = {}
     by_pk = {m.pk: m for m in group}
     for mailbox in group:
-        if mailbox.switch_status != S.REQUESTED and switcher.confirms_later:
+        # A webhook switch has the endpoint's time to be confirmed; a manual one waits for its person.
+        if mailbox.switch_status != S.REQUESTED and switcher.method == "webhook":
             mailbox.switch_deadline = now + dt.timedelta(seconds=endpoint.switch_timeout_seconds)
         try:
             targets[mailbox.pk] = switch_target(mailbox, endpoint)
