@@ -15,7 +15,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _run(*args, env_extra=None):
-    env = {**os.environ, "PORTAL_TESTING": "1", **(env_extra or {})}
+    # As a person runs it: the development profile, not the test runner's (which refuses outside pytest).
+    env = {k: v for k, v in os.environ.items() if k not in ("PORTAL_TESTING", "DJANGO_SETTINGS_MODULE")}
+    env.update({"DEBUG": "1", "DJANGO_SETTINGS_MODULE": "portal.settings", **(env_extra or {})})
     return subprocess.run(
         [sys.executable, "manage.py", "copy_mailbox", *args],
         cwd=ROOT,
