@@ -13,7 +13,7 @@ export PORT
 # settings' var folder (PORTAL_VAR_DIR): the database, broker, cache and the .env make run leaves for manage.py
 VAR := $(or $(PORTAL_VAR_DIR),var)
 
-.PHONY: help run test lint format bench-import setup
+.PHONY: help run test lint format bench bench-import setup
 
 help:
 	@echo "make run    start the portal with a seeded demo programme, a Celery worker and beat (http://127.0.0.1:$(PORT))"
@@ -41,6 +41,8 @@ run: export DEBUG := 1
 # of failures (throttling that retries by itself, a few bad credentials and full mailboxes for triage).
 run: export SIMULATED_THROUGHPUT ?= 1000000000
 run: export SIMULATED_FAILURE_RATES ?= THROTTLED=0.03,AUTH_FAILED=0.01,OVER_QUOTA=0.005
+# ... and its pre-flight: the share of mailboxes a readiness check blocks, by reason (about 6% in all).
+run: export SIMULATED_PREFLIGHT_RATES ?= NOT_LICENSED=0.03,TARGET_MISSING=0.015,OVER_QUOTA=0.01,ITEM_TOO_LARGE=0.005
 run: setup
 	@{ echo "# Written by make run: manage.py reads it (the environment wins), so commands act on this portal."; \
 	  echo "DEBUG=1"; echo "PORT=$(PORT)"; for v in DATABASE_URL CELERY_BROKER_URL CACHE_URL; do \
@@ -59,6 +61,10 @@ lint: setup
 format: setup
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# Every benchmark, or BENCH="pages load"; README's table is written from their output (bench/run_all.py).
+bench: setup
+	$(BIN)/python -m bench.run_all $(BENCH)
 
 bench-import: setup
 	$(BIN)/python -m bench.import_inventory --rows $${ROWS:-2100000}

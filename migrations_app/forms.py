@@ -477,6 +477,10 @@ class ImportUploadForm(forms.Form):
     import_valid_rows = forms.BooleanField(
         label="Import the valid rows even if some rows have errors", required=False
     )
+    complete = forms.BooleanField(
+        label="This file lists every mailbox of the organisation: show me the ones it leaves out, to retire them",
+        required=False,
+    )
 
     def clean_file(self):
         upload = self.cleaned_data["file"]

@@ -592,6 +592,11 @@ class Decision(models.Model):
     def __str__(self) -> str:
         return f"{self.get_kind_display()} {self.wave} by {self.actor}"
 
+    @property
+    def on_behalf(self) -> bool:
+        """A go or no-go the programme office recorded for an organisation (with its reason)."""
+        return self.organisation_id is not None and self.actor.is_programme_office
+
 
 class ImportJob(models.Model):
     """One inventory or permissions upload: its file, its outcome and every bad row found in it."""
@@ -1027,6 +1032,12 @@ class WebhookDelivery(models.Model):
             models.Index(
                 fields=["next_attempt_at"], name="webhookdelivery_due_idx", condition=Q(status="pending")
             ),
+            # the hourly purge of delivered bodies: only delivered ones that still have a body
+            models.Index(
+                fields=["last_attempt_at"],
+                name="webhookdelivery_purge_idx",
+                condition=Q(status="succeeded") & ~Q(payload={}),
+            ),
         ]
 
     # what the database accepts, built from the enums above (Meta cannot see them; see constraints.py)
@@ -1098,3 +1109,4 @@ from migrations_app.models_comms import (  # noqa: E402, F401
     OrganisationNotice,
     SupportRequest,
 )
+from migrations_app.models_exports import Export  # noqa: E402, F401

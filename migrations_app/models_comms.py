@@ -190,6 +190,9 @@ class SupportRequest(models.Model):
     mailbox = models.ForeignKey(
         "Mailbox", null=True, blank=True, on_delete=models.SET_NULL, related_name="support_requests"
     )
+    # The wave the mailbox was in when the request came: the support rate counts a request against the wave it
+    # followed, without reading mailbox rows (the dashboard reads none).
+    wave = models.ForeignKey("Wave", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     email = models.CharField(max_length=254)
     category = models.CharField(max_length=10, choices=Category.choices)
     description = models.TextField(blank=True, max_length=2000)
@@ -211,6 +214,7 @@ class SupportRequest(models.Model):
         indexes = [
             models.Index(fields=["organisation", "-opened_at"], name="supportrequest_org_idx"),
             models.Index(fields=["mailbox", "opened_at"], name="supportrequest_mailbox_idx"),
+            models.Index(fields=["wave", "opened_at"], name="supportrequest_wave_idx"),
         ]
 
     def __str__(self) -> str:

@@ -40,7 +40,9 @@ def wave_pump(wave_id: int) -> None:
 
 
 # acks_late: a worker that dies mid-copy leaves the message unacknowledged and the broker redelivers it; the
-# lease makes a redelivery harmless while the first run is still alive.
+# lease makes a redelivery harmless while the first run is still alive. A mailbox whose copy keeps killing
+# its worker (a poison pill) fails with WORKER_LOST after MIGRATION_MAX_DELIVERIES runs that never finished
+# (services/execution/poison.py), however they were delivered (redelivery, the reconciler's requeue).
 @shared_task(acks_late=True, reject_on_worker_lost=True)
 def mailboxes_work(mailbox_ids: list[int], phase: str) -> None:
     from migrations_app.services.execution import mailboxes_run
@@ -160,3 +162,18 @@ def stuck_work_sweep() -> None:
     from migrations_app.services.sweeps import stuck_work_sweep as sweep
 
     sweep()
+
+
+@shared_task
+def webhook_payloads_purge() -> None:
+    """Beat, hourly: empty delivered webhook bodies past their retention."""
+    from migrations_app.services.webhooks import webhook_payloads_purge as purge
+
+    purge()
+
+
+@shared_task(acks_late=True)
+def export_run(export_id: int) -> None:
+    from migrations_app.services.exports import export_run as run
+
+    run(export_id=export_id)

@@ -12,6 +12,8 @@ from django.utils.formats import date_format
 from django_htmx.jinja import htmx_script
 from jinja2 import ChainableUndefined, ChoiceLoader, Environment, FileSystemLoader, PackageLoader
 
+from migrations_app.errors_catalogue import explain
+from migrations_app.event_words import actor_in_words, event_in_words
 from migrations_app.templatetags import filesizeformat_binary
 
 
@@ -66,6 +68,9 @@ def environment(**options) -> Environment:
             "get_messages": messages.get_messages,
             "htmx_script": htmx_script,
             "service_name": "Mailbox migration portal",
+            "explain_error": explain,
+            "event_in_words": event_in_words,
+            "actor_in_words": actor_in_words,
             "mailbox_states": _mailbox_states(),
         }
     )

@@ -5,6 +5,10 @@ production (DEBUG unset or 0: a real SECRET_KEY and encryption key are required,
 `manage.py check --deploy` with no warnings).
 """
 
+import base64
+import binascii
+import os
+import sys
 from pathlib import Path
 
 import dj_database_url
@@ -20,6 +24,12 @@ VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 DEBUG = env_bool("DEBUG", False)
 TESTING = env_bool("PORTAL_TESTING", False)
+# The test profile selects development keys and a fast password hasher: it must never be on in a deployment,
+# so it is refused unless the test runner loaded the test settings.
+if TESTING and not (
+    os.environ.get("DJANGO_SETTINGS_MODULE") == "portal.settings_test" and "pytest" in sys.modules
+):
+    raise ImproperlyConfigured("PORTAL_TESTING is for the test runner only (portal.settings_test): unset it")
 
 # --- secrets -------------------------------------------------------------------------------------------
 # A development default exists only when DEBUG is on; production must set its own.
@@ -27,6 +37,8 @@ _DEV_SECRET_KEY = "dev-only-insecure-secret-key-do-not-use-in-production"  # noq
 SECRET_KEY = env_str("SECRET_KEY") or (_DEV_SECRET_KEY if DEBUG or TESTING else "")
 if not SECRET_KEY:
     raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off")
+if SECRET_KEY == _DEV_SECRET_KEY and not (DEBUG or TESTING):
+    raise ImproperlyConfigured("SECRET_KEY is the development key: set a secret one when DEBUG is off")
 
 # Fernet keys for credentials stored at rest, comma-separated, newest first (older ones still decrypt, so
 # keys can be rotated). Generate one with: python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"
@@ -36,6 +48,19 @@ PORTAL_ENCRYPTION_KEYS = env_list("PORTAL_ENCRYPTION_KEYS") or (
 )
 if not PORTAL_ENCRYPTION_KEYS:
     raise ImproperlyConfigured("PORTAL_ENCRYPTION_KEYS must be set when DEBUG is off")
+for _position, _key in enumerate(PORTAL_ENCRYPTION_KEYS, start=1):
+    # checked now, not at the first credential read: a bad key found at 2 a.m. by a worker is worse
+    try:
+        if len(base64.urlsafe_b64decode(_key.encode())) != 32:
+            raise ValueError
+    except (ValueError, binascii.Error):
+        raise ImproperlyConfigured(
+            f"PORTAL_ENCRYPTION_KEYS: key {_position} is not a Fernet key (url-safe base64 of 32 bytes)"
+        ) from None
+    if _key == _DEV_ENCRYPTION_KEY and not (DEBUG or TESTING):
+        raise ImproperlyConfigured(
+            f"PORTAL_ENCRYPTION_KEYS: key {_position} is the development key: generate one for this deployment"
+        )
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"] if DEBUG or TESTING else [])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
@@ -74,6 +99,7 @@ MIDDLEWARE = [
     "migrations_app.api.idempotency.IdempotencyMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "migrations_app.security_headers.ContentSecurityPolicyMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
 ]
 
@@ -215,13 +241,15 @@ CELERY_BEAT_SCHEDULE = {
     "worker-heartbeat": {"task": "migrations_app.tasks.worker_heartbeat", "schedule": 30.0},
     # starts pre-stage syncs and cutovers, carries over at window close, completes waves
     "wave-tick": {"task": "migrations_app.tasks.wave_tick", "schedule": 60.0},
-    # requeues mailboxes whose worker died (heartbeat stale)
+    # requeues mailboxes whose worker died or whose task the broker lost (heartbeat stale)
     "reconcile-stale": {
         "task": "migrations_app.tasks.reconcile_stale",
-        "schedule": float(env_int("MIGRATION_RECONCILE_SECONDS", 120)),
+        "schedule": float(env_int("MIGRATION_RECONCILE_SECONDS", 15)),
     },
     # forgets Idempotency-Key responses older than API_IDEMPOTENCY_TTL_HOURS
     "idempotency-keys-purge": {"task": "migrations_app.tasks.idempotency_keys_purge", "schedule": 3600.0},
+    # empties delivered webhook bodies older than WEBHOOK_PAYLOAD_RETENTION_DAYS
+    "webhook-payloads-purge": {"task": "migrations_app.tasks.webhook_payloads_purge", "schedule": 3600.0},
     # turns new events into webhook deliveries and sends the ones that are due
     "webhooks-dispatch": {"task": "migrations_app.tasks.webhooks_dispatch", "schedule": 10.0},
     # import jobs and readiness checks whose task was lost or whose worker died (services/sweeps.py)
@@ -239,10 +267,22 @@ MIGRATION_MAX_CONCURRENCY = env_int("MIGRATION_MAX_CONCURRENCY", 200)
 MIGRATION_RETRY_LIMIT = env_int("MIGRATION_RETRY_LIMIT", 5)
 MIGRATION_RETRY_BASE_SECONDS = env_int("MIGRATION_RETRY_BASE_SECONDS", 30)
 MIGRATION_RETRY_MAX_SECONDS = env_int("MIGRATION_RETRY_MAX_SECONDS", 3600)
-# A mailbox whose heartbeat is older than this is taken to have lost its worker and is requeued.
-MIGRATION_HEARTBEAT_STALE_SECONDS = env_int("MIGRATION_HEARTBEAT_STALE_SECONDS", 600)
-# A run renews its lease this often from a thread of its own, whatever its engine is doing (lease.py).
-MIGRATION_HEARTBEAT_SECONDS = env_float("MIGRATION_HEARTBEAT_SECONDS", 30.0)
+# A mailbox whose heartbeat is older than this is taken to have lost its worker (or its task was lost with
+# the broker) and is requeued. The heartbeat comes from the run's own LeaseKeeper thread every
+# MIGRATION_HEARTBEAT_SECONDS whatever the engine is doing, so three missed beats mean the run is gone; the
+# reconciler looks every MIGRATION_RECONCILE_SECONDS: lost work is requeued within 60 + 15 s, well inside the
+# two minutes the drills hold it to (tests/test_recovery_drills.py). A run that is alive but cut off is
+# fenced: it stops before its next write once its lease is taken (docs/adr/016-recovery-in-minutes.md).
+MIGRATION_HEARTBEAT_STALE_SECONDS = env_int("MIGRATION_HEARTBEAT_STALE_SECONDS", 60)
+MIGRATION_HEARTBEAT_SECONDS = env_float("MIGRATION_HEARTBEAT_SECONDS", 20.0)
+if MIGRATION_HEARTBEAT_STALE_SECONDS < 2 * MIGRATION_HEARTBEAT_SECONDS:
+    raise ImproperlyConfigured(
+        "MIGRATION_HEARTBEAT_STALE_SECONDS must be at least twice MIGRATION_HEARTBEAT_SECONDS, or a live run "
+        "that misses one beat is taken for dead"
+    )
+# A batch delivered more often than this without finishing (its workers died each time) fails its mailboxes
+# with WORKER_LOST rather than kill another worker.
+MIGRATION_MAX_DELIVERIES = env_int("MIGRATION_MAX_DELIVERIES", 3)
 # Work is queued in tasks of about this many seconds of expected engine time (a slow mailbox gets a task of
 # its own; mailboxes that take no time share one, up to MIGRATION_TASK_MAILBOXES).
 MIGRATION_TASK_SECONDS = env_int("MIGRATION_TASK_SECONDS", 30)
@@ -261,6 +301,8 @@ MIGRATION_ENGINE_OPTIONS = {
         "failure_rates": env_rates("SIMULATED_FAILURE_RATES"),
         # drills: a file that records every copy's start and end, to check no mailbox ran twice at once
         "run_log": env_str("SIMULATED_RUN_LOG") or None,
+        # drills: the worker process dies (os._exit) half way through copying this address, every time
+        "die_on": env_str("SIMULATED_DIE_ON") or None,
         # e.g. NOT_LICENSED=0.02,TARGET_MISSING=0.01: the share of mailboxes pre-flight blocks with each code
         "preflight_rates": env_rates("SIMULATED_PREFLIGHT_RATES"),
     },
@@ -295,6 +337,9 @@ INVENTORY_UPLOAD_MAX_BYTES = env_int("INVENTORY_UPLOAD_MAX_BYTES", 512 * 1024 * 
 # Uploads up to this size are imported during the request; larger ones go to a worker and the page
 # shows progress.
 INVENTORY_INLINE_MAX_BYTES = env_int("INVENTORY_INLINE_MAX_BYTES", 256 * 1024)
+# A wave's live figures are shared for this long between people who see the same organisations (the page
+# polls every 3 s; 0 turns the sharing off). selectors/progress.wave_progress_shared.
+WAVE_LIVE_CACHE_SECONDS = env_int("WAVE_LIVE_CACHE_SECONDS", 1)
 
 # --- programme ---------------------------------------------------------------------------------------------
 # An affinity group larger than this cannot fit in one evening window: the programme office must see it.
@@ -419,11 +464,17 @@ WEBHOOK_RETRY_MAX_SECONDS = env_int("WEBHOOK_RETRY_MAX_SECONDS", 6 * 3600)
 WEBHOOK_TIMEOUT_SECONDS = env_int("WEBHOOK_TIMEOUT_SECONDS", 10)
 # A claimed delivery is not queued again for this long (longer than the timeout).
 WEBHOOK_CLAIM_SECONDS = env_int("WEBHOOK_CLAIM_SECONDS", 120)
+# A delivered webhook's body is emptied this many days after it was delivered (the event itself is kept for
+# ever: the body can be rebuilt from it); failed and pending deliveries keep theirs.
+WEBHOOK_PAYLOAD_RETENTION_DAYS = env_int("WEBHOOK_PAYLOAD_RETENTION_DAYS", 30)
 
 # --- the switch (migrations_app/switchers, docs/adr/012-the-switch.md) --------------------------------------------
 # The PowerShell remoting client: "pypsrp", or a module offering the same WSMan / RunspacePool / PowerShell
 # classes (the tests' and the benchmark's fake Exchange endpoint).
 SWITCH_POWERSHELL_CLIENT = env_str("SWITCH_POWERSHELL_CLIENT", "pypsrp")
+
+# The OpenAPI schema and its docs need sign-in (a session or a token) unless the programme office publishes them.
+API_DOCS_PUBLIC = env_bool("API_DOCS_PUBLIC", False)
 
 # Stuck work (services/sweeps.py): a job or check still queued this long had its task lost (a broker outage
 # at enqueue) and is sent again; a running import whose progress has not moved this long lost its worker and
@@ -435,6 +486,11 @@ IMPORT_MAX_ATTEMPTS = env_int("IMPORT_MAX_ATTEMPTS", 3)
 READINESS_STALL_SECONDS = env_int("READINESS_STALL_SECONDS", 900)
 
 SPECTACULAR_SETTINGS = {
+    "SERVE_PERMISSIONS": [
+        "rest_framework.permissions.AllowAny"
+        if API_DOCS_PUBLIC
+        else "rest_framework.permissions.IsAuthenticated"
+    ],
     "TITLE": "Migration control portal API",
     "VERSION": "1",
     # the schema endpoint is not part of the API it describes

@@ -185,6 +185,24 @@ def test_a_nul_byte_is_a_400_with_a_message(client, org_a):
 def test_a_body_over_the_limit_is_a_413_problem(client, settings, admin_a):
     settings.API_MAX_BODY_BYTES = 1000
     client.force_login(admin_a)
-    response = client.post("/api/v1/organisations/RJ1/mailboxes/bulk", "x" * 2000, content_type="text/csv")
+    # before the Idempotency-Key middleware, which keeps the body it reads
+    response = client.post(
+        "/api/v1/organisations/RJ1/mailboxes/bulk",
+        "x" * 2000,
+        content_type="text/csv",
+        HTTP_IDEMPOTENCY_KEY="bulk-1",
+    )
     assert response.status_code == 413 and response["Content-Type"] == "application/problem+json"
     assert "1,000 bytes" in response.json()["detail"]
+
+
+def test_a_chunked_body_without_a_length_is_a_411(client, admin_a):
+    client.force_login(admin_a)
+    response = client.post(
+        "/api/v1/organisations/RJ1/mailboxes/bulk",
+        "email\n",
+        content_type="text/csv",
+        HTTP_TRANSFER_ENCODING="chunked",
+        HTTP_IDEMPOTENCY_KEY="bulk-2",
+    )
+    assert response.status_code == 411 and response["Content-Type"] == "application/problem+json"

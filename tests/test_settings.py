@@ -53,6 +53,31 @@ def test_production_refuses_to_start_without_an_encryption_key():
     assert "PORTAL_ENCRYPTION_KEYS must be set" in result.stderr
 
 
+def test_production_refuses_the_development_secret_key():
+    from portal.settings import _DEV_SECRET_KEY
+
+    result = _manage("check", env={**PRODUCTION, "SECRET_KEY": _DEV_SECRET_KEY})
+    assert result.returncode != 0 and "SECRET_KEY is the development key" in result.stderr
+
+
+def test_production_refuses_the_development_encryption_key_and_a_malformed_one():
+    from portal.settings import _DEV_ENCRYPTION_KEY
+
+    dev = _manage("check", env={**PRODUCTION, "PORTAL_ENCRYPTION_KEYS": _DEV_ENCRYPTION_KEY})
+    assert dev.returncode != 0 and "key 1 is the development key" in dev.stderr
+    second = f"{Fernet.generate_key().decode()},not-a-key"
+    bad = _manage("check", env={**PRODUCTION, "PORTAL_ENCRYPTION_KEYS": second})
+    assert bad.returncode != 0 and "key 2 is not a Fernet key" in bad.stderr and "not-a-key" not in bad.stderr
+
+
+def test_the_test_profile_cannot_be_switched_on_outside_the_test_runner():
+    """PORTAL_TESTING=1 silently selected the development keys and password hasher."""
+    result = _manage("check", env={**PRODUCTION, "PORTAL_TESTING": "1"})
+    assert result.returncode != 0 and "PORTAL_TESTING is for the test runner only" in result.stderr
+    both = _manage("check", env={"PORTAL_TESTING": "1", "DJANGO_SETTINGS_MODULE": "portal.settings_test"})
+    assert both.returncode != 0 and "PORTAL_TESTING is for the test runner only" in both.stderr
+
+
 def test_a_bad_boolean_fails_loudly(monkeypatch):
     from django.core.exceptions import ImproperlyConfigured
 

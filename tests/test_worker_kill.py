@@ -55,6 +55,7 @@ def test_a_worker_killed_mid_wave_loses_nothing_and_no_mailbox_runs_twice_at_onc
         MIGRATION_TASK_SECONDS="1",  # batches of about six mailboxes
         MIGRATION_PROGRESS_SECONDS="0.1",
         MIGRATION_HEARTBEAT_STALE_SECONDS="3",
+        MIGRATION_HEARTBEAT_SECONDS="1",
         MIGRATION_RECONCILE_SECONDS="1",
     )
     victim = WorkerProcess("victim", tmp_path, env=env)

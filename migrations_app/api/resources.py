@@ -4,6 +4,7 @@ scoping (selectors.scoping) as the pages; errors are problem+json (api/errors.py
 import csv
 import io
 import json
+import re
 
 from django.conf import settings
 from django.core.files.base import ContentFile
@@ -56,7 +57,12 @@ from migrations_app.services.execution import (
 )
 from migrations_app.services.imports import INVENTORY_OPTIONAL, INVENTORY_REQUIRED, import_job_create
 from migrations_app.services.organisations import ContactData, organisation_enrol
-from migrations_app.services.readiness.leavers import mailbox_reinstate, mailbox_retire
+from migrations_app.services.readiness.leavers import (
+    leavers_in_file,
+    leavers_retire,
+    mailbox_reinstate,
+    mailbox_retire,
+)
 from migrations_app.services.webhooks import webhook_create, webhook_delete, webhook_ping, webhook_update
 
 
@@ -178,7 +184,8 @@ class OrganisationViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet
             location = reverse("api:import-job-detail", args=[job.pk])
             return Response(data, status=status.HTTP_202_ACCEPTED, headers={"Location": location})
         if job.status == ImportJob.Status.REJECTED:
-            errors = [dict(e, row=e["line"] - 2) if is_json else e for e in job.errors]
+            # a JSON body's errors name the item by its index in the list, not a line of the CSV made from it
+            errors = [_json_error(e) if is_json else e for e in job.errors]
             raise Problem(
                 status_code=422,
                 detail=f"Nothing was imported: {job.error_count} error(s) in the rows",
@@ -189,6 +196,10 @@ class OrganisationViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet
             )
         if job.status == ImportJob.Status.FAILED:
             raise Problem(status_code=500, detail=job.failure, code="import_failed", import_job=job.pk)
+        if request.query_params.get("complete", "").lower() in {"1", "true", "yes"}:
+            # a complete inventory: preview who it leaves out; POST .../import-jobs/{id}/retire-leavers/ confirms
+            with job.file.open("rb") as source:
+                data["leavers"] = leavers_in_file(organisation=organisation, source=source).as_dict()
         return Response(data)
 
 
@@ -196,9 +207,32 @@ BULK_INITKWARGS = OrganisationViewSet.mailboxes_bulk.kwargs
 BULK_COLUMNS = INVENTORY_REQUIRED + INVENTORY_OPTIONAL
 
 
+def _json_error(error: dict) -> dict:
+    """An import error of a JSON bulk body: `index` (0-based, in the list sent) instead of the CSV `line`; a
+    file-level error (line 1, the header we wrote) names the whole body."""
+    error = dict(error)
+    line = error.pop("line")
+    error["index"] = line - 2 if line >= 2 else None
+    error["message"] = re.sub(r"line (\d+)", lambda m: f"item {int(m[1]) - 2}", error.get("message", ""))
+    return error
+
+
 def _bulk_body(request) -> tuple[bytes, int, bool]:
     """(CSV bytes for the import service, number of rows, whether the body was JSON)."""
     data = request.data
+    if isinstance(data, bytes) and not data.strip() or isinstance(data, dict) and not data:
+        # an empty body (DRF hands one over as {} without asking a parser): say so, at line 1, as the upload
+        # page and the command do
+        message = "The file is empty. Expected a header line with the columns " + ", ".join(
+            INVENTORY_REQUIRED
+        )
+        raise Problem(
+            status_code=422,
+            detail="Nothing was imported: the body is empty",
+            code="import_rejected",
+            error_count=1,
+            errors=[{"line": 1, "column": "", "value": "", "message": message}],
+        )
     if isinstance(data, bytes):  # text/csv
         return data, max(0, len(data.splitlines()) - 1), False
     if isinstance(data, dict) and "rows" in data:
@@ -206,6 +240,21 @@ def _bulk_body(request) -> tuple[bytes, int, bool]:
     if not isinstance(data, list) or not all(isinstance(row, dict) for row in data):
         raise exceptions.ValidationError(
             {"non_field_errors": ["Send a JSON list of mailbox objects, or text/csv"]}
+        )
+    if not data:
+        raise Problem(
+            status_code=422,
+            detail="Nothing was imported: the list is empty",
+            code="import_rejected",
+            error_count=1,
+            errors=[
+                {
+                    "index": None,
+                    "column": "",
+                    "value": "",
+                    "message": "The list is empty: send at least one mailbox",
+                }
+            ],
         )
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
@@ -422,6 +471,33 @@ class ImportJobViewSet(viewsets.ReadOnlyModelViewSet):
 
     def get_queryset(self):
         return import_jobs_visible_to(self.request.user).select_related("organisation")
+
+    @extend_schema(request=MailboxActionSerializer, responses=dict)
+    @action(detail=True, methods=["post"], url_path="retire-leavers", url_name="retire-leavers")
+    def retire_leavers(self, request, pk=None):
+        """Confirm a complete inventory: retire the organisation's mailboxes its file leaves out (a reason is
+        required; mailboxes being moved are left as they are and listed)."""
+        job = self.get_object()
+        if not (
+            job.kind == ImportJob.Kind.INVENTORY
+            and job.status == ImportJob.Status.SUCCEEDED
+            and job.organisation is not None
+        ):
+            raise Problem(
+                status_code=409,
+                detail="Only a successful inventory import of one organisation can retire leavers",
+                code="not_a_complete_inventory",
+            )
+        body = MailboxActionSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        with job.file.open("rb") as source:
+            done = leavers_retire(
+                organisation=job.organisation,
+                actor=request.user,
+                source=source,
+                reason=body.validated_data["reason"],
+            )
+        return Response({"retired": len(done.retirable), **done.as_dict()})
 
 
 # --- webhooks -------------------------------------------------------------------------------------------------

@@ -1,4 +1,6 @@
-"""drf-spectacular hooks."""
+"""drf-spectacular hooks, and the schema view."""
+
+from drf_spectacular.views import SpectacularAPIView
 
 PROBLEM_SCHEMA = {
     "type": "object",
@@ -58,3 +60,18 @@ def add_problems_and_idempotency(result, generator, request, public):
                 if not any(p.get("name") == IDEMPOTENCY_KEY["name"] for p in parameters):
                     parameters.append(IDEMPOTENCY_KEY)
     return result
+
+
+class ViewableSchemaView(SpectacularAPIView):
+    """/api/schema/: the OpenAPI document. Scripts asking for it get it as they ask (YAML or JSON by Accept or
+    ?format=); a browser (it asks for text/html) gets the YAML as text to read in the tab, where
+    application/vnd.oai.openapi made it download a file."""
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        response = super().finalize_response(request, response, *args, **kwargs)
+        accept = request.META.get("HTTP_ACCEPT", "")
+        if "text/html" in accept and "format" not in request.query_params:
+            response.content_type = "text/plain; charset=utf-8"  # used when DRF renders it
+            if response.has_header("Content-Disposition"):
+                del response["Content-Disposition"]
+        return response

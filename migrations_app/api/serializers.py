@@ -1,7 +1,9 @@
 """Shapes of the wave, planner and decision API. Validation of input only: the services decide."""
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from migrations_app.errors_catalogue import explain
 from migrations_app.models import (
     Decision,
     Endpoint,
@@ -14,7 +16,7 @@ from migrations_app.models import (
     Webhook,
     WebhookDelivery,
 )
-from migrations_app.selectors.waves import plan_unplaced_rows
+from migrations_app.selectors.waves import plan_unplaced_rows, wave_totals_seen_by
 from migrations_app.services.plans import wave_name
 
 
@@ -47,6 +49,14 @@ class WaveSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
 
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        request = self.context.get("request")
+        if request is not None and not getattr(request.user, "is_programme_office", False):
+            # a trust sees its own share of a shared wave, nothing of the other trusts in it
+            data["planned_mailboxes"], data["planned_bytes"] = wave_totals_seen_by(instance, request.user)
+        return data
+
 
 class WaveOrganisationSerializer(serializers.Serializer):
     ods_code = serializers.CharField(source="organisation.ods_code")
@@ -59,10 +69,13 @@ class WaveOrganisationSerializer(serializers.Serializer):
 class DecisionSerializer(serializers.ModelSerializer):
     organisation = serializers.SlugRelatedField(slug_field="ods_code", read_only=True, allow_null=True)
     actor = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    on_behalf = serializers.BooleanField(
+        read_only=True, help_text="a go or no-go the programme office recorded for the organisation"
+    )
 
     class Meta:
         model = Decision
-        fields = ["id", "wave", "organisation", "kind", "actor", "reason", "created_at"]
+        fields = ["id", "wave", "organisation", "kind", "actor", "on_behalf", "reason", "created_at"]
         read_only_fields = fields
 
 
@@ -154,9 +167,49 @@ def plan_as_data(plan, *, unplaced_limit: int = 500) -> dict:
 # --- organisations, mailboxes, events, endpoints, import jobs ---------------------------------------------
 
 
+@extend_schema_field(
+    {
+        "type": "object",
+        "properties": {name: {"type": "boolean"} for name in Organisation.GATES},
+        "additionalProperties": False,
+        "description": "The readiness gates, each met (true) or not (false). The same object is read and written; "
+        "a gate left out of a write is not met.",
+    }
+)
+class GatesField(serializers.Field):
+    """The readiness gates as one shape both ways: {"gate_mfa_enforced": true, ...}. A list of the met gates'
+    names (the shape an older version took on POST) is still read."""
+
+    default_error_messages = {
+        "invalid": "Give an object of readiness gates with true or false values",
+        "unknown": "Unknown readiness gates: {names}",
+    }
+
+    def to_representation(self, organisation) -> dict[str, bool]:
+        return {name: bool(getattr(organisation, name)) for name in Organisation.GATES}
+
+    def get_attribute(self, instance):
+        return instance
+
+    def to_internal_value(self, data) -> list[str]:
+        if isinstance(data, dict):
+            if not all(isinstance(v, bool) for v in data.values()):
+                self.fail("invalid")
+            names = [name for name, met in data.items() if met]
+            unknown = set(data) - set(Organisation.GATES)
+        elif isinstance(data, list) and all(isinstance(v, str) for v in data):
+            names = list(data)
+            unknown = set(data) - set(Organisation.GATES)
+        else:
+            self.fail("invalid")
+        if unknown:
+            self.fail("unknown", names=", ".join(sorted(unknown)))
+        return names
+
+
 class OrganisationSerializer(serializers.ModelSerializer):
     parent = serializers.SlugRelatedField(slug_field="ods_code", read_only=True, allow_null=True)
-    gates = serializers.SerializerMethodField()
+    gates = GatesField(read_only=True)
     missing_gates = serializers.SerializerMethodField(
         help_text="The readiness gates the programme office requires that this organisation has not met"
     )
@@ -181,9 +234,6 @@ class OrganisationSerializer(serializers.ModelSerializer):
             "updated_at",
         ]
         read_only_fields = fields
-
-    def get_gates(self, organisation) -> dict[str, bool]:
-        return {name: getattr(organisation, name) for name in Organisation.GATES}
 
     def get_missing_gates(self, organisation) -> list[str]:
         from migrations_app.selectors.readiness import required_gates
@@ -210,18 +260,18 @@ class OrganisationEnrolSerializer(serializers.Serializer):
     )
     primary_contact = ContactSerializer()
     technical_contact = ContactSerializer(required=False, allow_null=True, default=None)
-    gates = serializers.ListField(
-        child=serializers.ChoiceField(choices=Organisation.GATES), required=False, default=list
-    )
+    gates = GatesField(required=False, default=list)
     notes = serializers.CharField(required=False, allow_blank=True, default="")
 
 
 class MailboxSerializer(serializers.ModelSerializer):
     organisation = serializers.SlugRelatedField(slug_field="ods_code", read_only=True)
+    last_error_meaning = serializers.SerializerMethodField(help_text="last_error_code in plain English")
+    last_error_action = serializers.SerializerMethodField(help_text="what to do about last_error_code")
     blocked_advice = serializers.SerializerMethodField(
         help_text="What a blocked mailbox's code means and what to do about it (empty unless blocked)"
     )
-    COMPUTED = ("organisation", "blocked_advice")
+    COMPUTED = ("organisation", "blocked_advice", "last_error_meaning", "last_error_action")
 
     class Meta:
         model = Mailbox
@@ -241,6 +291,8 @@ class MailboxSerializer(serializers.ModelSerializer):
             "attempts",
             "last_error_code",
             "last_error_message",
+            "last_error_meaning",
+            "last_error_action",
             "bytes_copied",
             "items_copied",
             "paused",
@@ -257,6 +309,14 @@ class MailboxSerializer(serializers.ModelSerializer):
             "updated_at",
         ]
         read_only_fields = fields
+
+    def get_last_error_meaning(self, mailbox) -> str | None:
+        why = explain(mailbox.last_error_code)  # errors_catalogue: one table for pages, API and CSVs
+        return why and why.meaning
+
+    def get_last_error_action(self, mailbox) -> str | None:
+        why = explain(mailbox.last_error_code)
+        return why and why.action
 
     def get_blocked_advice(self, mailbox) -> str:
         from migrations_app.services.readiness.codes import blocked_reason
@@ -277,6 +337,10 @@ class MailboxSerializer(serializers.ModelSerializer):
             elif name in ("created_at", "updated_at", "checked_at", "switched_at"):
                 value = getattr(mailbox, name)
                 out[name] = None if value is None else fields[name].to_representation(value)
+            elif name == "last_error_meaning":
+                out[name] = self.get_last_error_meaning(mailbox)
+            elif name == "last_error_action":
+                out[name] = self.get_last_error_action(mailbox)
             elif name == "blocked_advice":
                 out[name] = self.get_blocked_advice(mailbox)
             else:

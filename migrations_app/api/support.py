@@ -41,7 +41,8 @@ def _rates(data: dict) -> dict:
 @api_view(["POST"])
 def support_tickets(request, ods_code: str):
     organisation = get_object_or_404(organisations_visible_to(request.user), ods_code=ods_code.upper())
-    rows = request.data if isinstance(request.data, list) else request.data.get("tickets")
+    data = request.data
+    rows = data if isinstance(data, list) else data.get("tickets") if isinstance(data, dict) else None
     if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
         raise Problem(status_code=400, detail="Send a JSON list of tickets", code="invalid")
     try:

@@ -192,12 +192,27 @@ class FolderComparison:
     target_bytes: int
     # False where the two sides measure size differently (Exchange item sizes are not MIME sizes): counts only.
     compare_bytes: bool = True
+    # By item (engines on the copy pipeline): subjects of source items with no copy on the target, and of the
+    # portal's copies on the target whose source item is gone. Either one fails the comparison.
+    missing: list[str] = field(default_factory=list)
+    extra: list[str] = field(default_factory=list)
 
     @property
     def matches(self) -> bool:
+        if self.missing or self.extra:
+            return False
         if not self.compare_bytes:
             return self.source_count == self.target_count
         return self.source_count == self.target_count and self.source_bytes == self.target_bytes
+
+    def describe(self) -> str:
+        """In words, for a person: which folder, the counts, and the items by subject."""
+        text = f"{self.folder}: {self.source_count} on the source, {self.target_count} on the target"
+        if self.missing:
+            text += "; missing: " + ", ".join(repr(s) for s in self.missing[:5])
+        if self.extra:
+            text += "; extra: " + ", ".join(repr(s) for s in self.extra[:5])
+        return text
 
 
 @dataclass

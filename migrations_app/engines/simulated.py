@@ -62,6 +62,9 @@ _MESSAGES = {
 }
 
 
+_HUGE = {"folder": "INBOX", "id": 4242, "size": 412_000_000, "subject": "Theatre video (simulated)"}
+
+
 class SimulatedEngine(Engine):
     kind = "simulated"
 
@@ -77,6 +80,7 @@ class SimulatedEngine(Engine):
         target_quota_bytes: int | None = None,
         sleep: Callable[[float], None] = time.sleep,
         run_log: str | None = None,
+        die_on: str | None = None,
         preflight_rates: dict[str, float] | None = None,
     ):
         failure_rates = dict(failure_rates or {})
@@ -106,6 +110,7 @@ class SimulatedEngine(Engine):
         # Drills: one line per copy started and ended (time, process, mailbox), to prove afterwards that no
         # mailbox was ever copied by two runs at once. Appends of a short line are atomic.
         self.run_log = run_log
+        self.die_on = die_on  # drills: the process dies half way through this mailbox (the OOM killer, say)
 
     # --- the rolls ------------------------------------------------------------------------------------------
 
@@ -181,6 +186,13 @@ class SimulatedEngine(Engine):
         checkpoint: dict | None = None,
         progress: ProgressCallback | None = None,
     ) -> SyncResult:
+        if self.die_on and spec.email == self.die_on:
+            if progress is not None:  # what a real engine would have recorded: the item it was copying
+                half = {"engine": self.kind, "items": 0, "bytes": 0, "in_flight": [_HUGE]}
+                progress(0, 0, half)
+                time.sleep(1.1)  # past MIGRATION_PROGRESS_SECONDS, so the next report is saved
+                progress(0, 0, half)
+            os._exit(137)
         if not self.run_log:
             return self._sync(spec, checkpoint, progress)
         self._log_run("start", spec)

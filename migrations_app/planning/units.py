@@ -108,6 +108,20 @@ class _UnionFind:
             self.parent[rb] = ra
 
 
+# Names a permissions import gives its groups (services/affinity.group_name); the inventory import refuses them.
+PERMISSIONS_GROUP_PREFIX = "perm-"
+
+
+def group_key(organisation_id: int, name: str) -> tuple:
+    """The planner's key for an affinity group. A group from a permissions import (the programme office's may
+    span organisations) is keyed by its name alone; any other name is one a trust chose, keyed within its
+    organisation: one trust reusing another's group name (and setting a year-long blackout) used to move the
+    other trust's mailboxes with it."""
+    if name.startswith(PERMISSIONS_GROUP_PREFIX):
+        return ("g", 0, name)  # 0: no organisation (keys of one shape, so they sort)
+    return ("g", organisation_id, name)
+
+
 def build_units(
     orgs: dict[int, OrgInfo],
     rows: Iterable[GroupRow],
@@ -118,7 +132,8 @@ def build_units(
 
     A small organisation is one piece (all of it, groups included). A large organisation gives one piece
     per affinity group and one per chunk of its ungrouped mailboxes. An affinity group that spans
-    organisations joins everything it touches into one unit (affinity group names are programme-wide)."""
+    organisations joins everything it touches into one unit. Only a permissions import names such a group
+    (group_key): a name a trust typed is its own, so another trust reusing it links nothing."""
     uf = _UnionFind()
     pieces_of: dict[tuple, list[Piece]] = defaultdict(list)
     small_totals: dict[int, list[int]] = defaultdict(lambda: [0, 0])
@@ -126,7 +141,7 @@ def build_units(
     for row in sorted(rows, key=lambda r: (r.organisation_id, r.affinity_group)):
         if row.organisation_id in large:
             if row.affinity_group:  # ungrouped mailboxes of large organisations come as chunks
-                key = ("g", row.affinity_group)
+                key = group_key(row.organisation_id, row.affinity_group)
                 uf.find(key)
                 pieces_of[key].append(
                     Piece(
@@ -146,7 +161,7 @@ def build_units(
             small_totals[row.organisation_id][0] += row.mailboxes
             small_totals[row.organisation_id][1] += row.bytes
             if row.affinity_group:
-                uf.union(key, ("g", row.affinity_group))
+                uf.union(key, group_key(row.organisation_id, row.affinity_group))
     for org_id, (count, size) in small_totals.items():
         pieces_of[("o", org_id)].append(Piece(org_id, ORGANISATION, "", None, None, count, size))
     for chunk in sorted(chunks, key=lambda c: (c.organisation_id, c.first_id)):

@@ -136,6 +136,17 @@ def wave_responses(wave: Wave) -> dict[int, Decision]:
     return responses
 
 
+def wave_totals_seen_by(wave: Wave, user: User) -> tuple[int, int]:
+    """(mailboxes, bytes) of the wave as `user` may know it: the whole wave for the programme office, only the
+    user's own organisations' share of a shared wave for anyone else (a trust learns nothing of the others in
+    it). One GROUP BY over the wave's members (or its counters once stamped) for a trust user."""
+    if user.is_programme_office:
+        return wave.planned_mailboxes, wave.planned_bytes
+    totals = wave_organisation_totals(wave)
+    mine = organisations_visible_to(user).filter(pk__in=list(totals)).values_list("pk", flat=True)
+    return sum(totals[pk][0] for pk in mine), sum(totals[pk][1] for pk in mine)
+
+
 def wave_organisation_rows(
     wave: Wave, user: User, totals: dict[int, tuple[int, int]] | None = None
 ) -> list[dict]:

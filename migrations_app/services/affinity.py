@@ -18,6 +18,7 @@ from django.db.models import Count, QuerySet, Sum
 from django.utils import timezone
 
 from migrations_app.models import ImportJob, Mailbox, Organisation, User
+from migrations_app.planning.units import PERMISSIONS_GROUP_PREFIX
 from migrations_app.services.events import event_record
 from migrations_app.services.imports import (
     EMAIL_RE,
@@ -48,7 +49,9 @@ LARGEST_GROUPS = 20
 
 def group_name(members: typing.Iterable[str]) -> str:
     """Deterministic: the same members always get the same name."""
-    return "perm-" + hashlib.sha1(min(members).encode(), usedforsecurity=False).hexdigest()[:12]
+    return (
+        PERMISSIONS_GROUP_PREFIX + hashlib.sha1(min(members).encode(), usedforsecurity=False).hexdigest()[:12]
+    )
 
 
 class _DisjointSet:

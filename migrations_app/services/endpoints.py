@@ -172,6 +172,7 @@ def _check_switch(endpoint: Endpoint) -> None:
         if not endpoint.switch_username.strip():
             errors["switch_username"] = "Enter the account that holds the Mail Recipients role"
     if method == M.WEBHOOK:
+        # the outbound rules (migrations_app/outbound.py); the switcher sends through outbound_request too
         try:
             endpoint.switch_address = outbound_check_url(endpoint.switch_address)
         except OutboundRefused as exc:

@@ -18,6 +18,7 @@ from migrations_app.selectors.planning import closed_periods, without_unmet_gate
 from migrations_app.selectors.scoping import require_programme_office
 from migrations_app.services.events import event_record
 from migrations_app.services.plans import wave_name
+from migrations_app.services.wave_moves import waves_refresh_planned
 
 
 @transaction.atomic
@@ -99,6 +100,10 @@ def pilot_wave_create(
         Mailbox.objects.filter(pk__in=ids[i : i + 5000], state=Mailbox.State.READY, wave__isnull=True).update(
             wave=wave, updated_at=timezone.now()
         )
+    # the draft and proposed waves these mailboxes were planned in hold fewer now
+    waves_refresh_planned(
+        organisation_ids=Mailbox.objects.filter(wave=wave).values_list("organisation_id", flat=True)
+    )
     event_record(
         action="wave.pilot_created",
         actor=actor,

@@ -49,7 +49,6 @@ from migrations_app.services.programme import (  # noqa: F401
     SETTINGS_FIELDS,
     closed_period_add,
     closed_period_remove,
-    mailboxes_mark_ready,
     programme_settings_update,
 )
 from migrations_app.services.wave_moves import (  # noqa: F401

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.utils import timezone
 
-from migrations_app.models import ClosedPeriod, Mailbox, Organisation, ProgrammeSettings, User
+from migrations_app.models import ClosedPeriod, Organisation, ProgrammeSettings, User
 from migrations_app.selectors.scoping import require_programme_office
 from migrations_app.services.events import event_record
 
@@ -94,23 +92,3 @@ def closed_period_remove(*, actor: User, period: ClosedPeriod) -> None:
         message=f"{period.get_kind_display()} {period.starts_on} to {period.ends_on}",
     )
     period.delete()
-
-
-@transaction.atomic
-def mailboxes_mark_ready(*, actor: User | None, organisations: Iterable[Organisation] | None = None) -> int:
-    """Stand-in for pre-flight until the engines do it (demos, drills, the bench): inventoried mailboxes become
-    ready. One set-based UPDATE."""
-    if actor is not None:
-        require_programme_office(actor)
-    qs = Mailbox.objects.filter(state=Mailbox.State.INVENTORIED)
-    if organisations is not None:
-        qs = qs.filter(organisation__in=list(organisations))
-    count = qs.update(state=Mailbox.State.READY, updated_at=timezone.now())
-    event_record(
-        action="mailboxes.marked_ready",
-        actor=actor,
-        subject=f"{count} mailboxes",
-        message="Marked ready without pre-flight (demo or drill)",
-        data={"mailboxes": count},
-    )
-    return count

@@ -43,6 +43,7 @@ def support_request_submit(*, email: str, category: str, description: str) -> Su
         request = SupportRequest.objects.create(
             organisation=mailbox.organisation,
             mailbox=mailbox,
+            wave_id=mailbox.wave_id,
             email=email,
             category=category,
             description=description,
@@ -93,9 +94,12 @@ def support_tickets_import(
     if len(rows) > MAX_TICKETS:
         raise ValidationError(f"Send at most {MAX_TICKETS:,} tickets at a time")
     addresses = {str(r.get("address") or "").strip().lower() for r in rows}
-    mailboxes = dict(
-        Mailbox.objects.filter(organisation=organisation, email__in=addresses).values_list("email", "pk")
-    )
+    mailboxes = {
+        email: (pk, wave_id)
+        for email, pk, wave_id in Mailbox.objects.filter(
+            organisation=organisation, email__in=addresses
+        ).values_list("email", "pk", "wave_id")
+    }
     now = timezone.now()
     tickets, seen = [], set()
     for line, row in enumerate(rows, start=1):
@@ -126,7 +130,8 @@ def support_tickets_import(
             tickets.append(
                 SupportRequest(
                     organisation=organisation,
-                    mailbox_id=mailboxes[address],
+                    mailbox_id=mailboxes[address][0],
+                    wave_id=mailboxes[address][1],
                     email=address,
                     category=category,
                     source=source,

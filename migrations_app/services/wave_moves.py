@@ -4,6 +4,7 @@ unless it is confirmed."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from django.core.exceptions import ValidationError
@@ -229,3 +230,23 @@ def wave_place_carried_over(*, actor: User, source: Wave, target: Wave, confirm:
         data={"to_wave": target.pk, "mailboxes": len(rows), "warnings": warnings},
     )
     return MoveResult(True, warnings)
+
+
+def waves_refresh_planned(*, organisation_ids: Iterable[int]) -> int:
+    """Draft and proposed waves holding these organisations recount their planned totals, after something
+    took ready mailboxes out of them (a pilot picked them, a readiness check blocked them, they were retired).
+    A few waves per organisation, each one GROUP BY over its members."""
+    from migrations_app.selectors.waves import ALLOCATING_STATUSES
+    from migrations_app.services.waves import wave_refresh_totals
+
+    ids = sorted(set(organisation_ids))
+    if not ids:
+        return 0
+    waves = Wave.objects.filter(
+        status__in=ALLOCATING_STATUSES, allocations__organisation_id__in=ids
+    ).distinct()
+    n = 0
+    for wave in waves:
+        wave_refresh_totals(wave=wave)
+        n += 1
+    return n

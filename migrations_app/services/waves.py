@@ -187,8 +187,11 @@ def _require_in_wave(wave: Wave, organisation: Organisation) -> None:
 
 @transaction.atomic
 def wave_go(*, wave: Wave, organisation: Organisation, actor: User, reason: str = "") -> Decision:
-    """An organisation agrees to its date (a trust admin for their own organisation)."""
+    """An organisation agrees to its date (a trust admin for their own organisation). The programme office may
+    record it on the organisation's behalf only with a reason: who confirmed it, and how."""
     require_administer(actor, organisation)
+    if actor.is_programme_office:
+        reason = _require_reason(reason, "go on the organisation's behalf (who confirmed it, and how)")
     # Touch the wave under its status condition: serialises with approval, no-go and moves.
     before = _transition(wave, from_statuses=(S.PROPOSED, S.APPROVED), to_status=F("status"))
     _require_in_wave(wave, organisation)

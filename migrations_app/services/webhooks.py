@@ -348,6 +348,23 @@ def webhook_deliver(*, delivery_id: int) -> WebhookDelivery | None:
     return delivery
 
 
+def webhook_payloads_purge(*, now: datetime.datetime | None = None, batch: int = 5000) -> int:
+    """Beat, hourly: empty the bodies of deliveries delivered more than WEBHOOK_PAYLOAD_RETENTION_DAYS ago, in
+    batches of `batch` rows (one short UPDATE each, on the webhookdelivery_purge_idx partial index), so a
+    year of events does not keep a year of copies. The delivery row (who, when, what answer) stays."""
+    now = now or timezone.now()
+    cutoff = now - datetime.timedelta(days=settings.WEBHOOK_PAYLOAD_RETENTION_DAYS)
+    due = WebhookDelivery.objects.filter(
+        status=WebhookDelivery.Status.SUCCEEDED, last_attempt_at__lt=cutoff
+    ).exclude(payload={})
+    purged = 0
+    while True:
+        ids = list(due.values_list("pk", flat=True)[:batch])
+        if not ids:
+            return purged
+        purged += WebhookDelivery.objects.filter(pk__in=ids).update(payload={})
+
+
 def webhooks_dispatch() -> int:
     """Beat: fan out new events, then queue every due delivery. Returns how many were queued."""
     from migrations_app.tasks import webhook_deliver as deliver_task

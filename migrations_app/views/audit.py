@@ -6,8 +6,9 @@ from django.contrib.auth.decorators import login_required
 from django.shortcuts import render
 
 from migrations_app.filters import EventFilter
+from migrations_app.selectors.exports import AUDIT_CSV_HEADER, audit_csv_rows, audit_events
 from migrations_app.selectors.scoping import events_visible_to
-from migrations_app.views._csv import CHUNK_SIZE, csv_response
+from migrations_app.views._csv import csv_response
 
 NAV = "audit"
 PER_PAGE = 50
@@ -15,6 +16,10 @@ PER_PAGE = 50
 
 def _filtered(request):
     return EventFilter(request.GET or None, queryset=events_visible_to(request.user).order_by("-id"))
+
+
+def _filtered_events(request):
+    return audit_events(request.user, request.GET)
 
 
 @login_required
@@ -47,22 +52,4 @@ def audit_log(request):
 
 @login_required
 def audit_csv(request):
-    filters = _filtered(request)
-    events = filters.qs if filters.is_bound else filters.queryset
-
-    def rows():
-        for e in events.select_related("actor", "organisation").iterator(chunk_size=CHUNK_SIZE):
-            yield [
-                e.id,
-                e.created_at.isoformat(),
-                e.action,
-                e.actor.username if e.actor else "",
-                e.organisation.ods_code if e.organisation else "",
-                e.subject,
-                e.from_state,
-                e.to_state,
-                e.message,
-            ]
-
-    header = ["id", "when", "action", "actor", "ods_code", "subject", "from_state", "to_state", "message"]
-    return csv_response("audit-log.csv", header, rows())
+    return csv_response("audit-log.csv", AUDIT_CSV_HEADER, audit_csv_rows(_filtered_events(request)))

@@ -1,4 +1,8 @@
-"""GET /healthz: is the database reachable, is the broker reachable, when did a worker last run?"""
+"""GET /healthz: is the database reachable, is the broker reachable, when did a worker last run?
+
+Anonymous callers (load balancers, monitors) get up or down only; the details (database vendor, broker
+transport, error class names, worker heartbeat) are for a signed-in programme office: they describe the
+deployment to anyone who asks otherwise."""
 
 import time
 from datetime import datetime
@@ -49,10 +53,8 @@ def _worker() -> dict:
 def healthz(request):
     database, broker = _database(), _broker()
     healthy = database["ok"] and broker["ok"]
-    body = {
-        "status": "ok" if healthy else "unavailable",
-        "database": database,
-        "broker": broker,
-        "worker": _worker(),
-    }
+    body = {"status": "ok" if healthy else "unavailable"}
+    user = request.user
+    if user.is_authenticated and user.is_programme_office:
+        body.update(database=database, broker=broker, worker=_worker())
     return JsonResponse(body, status=200 if healthy else 503)

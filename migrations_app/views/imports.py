@@ -10,9 +10,10 @@ import io
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRefresh
 
@@ -27,6 +28,7 @@ from migrations_app.selectors.scoping import (
 )
 from migrations_app.services.affinity import affinity_largest_groups
 from migrations_app.services.imports import import_job_create, import_job_retry_valid_rows, import_progress
+from migrations_app.services.readiness.leavers import leavers_in_file, leavers_retire
 from migrations_app.views._helpers import add_service_errors, error_summary_items, paginate, posted
 
 NAV = "imports"
@@ -99,6 +101,8 @@ def import_upload(request, ods_code: str, kind: str):
         except ValidationError as error:
             add_service_errors(form, error, field_map={"uploaded_file": "file"})
         else:
+            if form.cleaned_data.get("complete") and kind == ImportJob.Kind.INVENTORY:
+                return redirect(reverse("import_detail", args=[job.pk]) + "?complete=1#leavers")
             return redirect("import_detail", pk=job.pk)
     context = {
         "nav": NAV,
@@ -152,8 +156,55 @@ def import_detail(request, pk: int):
             and can_administer(request.user, job.organisation)
         ),
         "can_upload": job.organisation is not None and can_administer(request.user, job.organisation),
+        "leavers": _leavers_preview(request, job),
     }
     return render(request, "imports/detail.html", context)
+
+
+def _complete_inventory(request, job: ImportJob) -> bool:
+    return (
+        job.kind == ImportJob.Kind.INVENTORY
+        and job.status == ImportJob.Status.SUCCEEDED
+        and job.organisation is not None
+        and bool(job.file)
+        and can_administer(request.user, job.organisation)
+    )
+
+
+def _leavers_preview(request, job: ImportJob):
+    """?complete=1 on a successful organisation inventory: the organisation's mailboxes the file leaves out."""
+    if request.GET.get("complete") != "1" or not _complete_inventory(request, job):
+        return None
+    with job.file.open("rb") as source:
+        return leavers_in_file(organisation=job.organisation, source=source)
+
+
+@login_required
+@require_POST
+def import_retire_leavers(request, pk: int):
+    """Confirmed: retire the mailboxes this complete inventory leaves out (read from its file again now)."""
+    job = _visible_job(request, pk)
+    if not _complete_inventory(request, job):
+        raise PermissionDenied(
+            "Only a successful inventory of an organisation you administer can retire leavers"
+        )
+    try:
+        with job.file.open("rb") as source:
+            done = leavers_retire(
+                organisation=job.organisation,
+                actor=request.user,
+                source=source,
+                reason=request.POST.get("reason", ""),
+            )
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+        return redirect(reverse("import_detail", args=[job.pk]) + "?complete=1#leavers")
+    messages.success(
+        request,
+        f"{len(done.retirable)} mailbox(es) retired"
+        + (f"; {len(done.in_flight)} being moved were left as they are" if done.in_flight else ""),
+    )
+    return redirect("organisation_detail", ods_code=job.organisation.ods_code)
 
 
 @login_required

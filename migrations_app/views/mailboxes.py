@@ -11,7 +11,10 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from migrations_app.engines import EngineError
-from migrations_app.models import Mailbox
+from migrations_app.models import Event, Mailbox
+
+# the rows live beside the background exports' (selectors/exports.py); other views import them from here too
+from migrations_app.selectors.exports import MAILBOX_CSV_HEADER, mailbox_csv_rows  # noqa: E402, I001
 from migrations_app.selectors.mailboxes import (
     mailbox_class_progress,
     mailbox_search,
@@ -36,48 +39,10 @@ from migrations_app.services.execution import (
 from migrations_app.services.execution.switch import MANUAL_CHECKLIST, switch_target
 from migrations_app.services.readiness.codes import blocked_reason
 from migrations_app.services.readiness.leavers import RETIRABLE
-from migrations_app.views._csv import CHUNK_SIZE, csv_response
+from migrations_app.views._csv import csv_response
 from migrations_app.views.support import mailbox_notifications_context
 
 NAV = "mailboxes"
-MAILBOX_CSV_HEADER = [
-    "email",
-    "display_name",
-    "ods_code",
-    "kind",
-    "size_bytes",
-    "item_count",
-    "affinity_group",
-    "state",
-    "wave",
-    "attempts",
-    "last_error_code",
-    "last_error_message",
-    "bytes_copied",
-    "target_upn",  # last, so the export uploads again as an inventory (the other state columns are ignored)
-]
-
-
-def mailbox_csv_rows(mailboxes):
-    """The rows of any mailbox export (search, inventory, wave, failures), read in chunks as they stream."""
-    rows = mailboxes.select_related("organisation", "wave").iterator(chunk_size=CHUNK_SIZE)
-    for m in rows:
-        yield [
-            m.email,
-            m.display_name,
-            m.organisation.ods_code,
-            m.kind,
-            m.size_bytes,
-            m.item_count,
-            m.affinity_group,
-            m.state,
-            m.wave.name if m.wave else "",
-            m.attempts,
-            m.last_error_code,
-            m.last_error_message,
-            m.bytes_copied,
-            m.target_upn,
-        ]
 
 
 @login_required
@@ -112,6 +77,9 @@ def mailbox_detail(request, pk: int):
             events_visible_to(request.user).filter(mailbox_id=mailbox.pk).select_related("actor")[:200]
         ),
         "skipped": mailbox_skipped_items(mailbox),
+        # every copy a worker started, over the mailbox's life: counts up (mailbox.attempts is the retry budget
+        # of the current round, which a person's retry resets, so it went down on the page)
+        "copy_attempts": Event.objects.filter(mailbox_id=mailbox.pk, action="mailbox.claimed").count(),
         "class_progress": mailbox_class_progress(mailbox),
         "can_retry": may_act and mailbox.state in RETRYABLE,
         "can_rollback": may_act and mailbox.state in ROLLBACKABLE,

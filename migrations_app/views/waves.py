@@ -10,6 +10,7 @@ from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import HttpResponseNotModified
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
@@ -19,7 +20,7 @@ from migrations_app.forms import DatePartsField
 from migrations_app.models import ClosedPeriod, Mailbox, Organisation, ProgrammeSettings, User, Wave
 from migrations_app.planning.calendar import LONDON
 from migrations_app.request_limits import id_parameter
-from migrations_app.selectors.progress import wave_progress
+from migrations_app.selectors.progress import wave_progress, wave_progress_etag, wave_progress_shared
 from migrations_app.selectors.scoping import (
     can_administer,
     mailboxes_visible_to,
@@ -32,6 +33,7 @@ from migrations_app.selectors.waves import (
     wave_members,
     wave_organisation_rows,
     wave_organisation_totals,
+    wave_totals_seen_by,
     waves_by_week,
     waves_visible_to,
 )
@@ -137,6 +139,18 @@ WAVE_ACTIONS_BY_STATUS = {
 }
 
 
+# Asked before acting although the service needs no reason.
+CONFIRM_FIRST = ("propose",)
+# What happened, said after the action (format with the wave's name and the organisation's code).
+DONE = {
+    "propose": "{wave} is proposed: its organisations can now say go or no-go, and another member of the "
+    "programme office can approve it once they have.",
+    "go": "{org} said go for {wave}.",
+    "no-go": "{org} said no-go: it has left {wave} and its mailboxes are ready for another wave.",
+    "approve": "{wave} is approved: its mailboxes are scheduled and the wave is frozen.",
+}
+
+
 def _wave_actions(wave: Wave, user: User) -> list[dict]:
     """The wave-wide actions this user may take now (programme office only)."""
     if not user.is_programme_office:
@@ -144,21 +158,29 @@ def _wave_actions(wave: Wave, user: User) -> list[dict]:
     actions = []
     for name in WAVE_ACTIONS_BY_STATUS.get(wave.status, []):
         _, _, needs_reason, destructive = ACTIONS[name]
+        # propose asks first too: it sends the wave to every organisation in it for go / no-go
         actions.append(
-            {"name": name, "label": ACTION_LABELS[name][0], "confirm": needs_reason or destructive}
+            {
+                "name": name,
+                "label": ACTION_LABELS[name][0],
+                "confirm": needs_reason or destructive or name in CONFIRM_FIRST,
+            }
         )
     return actions
 
 
-def _panel_context(request, wave: Wave, *, error: str = "") -> dict:
+def _panel_context(request, wave: Wave, *, error: str = "", notice: str = "") -> dict:
     user = request.user
     # one pass over the members (at most a window's worth) serves the totals and the organisation rows
     by_org = wave_organisation_totals(wave)
-    totals = {"mailboxes": sum(n for n, _ in by_org.values()), "bytes": sum(b for _, b in by_org.values())}
     rows = wave_organisation_rows(wave, user, by_org)
+    # a shared wave's totals are the whole wave for the programme office, a trust's own share for a trust
+    counted = by_org.values() if user.is_programme_office else [(r["mailboxes"], r["bytes"]) for r in rows]
+    totals = {"mailboxes": sum(n for n, _ in counted), "bytes": sum(b for _, b in counted)}
     can_answer = wave.status in (S.PROPOSED, S.APPROVED)
     for row in rows:
         row["can_answer"] = can_answer and not user.is_viewer and can_administer(user, row["organisation"])
+        row["go_on_behalf"] = user.is_programme_office  # a reason first: who confirmed it, and how
     return {
         "wave": wave,
         "totals": totals,
@@ -182,6 +204,7 @@ def _panel_context(request, wave: Wave, *, error: str = "") -> dict:
         "four_eyes_reason": four_eyes_refusal(wave, user) if wave.status == S.PROPOSED else None,
         "awaiting": sum(1 for r in rows if r["response"] != "go") if wave.status == S.PROPOSED else 0,
         "error": error,
+        "notice": notice,
     }
 
 
@@ -205,6 +228,9 @@ def wave_list(request):
         if upcoming.exists():
             waves = upcoming
     page, pagination = paginate(request, waves, per_page=60)
+    if not request.user.is_programme_office:
+        for wave in page.object_list:  # their own share of shared waves (one GROUP BY per wave on the page)
+            wave.planned_mailboxes, wave.planned_bytes = wave_totals_seen_by(wave, request.user)
     context = {
         "nav": NAV,
         "filters": filters,
@@ -239,6 +265,14 @@ def wave_detail(request, pk: int):
             context["place_targets"] = _other_movable_waves(wave)
     context.update(wave_support_context(request.user, wave))
     return render(request, "waves/detail.html", context)
+
+
+def _done(action: str, wave: Wave, organisation: Organisation | None) -> str:
+    label = ACTION_LABELS[action][0]
+    template = DONE.get(action)
+    if template is None:
+        return f"{label}: {wave.name}" + (f" for {organisation.ods_code}" if organisation else "")
+    return template.format(wave=wave.name, org=organisation.ods_code if organisation else "")
 
 
 def _other_movable_waves(wave: Wave) -> list[Wave]:
@@ -276,6 +310,9 @@ def wave_action(request, pk: int, action: str):
     if code:
         organisation = get_object_or_404(organisations_visible_to(request.user), ods_code=code)
     _, needs_org, needs_reason, destructive = ACTIONS[action]
+    if action == "go" and request.user.is_programme_office:
+        needs_reason = True  # on the organisation's behalf: say who confirmed it, and how
+    destructive = destructive or action in CONFIRM_FIRST
     label, explanation = ACTION_LABELS[action]
     # never offer a confirmation the service would refuse (a viewer was shown "Yes, pause" first)
     if needs_org and organisation is not None and not can_administer(request.user, organisation):
@@ -318,15 +355,16 @@ def wave_action(request, pk: int, action: str):
     wave = Wave.objects.select_related("proposed_by", "approved_by").get(pk=wave.pk)
     if request.htmx:
         # htmx swaps only 2xx answers: the panel carries the error banner instead
-        response = render(request, "waves/_panel.html", _panel_context(request, wave, error=error))
+        notice = "" if error else _done(action, wave, organisation)
+        response = render(
+            request, "waves/_panel.html", _panel_context(request, wave, error=error, notice=notice)
+        )
         response["HX-Trigger"] = "wave-changed"  # the live part reloads itself (and polls if now live)
         return response
     if error:
         messages.error(request, error)
     else:
-        messages.success(
-            request, f"{label}: {wave.name}" + (f" for {organisation.ods_code}" if organisation else "")
-        )
+        messages.success(request, _done(action, wave, organisation))
     return redirect("wave_detail", pk=wave.pk)
 
 
@@ -590,10 +628,19 @@ def wave_live(request, pk: int):
     """The live part of the wave page, polled by htmx every few seconds while the wave can still move; once it
     cannot (completed, cancelled, ...), the last answer is a 286 so htmx stops polling."""
     wave = _visible_wave(request, pk)
-    context = _live_context(request, wave)
-    response = render(request, "waves/_live.html", context)
-    if not context["progress"]["live"]:
-        return HttpResponseStopPolling(response.content)
+    can_retry = request.user.is_programme_office
+    progress = wave_progress_shared(wave, request.user)
+    context = {"wave": wave, "progress": progress, "can_retry": can_retry}
+    if not progress["live"]:
+        return HttpResponseStopPolling(render(request, "waves/_live.html", context).content)
+    # The browser keeps the last answer and asks with If-None-Match: an unchanged poll costs no rendering.
+    etag = wave_progress_etag(wave, progress, can_retry=can_retry)
+    if etag in request.headers.get("If-None-Match", ""):
+        response = HttpResponseNotModified()
+    else:
+        response = render(request, "waves/_live.html", context)
+    response["ETag"] = etag
+    response["Cache-Control"] = "private, no-cache"
     return response
 
 
@@ -638,6 +685,8 @@ def wave_list_csv(request):
 
     def rows():
         for w in waves.iterator(chunk_size=CHUNK_SIZE):
+            if not request.user.is_programme_office:
+                w.planned_mailboxes, w.planned_bytes = wave_totals_seen_by(w, request.user)
             yield [
                 w.name,
                 w.get_kind_display(),

@@ -1,8 +1,9 @@
 """The readiness API: start and poll a check, the mailbox's readiness fields and filters, retire and reinstate,
 close an organisation, the organisation's stage and missing gates; every refusal problem+json."""
 
-from migrations_app.models import Mailbox, Organisation, ReadinessCheck
+from migrations_app.models import ImportJob, Mailbox, Organisation, ReadinessCheck
 from tests.readiness_fixtures import inventoried
+from tests.wave_fixtures import wave_with
 
 M = Mailbox.State
 
@@ -77,7 +78,7 @@ def test_retire_and_reinstate(api, org_a, admin_a):
 
 def test_retiring_a_mailbox_in_flight_is_refused(api, org_a, admin_a):
     [box] = inventoried(org_a, 1)
-    Mailbox.objects.filter(pk=box.pk).update(state=M.SYNCING)
+    Mailbox.objects.filter(pk=box.pk).update(wave=wave_with(org_a, status="running"), state=M.SYNCING)
     response = _post(api(admin_a), f"/api/v1/mailboxes/{box.pk}/retire/", {"reason": "left"})
     assert response.status_code == 400 and "being moved" in response.json()["detail"]
 
@@ -122,3 +123,41 @@ def test_the_preview_lists_left_out_organisations(api, officer, org_a):
             ],
         }
     ]
+
+
+def test_a_complete_inventory_previews_its_leavers_then_retires_them_when_confirmed(
+    api, org_a, admin_a, admin_b
+):
+    for email in ("stays@rj1.nhs.uk", "left@rj1.nhs.uk"):
+        Mailbox.objects.create(organisation=org_a, email=email)
+    client = api(admin_a)
+    rows = [
+        {
+            "email": "stays@rj1.nhs.uk",
+            "display_name": "S",
+            "kind": "user",
+            "size_bytes": 1,
+            "item_count": 1,
+            "affinity_group": "",
+        }
+    ]
+    body = client.post(
+        "/api/v1/organisations/RJ1/mailboxes/bulk?complete=true", rows, content_type="application/json"
+    ).json()
+    assert [m["email"] for m in body["leavers"]["retirable"]] == ["left@rj1.nhs.uk"]
+    job = ImportJob.objects.get()
+    assert (
+        api(admin_b)
+        .post(
+            f"/api/v1/import-jobs/{job.pk}/retire-leavers/", {"reason": "x"}, content_type="application/json"
+        )
+        .status_code
+        == 404
+    )
+    done = client.post(
+        f"/api/v1/import-jobs/{job.pk}/retire-leavers/",
+        {"reason": "leavers"},
+        content_type="application/json",
+    ).json()
+    assert done["retired"] == 1
+    assert Mailbox.objects.get(email="left@rj1.nhs.uk").state == M.RETIRED

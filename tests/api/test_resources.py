@@ -4,7 +4,7 @@ from urllib.parse import quote
 
 import pytest
 
-from migrations_app.models import Endpoint, Event, ImportJob, Mailbox
+from migrations_app.models import Endpoint, Event, ImportJob, Mailbox, Organisation
 from migrations_app.services.imports import import_job_run
 from tests.factories import MailboxFactory
 
@@ -166,8 +166,19 @@ def test_bulk_bad_rows_are_a_problem_with_row_errors(api, admin_a, org_a):
     assert response.status_code == 422
     body = response.json()
     assert body["code"] == "import_rejected" and body["error_count"] == 1
-    assert body["errors"][0]["row"] == 1 and body["errors"][0]["column"] == "kind"
+    assert body["errors"][0]["index"] == 1 and body["errors"][0]["column"] == "kind"
+    assert "line" not in body["errors"][0]  # the item's index in the JSON list, not a line of a CSV
     assert not Mailbox.objects.exists()
+    duplicate = post(api(admin_a), "/api/v1/organisations/RJ1/mailboxes/bulk", [row(1), row(2), row(1)])
+    [error] = duplicate.json()["errors"]
+    assert error["index"] == 2 and "first appeared on item 0" in error["message"]
+
+
+def test_an_empty_bulk_body_says_so_at_line_1(api, admin_a, org_a):
+    response = api(admin_a).post("/api/v1/organisations/RJ1/mailboxes/bulk", "", content_type="text/csv")
+    body = response.json()
+    assert response.status_code in (400, 422), body
+    assert body["errors"][0]["line"] == 1 and "empty" in body["errors"][0]["message"], body
 
 
 def test_bulk_to_another_trust_is_refused(api, admin_a, org_a, org_b):
@@ -240,3 +251,22 @@ def test_the_fast_path_matches_the_declared_fields(org_a):
     serializer = MailboxSerializer()
     assert serializer.to_representation(mailbox) == serializer.to_representation_declared(mailbox)
     assert list(serializer.to_representation(mailbox)) == MailboxSerializer.Meta.fields
+
+
+def test_gates_have_one_shape_read_and_written(api, admin_a):
+    gates = {"gate_mfa_enforced": True, "gate_acceptable_use": False}
+    response = post(api(admin_a), "/api/v1/organisations/", {**enrolment(), "gates": gates})
+    assert response.status_code == 201, response.json()
+    read = api(admin_a).get("/api/v1/organisations/RXX/").json()["gates"]
+    assert read == response.json()["gates"] and read["gate_mfa_enforced"] is True
+    assert set(read) == set(Organisation.GATES) and not read["gate_acceptable_use"]
+    # what a GET returned can be sent back as it is
+    again = post(api(admin_a), "/api/v1/organisations/", {**enrolment("RXY"), "gates": read})
+    assert again.status_code == 201 and again.json()["gates"] == read
+    bad = post(api(admin_a), "/api/v1/organisations/", {**enrolment("RXZ"), "gates": {"gate_nonsense": True}})
+    assert bad.status_code == 400 and "gate_nonsense" in str(bad.json())
+
+
+def test_an_empty_json_list_says_so(api, admin_a, org_a):
+    response = post(api(admin_a), "/api/v1/organisations/RJ1/mailboxes/bulk", [])
+    assert response.status_code == 422 and "empty" in response.json()["errors"][0]["message"]

@@ -57,13 +57,26 @@ def chromium(django_db_setup, django_db_blocker):
 def browser_pages(chromium, live_server, request):
     """new_page(user=None) -> a page in its own browser context (its own cookies), signed in through the sign-in
     form when a user is given. Screenshots of them all on failure."""
-    contexts, pages = [], []
+    contexts, pages, refused = [], [], []
 
     def new_page(user=None):
         context = chromium.new_context(base_url=live_server.url, viewport={"width": 1280, "height": 900})
         context.set_default_timeout(15_000)
         contexts.append(context)
         page = context.new_page()
+        # anything the Content-Security-Policy refuses (an inline script, a style element, a foreign host), but
+        # the NHS.UK stylesheet's web fonts from assets.nhs.uk: no page fetches from another host, so they are
+        # refused on purpose and the pages use the stylesheet's fallback (Arial)
+        page.on(
+            "console",
+            lambda message: (
+                refused.append(f"{page.url}: {message.text}")
+                if message.type == "error"
+                and "Content Security Policy" in message.text
+                and "https://assets.nhs.uk/fonts/" not in message.text
+                else None
+            ),
+        )
         pages.append(page)
         if user is not None:
             sign_in(page, user.username)
@@ -83,6 +96,7 @@ def browser_pages(chromium, live_server, request):
                 print(f"no screenshot of page {n}: {exc}")
     for context in contexts:
         context.close()
+    assert refused == [], "the Content-Security-Policy refused parts of a page"
 
 
 def sign_in(page, username: str) -> None:
@@ -98,7 +112,7 @@ def assert_accessible(page) -> None:
     violations."""
     if not AXE.exists():
         skip_or_fail(f"axe-core is missing at {AXE}: run npm ci")
-    page.add_script_tag(path=str(AXE))
+    page.evaluate(AXE.read_text())  # through DevTools: the page's CSP rightly refuses an injected script tag
     result = page.evaluate("async () => await axe.run(document, {resultTypes: ['violations']})")
     bad = [
         f"{v['id']} ({v['impact']}): {v['help']} at {[n['target'] for n in v['nodes']][:3]}"

@@ -101,7 +101,8 @@ def test_plan_go_approve_and_watch_the_wave_move_live(browser_pages, real_broker
     office.wait_for_url(re.compile(r"/waves/$"))
     wave = Wave.objects.get()
     office.goto(f"/waves/{wave.pk}/")
-    office.get_by_role("button", name="Propose for approval").click()
+    office.get_by_role("link", name="Propose for approval").click()
+    office.get_by_role("button", name="Yes, propose for approval").click()
     office.locator("#wave-panel").get_by_text("Proposed").first.wait_for()
 
     # the trust admin says go

@@ -127,7 +127,8 @@ def test_a_new_trust_gets_from_enrolment_to_a_finished_wave(browser_pages, real_
     office.wait_for_url(re.compile(r"/waves/$"))
     wave = Wave.objects.get()
     office.goto(f"/waves/{wave.pk}/")
-    office.get_by_role("button", name="Propose for approval").click()
+    office.get_by_role("link", name="Propose for approval").click()
+    office.get_by_role("button", name="Yes, propose for approval").click()
     office.locator("#wave-panel").get_by_text("Proposed").first.wait_for()
 
     # the trust says go; a second person approves

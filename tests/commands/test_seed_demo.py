@@ -25,14 +25,29 @@ def test_it_seeds_a_demo_programme_with_realistic_organisations_and_mailboxes(db
     assert Mailbox.objects.exclude(affinity_group="").exists()  # delegates grouped from the permissions file
 
 
-def test_the_mailboxes_of_ready_organisations_can_be_planned(db, settings, tmp_path):
+def test_the_mailboxes_of_ready_organisations_are_checked_with_a_realistic_mix(db, settings, tmp_path):
     _seed(settings, tmp_path)
     ready = Organisation.objects.filter(status=Organisation.Status.READY)
     assert ready.exists()
     assert all(org.gates_met for org in ready)
+    theirs = Mailbox.objects.filter(organisation__in=ready)
     plannable = Mailbox.objects.filter(state__in=["ready", "scheduled"])  # scheduled: the demo pilot wave
-    assert plannable.count() == Mailbox.objects.filter(organisation__in=ready).count()
     assert not plannable.exclude(organisation__in=ready).exists()
+    blocked = theirs.filter(state="blocked")
+    assert 0 < blocked.count() < theirs.count() * 0.15
+    assert plannable.count() + blocked.count() == theirs.count()
+    assert len(set(blocked.values_list("blocked_code", flat=True))) >= 3  # several reasons
+    assert not theirs.filter(checked_at__isnull=True).exists()
+
+
+def test_one_of_the_trust_admins_organisations_waits_for_the_visitor_to_check_it(db, settings, tmp_path):
+    _seed(settings, tmp_path)
+    waiting = Organisation.objects.get(ods_code="RJ122")
+    assert waiting.stage == "readiness" and waiting.gates_met
+    assert set(Mailbox.objects.filter(organisation=waiting).values_list("state", flat=True)) == {
+        "inventoried"
+    }
+    assert waiting.admins.filter(username="trust").exists()
 
 
 def test_it_prints_working_passwords_for_each_role(db, settings, tmp_path):

@@ -32,6 +32,7 @@ def _endpoint(server, name, role, security):
         secret=PASSWORD,
         options={"ca_file": str(server.ca_file), "master_user_separator": "*"},
         max_concurrency=4,
+        routing_domain="trust.mail.onmicrosoft.com",  # the cutover's switch (simulated) routes mail there
     )
 
 

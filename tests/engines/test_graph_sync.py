@@ -301,3 +301,23 @@ def test_the_upload_limit_paces_the_copy_and_its_window_outlives_the_run(graphbo
     ).sync(graphbox.spec(import_mode="mime"), result.checkpoint)
     assert again.items_copied == 10
     assert fake.upload_over_budget == 0
+
+
+def test_a_forwarded_message_arrives_as_an_item_attachment_not_an_empty_file(graphbox, fake):  # noqa: F811
+    inner = mailgen.message(5, subject="Referral from Ward 7")
+    outer = (
+        b"From: Alice Example <alice@example.nhs.uk>\r\nTo: Bob Example <bob@example.nhs.uk>\r\n"
+        b"Subject: Fwd: Referral from Ward 7\r\nMessage-ID: <fwd-1@example.nhs.uk>\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/mixed; boundary="b1"\r\n\r\n--b1\r\nContent-Type: text/plain\r\n\r\n'
+        b"See below.\r\n--b1\r\nContent-Type: message/rfc822\r\n"
+        b'Content-Disposition: attachment; filename="referral.eml"\r\n\r\n' + inner + b"\r\n--b1--\r\n"
+    )
+    mailgen.append(graphbox.src(), "INBOX", [{"msg": outer, "flags": (), "date": when(1)}])
+
+    _engine(fake).sync(graphbox.spec())
+
+    [message] = messages_in(fake, graphbox.upn, "inbox")
+    [attachment] = message["attachments"]
+    assert attachment["@odata.type"] == "#microsoft.graph.itemAttachment"
+    assert attachment["item"]["subject"] == "Referral from Ward 7"
+    assert "notes for item 5" in attachment["item"]["body"]["content"]

@@ -33,6 +33,7 @@ def endpoints(dovecots, fake, settings):  # noqa: F811
         security="tls",
         secret=next(iter(source_server.users.values()), "") or "secret",
         options={"ca_file": str(source_server.ca_file)},
+        routing_domain="trust.mail.onmicrosoft.com",  # the switch at cutover routes mail there (simulated)
     )
     target = Endpoint.objects.create(
         name="exchange-online",

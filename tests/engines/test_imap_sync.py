@@ -210,6 +210,24 @@ def test_verify_reports_a_missing_message(mailbox, engine):
     [difference] = report.differences
     assert (difference.folder, difference.source_count, difference.target_count) == ("Résumé", 4, 3)
     assert difference.source_bytes > difference.target_bytes
+    assert difference.missing == ["Ward round notes 10"] and difference.extra == []
+
+
+def test_verify_names_a_replaced_message_by_subject_even_when_the_counts_agree(mailbox, engine):
+    src = mailbox.src()
+    seed(src, "INBOX", 3)
+    engine.sync(mailbox.spec(), None, None)
+    tgt = mailbox.tgt()
+    tgt.select_folder("INBOX")
+    tgt.delete_messages(tgt.search(["SUBJECT", "Ward round notes 1"]))
+    tgt.expunge()
+    mailgen.append(tgt, "INBOX", [mailgen.message(77)])  # same count again, not the same messages
+
+    [difference] = engine.verify(mailbox.spec()).differences
+
+    assert (difference.source_count, difference.target_count) == (3, 3)
+    assert difference.missing == ["Ward round notes 1"]
+    assert "missing: 'Ward round notes 1'" in difference.describe()
 
 
 def test_plain_text_endpoints_work_where_the_spec_says_plain(mailbox, engine):

@@ -323,7 +323,7 @@ def test_changing_an_approved_wave_sends_it_back_for_approval(db, officer, appro
     ready_mailboxes(b, 1, group="B-TEAM")
     _, (first, second) = plan_commit(start=MONDAY, actor=officer)
     wave_propose(wave=first, actor=officer)
-    wave_go(wave=first, organisation=a, actor=officer)
+    wave_go(wave=first, organisation=a, actor=officer, reason="confirmed by phone")
     wave_approve(wave=first, actor=approver)
     assert Mailbox.objects.filter(organisation=a, wave=first, state="scheduled").count() == 6
     wave_move_organisation(actor=officer, organisation=b, source=second, target=first, confirm=True)
@@ -381,12 +381,12 @@ def test_settings_changes_are_audited_and_validated(db, officer, admin_a):
         )
 
 
-def test_mark_ready_command_lets_the_demo_be_planned(db, officer):
+def test_the_readiness_check_command_lets_the_demo_be_planned(db, officer):
     from django.core.management import call_command
 
     org = OrganisationFactory(ods_code="DEMO1")
     ready_mailboxes(org, 3, state=Mailbox.State.INVENTORIED)
-    call_command("mailboxes_ready", "demo1")
+    call_command("readiness_check", "demo1", "--here")
     assert Mailbox.objects.filter(state="ready").count() == 3
     assert plan_preview(start=MONDAY, actor=officer).mailboxes == 3
 

@@ -12,7 +12,14 @@ from hypothesis import strategies as st
 from migrations_app.planning.calendar import EVENING, LONDON, WEEKEND, WindowRules, windows_between
 from migrations_app.planning.calendar import allowed_kinds as organisation_allowed_kinds
 from migrations_app.planning.placement import BLACKOUT_COVERS_HORIZON, TOO_LARGE, plan_units
-from migrations_app.planning.units import ChunkRow, GroupRow, OrgInfo, build_units, large_organisations
+from migrations_app.planning.units import (
+    ChunkRow,
+    GroupRow,
+    OrgInfo,
+    build_units,
+    group_key,
+    large_organisations,
+)
 
 
 @dataclass(frozen=True)
@@ -97,7 +104,8 @@ def programmes(draw):
         )
     boxes = []
     next_id = draw(st.integers(1, 1000))
-    groups = ["", "", "", "g1", "g2", "g3", "shared-x"]
+    # a trust's own names (g1..g3, reused by several trusts) and one from a permissions import spanning them
+    groups = ["", "", "", "g1", "g2", "g3", "perm-shared"]
     for org_id in orgs:
         for _ in range(draw(st.integers(0, 35))):
             boxes.append(Box(next_id, org_id, draw(st.sampled_from(groups)), draw(st.integers(0, 400))))
@@ -150,11 +158,11 @@ def test_the_plan_keeps_every_promise(programme):
             assert not overlaps(w.first_day, w.last_day, info.blackouts)
             assert w.kind in organisation_allowed_kinds(info.preference)
 
-    # affinity groups are never split (names are programme-wide)
+    # affinity groups are never split (a trust's names within the trust, a permissions import's programme-wide)
     where = defaultdict(set)
     for box in boxes:
         if box.group:
-            where[box.group].add(placed_in.get(box.id, "unplaced"))
+            where[group_key(box.organisation_id, box.group)].add(placed_in.get(box.id, "unplaced"))
     assert all(len(places) == 1 for places in where.values())
 
     # a small organisation moves in one wave

@@ -212,3 +212,31 @@ def test_a_name_that_resolves_to_an_internal_address_is_not_sent_to(
     assert delivery.http_status is None and delivery.response_excerpt == ""
     assert delivery.error == "Not sent: That address is on an internal network"
     assert receiver.requests == []
+
+
+def test_delivered_bodies_are_emptied_after_the_retention_and_nothing_else(db, org_a, settings):
+    from migrations_app.services.webhooks import webhook_payloads_purge
+
+    settings.WEBHOOK_PAYLOAD_RETENTION_DAYS = 30
+    webhook = Webhook.objects.create(organisation=org_a, url="https://hooks.example.org/", secret="s" * 30)
+    now = timezone.now()
+    old, recent = now - dt.timedelta(days=31), now - dt.timedelta(days=29)
+
+    def delivery(status, last_attempt_at, n):
+        return WebhookDelivery.objects.create(
+            webhook=webhook,
+            kind="ping",
+            message_id=f"m{n}",
+            payload={"id": f"m{n}", "data": {"subject": "ann@rj1.nhs.uk"}},
+            status=status,
+            last_attempt_at=last_attempt_at,
+            next_attempt_at=now if status == "pending" else None,
+        )
+
+    old_delivered = delivery("succeeded", old, 1)
+    keep = [delivery("succeeded", recent, 2), delivery("failed", old, 3), delivery("pending", old, 4)]
+    assert webhook_payloads_purge(now=now, batch=1) == 1
+    old_delivered.refresh_from_db()
+    assert old_delivered.payload == {} and old_delivered.status == "succeeded"  # the record of it stays
+    assert all(WebhookDelivery.objects.get(pk=d.pk).payload for d in keep)
+    assert webhook_payloads_purge(now=now) == 0

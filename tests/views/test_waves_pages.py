@@ -49,13 +49,16 @@ def test_a_wave_page_shows_counts_capacity_and_only_your_organisations(client_fo
 
 def test_the_workflow_through_the_pages_with_htmx(client, wave, officer, approver, admin_a, admin_b):
     client.force_login(officer)
-    panel = client.post(f"/waves/{wave.pk}/propose/", **HTMX).content.decode()
+    confirm = client.post(f"/waves/{wave.pk}/propose/", **HTMX).content.decode()
+    assert "Propose for approval?" in confirm  # asked first
+    panel = client.post(f"/waves/{wave.pk}/propose/", {"confirmed": "1"}, **HTMX).content.decode()
     assert "Proposed" in panel and "2 organisation(s) have not said go yet" in panel
+    assert "is proposed: its organisations can now say go or no-go" in panel  # says what happened
     client.force_login(admin_a)
     page = client.get(f"/waves/{wave.pk}/").content.decode()
     assert "Go<span" in page  # their own organisation's buttons
     panel = client.post(f"/waves/{wave.pk}/go/", {"organisation": "RJ1"}, **HTMX).content.decode()
-    assert "Go" in panel
+    assert "RJ1 said go for" in panel
     client.force_login(admin_b)
     client.post(f"/waves/{wave.pk}/go/", {"organisation": "RRV"}, **HTMX)
     client.force_login(officer)
@@ -63,7 +66,7 @@ def test_the_workflow_through_the_pages_with_htmx(client, wave, officer, approve
     assert panel.status_code == 403  # the proposer
     client.force_login(approver)
     panel = client.post(f"/waves/{wave.pk}/approve/", **HTMX).content.decode()
-    assert "Approved" in panel
+    assert "Approved" in panel and "is approved: its mailboxes are scheduled" in panel
     assert Mailbox.objects.filter(wave=wave, state="scheduled").count() == 5
     # approving again: someone else got there first; the panel says so
     panel = client.post(f"/waves/{wave.pk}/approve/", **HTMX).content.decode()
@@ -85,7 +88,7 @@ def test_destructive_actions_ask_first_and_need_a_reason(client_for, wave, offic
 
 
 def test_no_go_from_the_page(client_for, wave, officer, admin_b):
-    client_for(officer).post(f"/waves/{wave.pk}/propose/")
+    client_for(officer).post(f"/waves/{wave.pk}/propose/", {"confirmed": "1"})
     client = client_for(admin_b)
     confirm = client.get(f"/waves/{wave.pk}/no-go/?organisation=RRV").content.decode()
     assert "No-go for RRV?" in confirm
@@ -97,7 +100,7 @@ def test_no_go_from_the_page(client_for, wave, officer, admin_b):
 
 
 def test_permission_boundaries_on_the_pages(client_for, wave, officer, admin_a, viewer):
-    client_for(officer).post(f"/waves/{wave.pk}/propose/")
+    client_for(officer).post(f"/waves/{wave.pk}/propose/", {"confirmed": "1"})
     admin = client_for(admin_a)
     assert admin.post(f"/waves/{wave.pk}/approve/").status_code == 403
     assert admin.post(f"/waves/{wave.pk}/pause/", {"confirmed": "1", "reason": "x"}).status_code == 403
@@ -274,7 +277,7 @@ def test_only_the_programme_office_moves_or_pilots(client_for, wave, admin_a, vi
 def test_the_confirmation_is_not_offered_to_those_who_would_be_refused(
     client_for, wave, officer, admin_a, viewer
 ):
-    client_for(officer).post(f"/waves/{wave.pk}/propose/")
+    client_for(officer).post(f"/waves/{wave.pk}/propose/", {"confirmed": "1"})
     watcher = client_for(viewer)
     for url in [
         f"/waves/{wave.pk}/pause/",
@@ -288,3 +291,26 @@ def test_the_confirmation_is_not_offered_to_those_who_would_be_refused(
         "Yes, no-go" in client_for(admin_a).get(f"/waves/{wave.pk}/no-go/?organisation=RJ1").content.decode()
     )
     assert "Yes, cancel" in client_for(officer).get(f"/waves/{wave.pk}/cancel/").content.decode()
+
+
+def test_the_programme_office_says_go_on_a_trusts_behalf_only_with_a_reason(client, wave, officer, approver):
+    client.force_login(officer)
+    client.post(f"/waves/{wave.pk}/propose/", {"confirmed": "1"})
+    client.force_login(approver)
+    page = client.get(f"/waves/{wave.pk}/").content.decode()
+    assert "Go on its behalf" in page
+    confirm = client.post(
+        f"/waves/{wave.pk}/go/", {"organisation": "RJ1", "confirmed": "1"}, **HTMX
+    ).content.decode()
+    assert "Give a reason for the go on the organisation" in confirm
+    assert not Decision.objects.filter(kind="go").exists()
+    panel = client.post(
+        f"/waves/{wave.pk}/go/",
+        {"organisation": "RJ1", "confirmed": "1", "reason": "confirmed by phone with the trust's IT lead"},
+        **HTMX,
+    ).content.decode()
+    assert "on the organisation&#39;s behalf" in panel or "on the organisation's behalf" in panel
+    decision = Decision.objects.get(kind="go")
+    assert decision.on_behalf and decision.reason == "confirmed by phone with the trust's IT lead"
+    listed = client.get(f"/api/v1/decisions/?wave={wave.pk}").json()["results"]
+    assert [d["on_behalf"] for d in listed if d["kind"] == "go"] == [True]

@@ -410,7 +410,7 @@ class GraphWriter:
 
     def inventory(self, target: TargetFolder) -> list[TargetItem]:
         params = {
-            "$select": "id,internetMessageId,isRead,flag",
+            "$select": "id,internetMessageId,isRead,flag,subject",
             "$expand": f"singleValueExtendedProperties($filter=id eq '{MARKER}')",
             "$top": "250",
         }
@@ -428,6 +428,7 @@ class GraphWriter:
                     key or f"mid:{message.get('internetMessageId') or ''}",
                     frozenset(flags),
                     ours=key is not None,
+                    subject=message.get("subject") or "",
                 )
             )
         return out

@@ -49,6 +49,7 @@ from migrations_app.engines.pipeline.protocols import (
     Page,
     SourceReader,
     TargetFolder,
+    TargetItem,
     TargetWriter,
     Written,
     item_key,
@@ -195,6 +196,12 @@ class CopyPipeline:
             }
             if writer_state is not None:
                 out["writer"] = writer_state()
+            if flying:  # the biggest item of each batch in flight: what a worker that died was copying
+                out["in_flight"] = [
+                    {"folder": b.run.folder.name, "id": big.id, "size": big.size, "subject": big.subject}
+                    for b in flying.values()
+                    for big in [max(b.items, key=lambda i: i.size)]
+                ]
             return out
 
         def report() -> None:
@@ -205,6 +212,7 @@ class CopyPipeline:
         events: queue.Queue = queue.Queue()
         stop = threading.Event()
         workers: list[threading.Thread] = []
+        flying: dict[int, _Batch] = {}  # what the workers are copying now, named in the checkpoint
         try:
             self.reader.open()
             self.writer.open()
@@ -229,12 +237,15 @@ class CopyPipeline:
             depth = self.connections * 2
             more = True
             while more or in_flight:
+                dispatched = False
                 while more and in_flight < depth:
                     batch = next(planned, None)
                     if batch is None:
                         more = False
                         break
                     work.put(batch)
+                    flying[id(batch)] = batch
+                    dispatched = True
                     in_flight += 1
                     if len(workers) < min(self.connections, in_flight):
                         thread = threading.Thread(
@@ -247,6 +258,8 @@ class CopyPipeline:
                         workers.append(thread)
                 if not in_flight:
                     continue
+                if dispatched:
+                    report()  # names what is in flight (saved at most once a second by the orchestrator)
                 try:
                     kind, payload = events.get(timeout=idle)
                 except queue.Empty:
@@ -258,6 +271,7 @@ class CopyPipeline:
                 in_flight -= 1
                 finished: _Finished = payload
                 batch = finished.batch
+                flying.pop(id(batch), None)
                 run = batch.run
                 self.writer.note_written(run.target, finished.written)
                 for written in finished.written:
@@ -475,32 +489,44 @@ class CopyPipeline:
 
     def verify(self) -> VerifyResult:
         """Per target folder: the source folders' counts and bytes (summed, where several map to one target
-        folder) against the target's."""
+        folder) against the target's, and the items themselves by key: source items with no copy on the
+        target are named as missing, the portal's copies whose source item is gone as extra (by subject)."""
         try:
             self.reader.open()
             self.writer.open()
-            by_target: dict[str, list] = {}
+            groups: dict[str, list] = {}
             for folder in self.reader.folders():
-                count, size = self.reader.totals(folder)
                 target = self.writer.open_folder(folder, None, create=False)
                 name = target.name if target is not None else "/".join(folder.path)
-                entry = by_target.setdefault(name, [target, [], 0, 0])
-                entry[1].append(folder.name)
-                entry[2] += count
-                entry[3] += size
+                groups.setdefault(name, [target, []])[1].append(folder)
             result = VerifyResult()
             compare_bytes = self.writer.compares_bytes()
-            for name, (target, names, count, size) in by_target.items():
+            for name, (target, group) in groups.items():
+                count = size = 0
+                source: list[tuple[Folder, Item]] = []
+                for folder in group:
+                    items = self.reader.inventory(folder)
+                    count += len(items)
+                    size += sum(item.size for item in items)
+                    source.extend((folder, item) for item in items)
+                target_items = self.writer.inventory(target) if target is not None else []
                 target_count, target_bytes = self.writer.totals(target) if target is not None else (0, 0)
+                missing, extra = _compare(source, target_items)
+                for folder in group:
+                    unnamed = [item for f, item in missing if f is folder and not item.subject]
+                    if unnamed:
+                        self.reader.keys(folder, unnamed)
                 result.folders.append(
                     FolderComparison(
-                        " + ".join(names),
+                        " + ".join(f.name for f in group),
                         name,
                         count,
                         size,
                         target_count,
                         target_bytes,
                         compare_bytes=compare_bytes,
+                        missing=[item.subject or item.key for _, item in missing],
+                        extra=[item.subject or item.key for item in extra],
                     )
                 )
             return result
@@ -514,6 +540,23 @@ class CopyPipeline:
         finally:
             self.reader.close()
             self.writer.close()
+
+
+def _compare(source: list[tuple[Folder, Item]], target: list[TargetItem]):
+    """Pair by key as multisets: (source items without a target copy, the portal's target items without a
+    source item). Target items the portal did not write are no concern of verify."""
+    by_key: dict[str, list[TargetItem]] = {}
+    for item in target:
+        by_key.setdefault(item.key, []).append(item)
+    missing = []
+    for folder, item in source:
+        partners = by_key.get(item.key)
+        if partners:
+            partners.pop()
+        else:
+            missing.append((folder, item))
+    extra = [item for items in by_key.values() for item in items if item.ours]
+    return missing, extra
 
 
 def _by_message_id(key: str) -> str | None:

@@ -238,6 +238,7 @@ class TargetItem:
     key: str
     flags: frozenset[str] = frozenset()
     ours: bool = False
+    subject: str = ""  # where the target gives it cheaply (verify names extra items by it)
 
 
 # --- the protocols ------------------------------------------------------------------------------------------

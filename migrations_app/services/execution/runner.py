@@ -21,6 +21,7 @@ from migrations_app.models import Mailbox, Wave
 from migrations_app.services.events import event_record_many
 from migrations_app.services.execution.clock import wave_pump_later
 from migrations_app.services.execution.lease import LeaseKeeper, lease_renew
+from migrations_app.services.execution.poison import run_ended, run_started, worker_lost
 from migrations_app.services.execution.specs import mailbox_spec, wave_engine
 from migrations_app.services.execution.states import (
     _CLAIM,
@@ -362,8 +363,8 @@ def _run_one(mailbox: Mailbox, phase: str, engine: Engine | None, journal: Journ
             journal.move(mailbox, M.SYNCED, M.CUTOVER, action="mailbox.claimed", data={"straight_on": True})
             phase, state = CUTOVER, M.CUTOVER
         if mailbox.switch_status != Mailbox.SwitchStatus.SWITCHED:
-            # The final delta: new items, and the flags, moves and deletions since the pre-stage
-            # (engines.pipeline); then the mailbox waits for its batch's switch (execution/switch.py).
+            # The final delta (new items, and the flags, moves and deletions since the pre-stage:
+            # engines.pipeline.delta); then the mailbox waits for its batch's switch (execution/switch.py).
             result = engine.cutover(spec, mailbox.checkpoint, progress)
             journal.move(
                 mailbox,
@@ -374,7 +375,7 @@ def _run_one(mailbox: Mailbox, phase: str, engine: Engine | None, journal: Journ
                 **_done(mailbox, result, progress),
             )
             return True
-        # The catch-up delta: what reached the source while its mail was being switched.
+        # The catch-up delta: what reached or changed on the source while its mail was being switched.
         result = engine.cutover(spec, mailbox.checkpoint, progress)
         journal.move(
             mailbox,
@@ -390,7 +391,7 @@ def _run_one(mailbox: Mailbox, phase: str, engine: Engine | None, journal: Journ
             journal.flush()  # a real copy: show "verifying" while the verification runs
         verified = engine.verify(spec)
         if not verified.ok:
-            folders = ", ".join(f.folder for f in verified.differences[:5])
+            folders = "; ".join(f.describe() for f in verified.differences[:5])
             raise PermanentError(VERIFY_MISMATCH, f"source and target differ in {folders}")
         journal.move(
             mailbox,
@@ -496,8 +497,12 @@ def mailboxes_run(*, mailbox_ids: Iterable[int], phase: str, engine: Engine | No
             continue
         if engine is None and mailbox.wave_id not in engines and mailbox.wave is not None:
             engines[mailbox.wave_id] = wave_engine(mailbox.wave)
-        if _run_one(mailbox, phase, engine or engines.get(mailbox.wave_id), journal, waves):
+        runs = run_started(mailbox.pk)
+        if runs > settings.MIGRATION_MAX_DELIVERIES:  # the runs before this one all died: a poison pill
+            worker_lost(journal, mailbox, _CLAIM[phase][1], runs - 1)
+        elif _run_one(mailbox, phase, engine or engines.get(mailbox.wave_id), journal, waves):
             to_switch.append(mailbox)
+        run_ended(mailbox.pk)
     if to_switch:
         # One switch for the batch (a PowerShell session switches many mailboxes), then each switched one
         # goes on to its catch-up delta and verification.

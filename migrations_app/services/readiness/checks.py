@@ -79,6 +79,7 @@ def readiness_check_start(
     wave: Wave | None = None,
     mailbox_ids: Iterable[int] | None = None,
     unchecked: bool = False,
+    queue: bool = True,
 ) -> ReadinessCheck:
     """Start a check of an organisation's mailboxes (its admins or the programme office), a wave's or a chosen
     set (the programme office; a trust admin only for mailboxes of organisations they administer), or of every
@@ -136,9 +137,10 @@ def readiness_check_start(
         message="Readiness check started",
         data={"check": check.pk},
     )
-    from migrations_app.tasks import readiness_check_dispatch
+    if queue:  # queue=False: the caller runs it (readiness_check_dispatch(inline=True), commands)
+        from migrations_app.tasks import readiness_check_dispatch
 
-    transaction.on_commit(lambda: readiness_check_dispatch.delay(check.pk))
+        transaction.on_commit(lambda: readiness_check_dispatch.delay(check.pk))
     return check
 
 
@@ -166,9 +168,13 @@ def _pages(qs) -> Iterator[list[int]]:
         last = page[-1]
 
 
-def readiness_check_dispatch(*, check_id: int) -> ReadinessCheck | None:
+def readiness_check_dispatch(
+    *, check_id: int, inline: bool = False, engine: Engine | None = None
+) -> ReadinessCheck | None:
     """Queued -> running: count the mailboxes and queue their batches. Idempotent: a check already running
-    or finished is left alone (a redelivered task does nothing)."""
+    or finished is left alone (a redelivered task does nothing). inline=True runs every batch here, in this
+    process (commands and the demo seed, with no worker needed); transient trouble is still retried by the
+    workers."""
     now = timezone.now()
     if not ReadinessCheck.objects.filter(pk=check_id, status=RC.QUEUED).update(
         status=RC.RUNNING, started_at=now
@@ -188,11 +194,14 @@ def readiness_check_dispatch(*, check_id: int) -> ReadinessCheck | None:
         from migrations_app.tasks import readiness_batch
 
         for ids in batches[1:]:
-            readiness_batch.delay(check_id, ids, 0)
+            if inline:
+                readiness_batch_run(check_id=check_id, mailbox_ids=ids, engine=engine)
+            else:
+                readiness_batch.delay(check_id, ids, 0)
         # The first batch here, not through the broker: most organisations (a GP practice, a pharmacy) are
         # one batch, so their whole check is this one task. A full endpoint queues it like the others.
         try:
-            readiness_batch_run(check_id=check_id, mailbox_ids=batches[0])
+            readiness_batch_run(check_id=check_id, mailbox_ids=batches[0], engine=engine)
         except NoSlot:
             readiness_batch.apply_async((check_id, batches[0], 0), countdown=5)
     check.refresh_from_db()
@@ -407,6 +416,11 @@ def _write(check_id: int, outcome: _Outcome, now: dt.datetime) -> dict[str, int]
             )
         )
     event_record_many(events)
+    newly_blocked = {before[pk][0] for pk in blocked if before[pk][2] == M.READY}
+    if newly_blocked:  # ready mailboxes planned in a draft or proposed wave are no longer in it
+        from migrations_app.services.wave_moves import waves_refresh_planned
+
+        waves_refresh_planned(organisation_ids=newly_blocked)
     return {"ready": ready_count, "blocked": len(blocked), "moved_on": len(ids) - len(before)}
 
 

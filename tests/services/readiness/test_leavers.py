@@ -6,14 +6,16 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from migrations_app.models import Event, Mailbox
 from migrations_app.services.plans import plan_preview
 from migrations_app.services.readiness.leavers import mailbox_reinstate, mailbox_retire
-from tests.wave_fixtures import ready_mailboxes
+from tests.wave_fixtures import ready_mailboxes, wave_with
 
 M = Mailbox.State
 
 
 @pytest.mark.parametrize("state", [M.SCHEDULED, M.SYNCING, M.SYNCED, M.CUTOVER, M.VERIFYING])
 def test_it_refuses_a_mailbox_in_flight(org_a, admin_a, state):
-    [box] = ready_mailboxes(org_a, 1, state=state)
+    [box] = ready_mailboxes(org_a, 1)
+    Mailbox.objects.filter(pk=box.pk).update(wave=wave_with(org_a, status="running"), state=state)
+    box.refresh_from_db()
     with pytest.raises(ValidationError, match="it is being moved"):
         mailbox_retire(mailbox=box, actor=admin_a, reason="left")
     box.refresh_from_db()
