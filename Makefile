@@ -13,7 +13,7 @@ export PORT
 # settings' var folder (PORTAL_VAR_DIR): the database, broker, cache and the .env make run leaves for manage.py
 VAR := $(or $(PORTAL_VAR_DIR),var)
 
-.PHONY: help run test lint format bench-import setup
+.PHONY: help run test lint format bench bench-import setup
 
 help:
 	@echo "make run    start the portal with a seeded demo programme, a Celery worker and beat (http://127.0.0.1:$(PORT))"
@@ -61,6 +61,10 @@ lint: setup
 format: setup
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# Every benchmark, or BENCH="pages load"; README's table is written from their output (bench/run_all.py).
+bench: setup
+	$(BIN)/python -m bench.run_all $(BENCH)
 
 bench-import: setup
 	$(BIN)/python -m bench.import_inventory --rows $${ROWS:-2100000}

@@ -176,7 +176,10 @@ def main() -> None:
     assert logged == args.mailboxes, logged
     log(f"log backend: {logged:,} in {send_portal_s:.1f} s")
 
-    Notification.objects.update(
+    again = list(
+        Notification.objects.order_by("window_starts_at", "id").values_list("id", flat=True)[: args.http]
+    )
+    Notification.objects.filter(id__in=again).update(
         status="pending", sent_at=None, notify_id=None, next_attempt_at=None, attempts=0
     )
     settings.NOTIFY_SEND_THREADS = args.threads

@@ -1,25 +1,29 @@
-"""How fast are the status pages at national scale?
+"""How fast are the pages at national scale, over real HTTP, with a year of audit events?
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/portal_pages_bench \\
-        .venv/bin/python -m bench.pages --mailboxes 2100000 --orgs 22000
+        .venv/bin/python -m bench.pages --mailboxes 2100000 --orgs 22000 --events 20000000
 
 Point DATABASE_URL at a scratch database whose name contains "bench": its schema is dropped and migrated
-afresh. The programme is generated inside PostgreSQL by bench.plan.generate (set-based), with the counters'
-insert trigger off and the counters rebuilt in one GROUP BY afterwards, as the national load does. Then, set-based
-again: fourteen completed nightly waves of ~22,000 mailboxes each (mostly migrated, ~1% failed with error codes,
-~1.5% needed attention), a pilot wave, one running wave with mailboxes in every state (the live page's work),
-one approved wave, and the planner's draft waves for what is left.
+afresh (`--keep-data` reuses the previous run's). The programme is generated inside PostgreSQL by
+bench.plan.generate (set-based), with the counters' insert trigger off and the counters rebuilt in one GROUP BY
+afterwards, as the national load does. Then, set-based again: fourteen completed nightly waves of ~22,000
+mailboxes each (mostly migrated, ~1% failed with error codes, ~1.5% needed attention), a pilot wave, one
+running wave with mailboxes in every state (the live page's work), one approved wave, the planner's draft
+waves for what is left, and `--events` audit events spread over the last year (about a year of a national
+programme: claims, transitions, imports, decisions), 50 of them on one mailbox's timeline.
 
-Timed, with django.test.Client and a signed-in user (server time: URL routing, middleware, the view, its
-queries and the template), `--requests` times each after a warm-up:
-- the dashboard, as a programme officer;
-- the running wave's page, as a programme officer;
-- mailbox search, as a programme officer, by address and by display-name prefix (a query per request, varied);
-- the largest trust's organisation page, as its trust admin.
+Served by gunicorn with the production profile (DEBUG off, static files collected, every middleware), and
+timed from a keep-alive HTTP client on loopback with signed-in session cookies, `--requests` times each after
+a warm-up: the dashboard, the running wave, the largest trust's organisation page (as its trust admin), the
+organisations list (22,000, as the programme office), mailbox search (a query per request, varied), a mailbox
+with a 50-event timeline, the audit log (first page; filtered by organisation; a page 10,000 events deep),
+failures, and the public lookup (anonymous, a POST with its CSRF token).
 
 Prints one JSON line:
 
-    {"bench": "pages", "dashboard_p95_ms": D, "wave_p95_ms": W, "search_p95_ms": S, "org_p95_ms": O}
+    {"bench": "pages", "dashboard_p95_ms": D, "wave_p95_ms": W, "search_p95_ms": S, "org_p95_ms": O,
+     "org_list_p95_ms": .., "timeline_p95_ms": .., "audit_p95_ms": .., "audit_filtered_p95_ms": ..,
+     "audit_deep_p95_ms": .., "failures_p95_ms": .., "lookup_p95_ms": .., "events": N, "load": L}
 """
 
 from __future__ import annotations
@@ -143,7 +147,13 @@ def build(args) -> None:
                WHERE EXISTS (SELECT 1 FROM migrations_app_mailboxcounter k
                              WHERE k.organisation_id = o.id AND k.wave_id <> 0 AND k.mailboxes > 0)"""
         )
-    log(f"waves stamped in {time.perf_counter() - started:.1f} s; planning the rest ...")
+    log(f"waves stamped in {time.perf_counter() - started:.1f} s; {args.events:,} events ...")
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(f"SELECT min(id) FROM {MAILBOX} WHERE wave_id = %s", [running])
+        make_events(
+            cursor, events=args.events, mailboxes=args.mailboxes, timeline_mailbox=cursor.fetchone()[0]
+        )
+    log("planning the rest ...")
     from migrations_app.models import User
     from migrations_app.services.plans import plan_commit
 
@@ -155,28 +165,132 @@ def build(args) -> None:
         cursor.execute("VACUUM ANALYZE")
 
 
+EVENT = "migrations_app_event"
+# (action, from_state, to_state): the shapes a year of a programme writes most
+EVENT_KINDS = [
+    ("mailbox.claimed", "scheduled", "syncing"),
+    ("mailbox.synced", "syncing", "synced"),
+    ("mailbox.claimed", "synced", "cutover"),
+    ("mailbox.verifying", "cutover", "verifying"),
+    ("mailbox.migrated", "verifying", "migrated"),
+    ("mailbox.failed", "syncing", "failed"),
+    ("mailbox.retried", "failed", "scheduled"),
+    ("readiness.checked", "inventoried", "ready"),
+]
+
+
+def make_events(cursor, *, events: int, mailboxes: int, timeline_mailbox: int) -> None:
+    """`events` events over the last year, oldest first (ids in time order, as the portal writes them), each
+    about a mailbox (its organisation and wave too); the event table's secondary indexes are dropped and
+    built again afterwards, as the national load does for the mailbox table."""
+    cursor.execute(
+        f"""SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid) FROM pg_index i
+            WHERE i.indrelid = '{EVENT}'::regclass AND NOT i.indisprimary
+              AND i.indexrelid NOT IN (SELECT conindid FROM pg_constraint WHERE conrelid = '{EVENT}'::regclass)"""
+    )
+    indexes = cursor.fetchall()
+    for name, _definition in indexes:
+        cursor.execute(f"DROP INDEX {name}")
+    actions = "ARRAY[" + ",".join(f"'{a}'" for a, _, _ in EVENT_KINDS) + "]"
+    froms = "ARRAY[" + ",".join(f"'{f}'" for _, f, _ in EVENT_KINDS) + "]"
+    tos = "ARRAY[" + ",".join(f"'{t}'" for _, _, t in EVENT_KINDS) + "]"
+    kinds = len(EVENT_KINDS)
+    started = time.perf_counter()
+    step = 2_000_000
+    for first in range(1, events + 1, step):
+        last = min(events, first + step - 1)
+        cursor.execute(
+            f"""
+            INSERT INTO {EVENT} (created_at, action, actor_id, organisation_id, mailbox_id, wave_id, subject,
+                                 from_state, to_state, message, data)
+            SELECT now() - ({events} - g.i) * (interval '365 days' / {events}),
+                   ({actions})[1 + g.i % {kinds}], NULL, m.organisation_id, m.id, m.wave_id, m.email,
+                   ({froms})[1 + g.i % {kinds}], ({tos})[1 + g.i % {kinds}], '', '{{}}'::jsonb
+            FROM generate_series({first}, {last}) AS g(i)
+            JOIN {MAILBOX} m ON m.id = 1 + (g.i::bigint * 7919) % {mailboxes}
+            ORDER BY g.i
+            """
+        )
+        log(f"  events: {last:,} of {events:,} ({time.perf_counter() - started:.0f} s)")
+    cursor.execute(
+        f"""
+        INSERT INTO {EVENT} (created_at, action, actor_id, organisation_id, mailbox_id, wave_id, subject,
+                             from_state, to_state, message, data)
+        SELECT now() - (50 - g.i) * interval '1 hour', ({actions})[1 + g.i %% {kinds}], NULL,
+               m.organisation_id, m.id, m.wave_id, m.email,
+               ({froms})[1 + g.i %% {kinds}], ({tos})[1 + g.i %% {kinds}], 'on its timeline', '{{}}'::jsonb
+        FROM generate_series(1, 50) AS g(i) JOIN {MAILBOX} m ON m.id = %s ORDER BY g.i
+        """,
+        [timeline_mailbox],
+    )
+    cursor.execute("SET LOCAL maintenance_work_mem = '1GB'")
+    for _name, definition in indexes:
+        cursor.execute(definition)
+    log(f"  {len(indexes)} event indexes built; {time.perf_counter() - started:.0f} s in all")
+
+
 def p95(samples: list[float]) -> float:
     return round(statistics.quantiles(samples, n=20, method="inclusive")[18] * 1000, 1)
 
 
-def timed(client, urls: list[str], *, requests: int, warmup: int = 3) -> list[float]:
+def timed(client, urls: list[str], *, requests: int, warmup: int = 3, post=None) -> list[float]:
+    """GET each url in turn (or post(url) -> (status, seconds)), `requests` times after a warm-up."""
+    fetch = post or (lambda url: client.get(url)[:2])
     for url in urls[:warmup]:
-        assert client.get(url).status_code == 200, url
+        status, _ = fetch(url)
+        assert status == 200, (url, status)
     samples = []
     for n in range(requests):
         url = urls[n % len(urls)]
-        started = time.perf_counter()
-        response = client.get(url)
-        samples.append(time.perf_counter() - started)
-        assert response.status_code == 200, (url, response.status_code)
+        status, seconds = fetch(url)
+        samples.append(seconds)
+        assert status == 200, (url, status)
     return samples
+
+
+def lookup_poster(client):
+    """The public lookup is a POST with the form's CSRF token: fetch the form once (with the CSRF cookie,
+    so the token belongs to it), then post addresses."""
+    import re
+
+    status, _, body = client.get("/when-does-my-mailbox-move/")
+    assert status == 200, status
+    token = re.search(rb'name="csrfmiddlewaretoken" value="([^"]+)"', body).group(1).decode()
+    import http.client
+    from urllib.parse import urlencode
+
+    def post(email: str) -> tuple[int, float]:
+        body = urlencode({"csrfmiddlewaretoken": token, "email": email})
+        headers = {
+            "Host": "127.0.0.1",
+            "Cookie": client.cookie,
+            "Content-Type": "application/x-www-form-urlencoded",
+            "Referer": f"http://127.0.0.1:{client.port}/when-does-my-mailbox-move/",
+        }
+        started = time.perf_counter()
+        try:
+            client.connection.request("POST", "/when-does-my-mailbox-move/", body=body, headers=headers)
+            response = client.connection.getresponse()
+            response.read()
+        except (http.client.HTTPException, OSError):
+            client.connection.close()
+            client.connection = http.client.HTTPConnection("127.0.0.1", client.port, timeout=60)
+            client.connection.request("POST", "/when-does-my-mailbox-move/", body=body, headers=headers)
+            response = client.connection.getresponse()
+            response.read()
+        return response.status, time.perf_counter() - started
+
+    return post
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--mailboxes", type=int, default=2_100_000)
     parser.add_argument("--orgs", type=int, default=22_000)
-    parser.add_argument("--requests", type=int, default=60)
+    parser.add_argument("--events", type=int, default=20_000_000)
+    parser.add_argument("--requests", type=int, default=100)
+    parser.add_argument("--port", type=int, default=8391)
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
     parser.add_argument("--seed", type=float, default=0.42)
     parser.add_argument("--keep-data", action="store_true", help="reuse the data of the previous run")
     args = parser.parse_args()
@@ -187,18 +301,17 @@ def main() -> None:
     import django
 
     django.setup()
-    from django.conf import settings
-
-    # measure the production code path: no query log, no debug toolbar of any kind
-    settings.DEBUG = False
-    settings.ALLOWED_HOSTS = ["testserver"]
     from django.db.models import Sum
-    from django.test import Client
 
-    from migrations_app.models import Mailbox, MailboxCounter, Organisation, User, Wave
+    from bench._http import Client, gunicorn, production_env, session_cookie
+    from migrations_app.models import Event, Mailbox, MailboxCounter, Organisation, User, Wave
 
     if not args.keep_data:
         build(args)
+    else:
+        from django.core.management import call_command
+
+        call_command("migrate", verbosity=0, interactive=False)  # data from an earlier schema
 
     officer, _ = User.objects.get_or_create(username="bench-officer", defaults={"role": "programme_office"})
     wave = Wave.objects.get(status=Wave.Status.RUNNING)
@@ -216,36 +329,74 @@ def main() -> None:
     organisation = Organisation.objects.get(pk=org_id)
     admin, _ = User.objects.get_or_create(username="bench-trust-admin", defaults={"role": "trust_admin"})
     admin.organisations.set([organisation])
-
-    office = Client()
-    office.force_login(officer)
-    trust = Client()
-    trust.force_login(admin)
+    timeline = Mailbox.objects.filter(wave=wave).order_by("id").first()
+    newest = Event.objects.order_by("-id").values_list("id", flat=True).first()
+    events = Event.objects.count() if args.keep_data else args.events + 50
 
     sample = list(
         Mailbox.objects.filter(pk__in=[1 + i * (args.mailboxes // 40) for i in range(40)]).values_list(
             "email", "display_name"
         )
     )
-    searches = []
+    searches, addresses = [], []
     for email, name in sample:
         searches.append(f"/mailboxes/?q={email[: max(3, len(email) // 2)]}")
         searches.append(f"/mailboxes/?q={name[:10].replace(' ', '+')}")
+        addresses.append(email)
+    addresses += [f"nobody{n}@nowhere.nhs.uk" for n in range(10)]
+
     results = {}
-    log("timing ...")
-    results["dashboard"] = timed(office, ["/dashboard/"], requests=args.requests)
-    results["wave"] = timed(office, [f"/waves/{wave.pk}/"], requests=args.requests)
-    results["search"] = timed(office, searches, requests=args.requests)
-    results["org"] = timed(trust, [f"/organisations/{organisation.ods_code}/"], requests=args.requests)
-    log(f"load average while timing: {os.getloadavg()[0]:.2f} (this machine has {os.cpu_count()} cores)")
+    env = production_env()
+    with gunicorn(port=args.port, workers=args.workers, threads=1, env=env):
+        office = Client(args.port, session_cookie(officer, secret_key=env["SECRET_KEY"]))
+        trust = Client(args.port, session_cookie(admin, secret_key=env["SECRET_KEY"]))
+        public = Client(args.port)
+        public.cookie = _csrf_cookie(public)  # lookup_poster's GET sends it, so its form token matches
+        log("timing ...")
+        n = args.requests
+        results["dashboard"] = timed(office, ["/dashboard/"], requests=n)
+        results["wave"] = timed(office, [f"/waves/{wave.pk}/"], requests=n)
+        results["search"] = timed(office, searches, requests=n)
+        results["org"] = timed(trust, [f"/organisations/{organisation.ods_code}/"], requests=n)
+        results["org_list"] = timed(office, ["/organisations/"], requests=n)
+        results["timeline"] = timed(office, [f"/mailboxes/{timeline.pk}/"], requests=n)
+        results["audit"] = timed(office, ["/audit/"], requests=n)
+        results["audit_filtered"] = timed(
+            office, [f"/audit/?organisation={organisation.ods_code}"], requests=n
+        )
+        results["audit_deep"] = timed(office, [f"/audit/?before={newest - 10_000}"], requests=n)
+        results["failures"] = timed(office, ["/failures/"], requests=n)
+        results["lookup"] = timed(public, addresses, requests=n, post=lookup_poster(public))
+        load = os.getloadavg()[0]
+    log(f"load average while timing: {load:.2f} (this machine has {os.cpu_count()} cores)")
     for name, samples in results.items():
         log(f"  {name}: median {statistics.median(samples) * 1000:.1f} ms, max {max(samples) * 1000:.1f} ms")
     log(
         f"{Mailbox.objects.count():,} mailboxes, {Organisation.objects.count():,} organisations, "
-        f"{MailboxCounter.objects.count():,} counter rows, {Wave.objects.count()} waves; running wave "
-        f"{wave.name}; organisation page {organisation.ods_code}"
+        f"{events:,} events, {Wave.objects.count()} waves; running wave {wave.name}; organisation page "
+        f"{organisation.ods_code}; timeline of mailbox {timeline.pk}"
     )
-    print(json.dumps({"bench": "pages", **{f"{name}_p95_ms": p95(s) for name, s in results.items()}}))
+    print(
+        json.dumps(
+            {
+                "bench": "pages",
+                **{f"{name}_p95_ms": p95(s) for name, s in results.items()},
+                "events": events,
+                "load": round(load, 2),
+            }
+        )
+    )
+
+
+def _csrf_cookie(client) -> str:
+    """The csrftoken cookie the form's response set (read from a fresh request's Set-Cookie)."""
+    client.connection.request("GET", "/when-does-my-mailbox-move/", headers={"Host": "127.0.0.1"})
+    response = client.connection.getresponse()
+    response.read()
+    for header, value in response.getheaders():
+        if header.lower() == "set-cookie" and value.startswith("csrftoken="):
+            return value.split(";", 1)[0]
+    raise SystemExit("the public page set no CSRF cookie")
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ def generate(cursor, *, mailboxes: int, orgs: int, seed: float) -> None:
         """
         INSERT INTO migrations_app_organisation
             (ods_code, name, kind, region, status, preferred_window, priority, gate_mfa_enforced,
-             gate_acceptable_use, gate_licences_assigned, gate_service_desk_briefed, notes, created_at, updated_at)
+             gate_acceptable_use, gate_licences_assigned, gate_service_desk_briefed, notes, stage, created_at, updated_at)
         SELECT CASE WHEN i <= %(trusts)s THEN 'R' || lpad(i::text, 4, '0') ELSE 'P' || lpad(i::text, 6, '0') END,
                'Organisation ' || i,
                CASE WHEN i <= %(trusts)s THEN 'trust' WHEN i %% 5 = 0 THEN 'pharmacy' ELSE 'gp_practice' END,
@@ -50,7 +50,7 @@ def generate(cursor, *, mailboxes: int, orgs: int, seed: float) -> None:
                'ready',
                CASE WHEN random() < 0.1 THEN 'evening' WHEN random() < 0.11 THEN 'weekend' ELSE 'any' END,
                (10 * (1 + floor(random() * 10)))::int,
-               true, true, true, true, '', now(), now()
+               true, true, true, true, '', 'readiness', now(), now()
         FROM generate_series(1, %(orgs)s) AS i
         """,
         {"orgs": orgs, "trusts": max(1, orgs // 100)},

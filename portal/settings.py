@@ -337,6 +337,9 @@ INVENTORY_UPLOAD_MAX_BYTES = env_int("INVENTORY_UPLOAD_MAX_BYTES", 512 * 1024 * 
 # Uploads up to this size are imported during the request; larger ones go to a worker and the page
 # shows progress.
 INVENTORY_INLINE_MAX_BYTES = env_int("INVENTORY_INLINE_MAX_BYTES", 256 * 1024)
+# A wave's live figures are shared for this long between people who see the same organisations (the page
+# polls every 3 s; 0 turns the sharing off). selectors/progress.wave_progress_shared.
+WAVE_LIVE_CACHE_SECONDS = env_int("WAVE_LIVE_CACHE_SECONDS", 1)
 
 # --- programme ---------------------------------------------------------------------------------------------
 # An affinity group larger than this cannot fit in one evening window: the programme office must see it.

@@ -108,6 +108,8 @@ def run_block(language: str, text: str, env: dict, work: Path, number: int) -> N
     )
 
 
+# make run's setup, migrate and seed, then the 10,000-row uploads: ~100 s, several minutes under load
+@pytest.mark.timeout(900)
 def test_readme_runs_as_written_on_the_demo(tmp_path):
     if shutil.which("make") is None or shutil.which("curl") is None:
         skip_or_fail("the README test needs make and curl")

@@ -41,6 +41,7 @@ def test_a_batch_that_kills_its_worker_three_times_fails_its_mailbox_with_worker
         MIGRATION_TASK_MAILBOXES="1",
         # a dead run's lease goes stale quickly and the beat's reconciler requeues it every second
         MIGRATION_HEARTBEAT_STALE_SECONDS="2",
+        MIGRATION_HEARTBEAT_SECONDS="0.5",
         MIGRATION_RECONCILE_SECONDS="1",
     )
     if not env["CACHE_URL"].startswith("redis://"):

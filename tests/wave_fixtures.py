@@ -25,6 +25,7 @@ def ready_mailboxes(
                 affinity_group=group,
                 state=extra.get("state", Mailbox.State.READY),
                 kind=extra.get("kind", Mailbox.Kind.USER),
+                wave=extra.get("wave"),  # required by the database for the in-wave states (scheduled ...)
             )
         )
     return Mailbox.objects.bulk_create(rows)

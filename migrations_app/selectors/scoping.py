@@ -60,6 +60,15 @@ def mailboxes_visible_to(user: User) -> QuerySet[Mailbox]:
     return Mailbox.objects.filter(organisation_id__in=_own_organisation_ids(user))
 
 
+def scope_key(user: User) -> str:
+    """Who sees the same figures: one key for everyone who sees the whole programme, one per set of
+    organisations for trust admins (a shared cache of figures is keyed by it, never by the user)."""
+    if user.is_authenticated and user.is_active and (user.is_programme_office or user.is_viewer):
+        return "all"
+    ids = _own_organisation_ids(user) if user.is_authenticated and user.is_active else []
+    return "orgs:" + ",".join(str(i) for i in sorted(ids)) if ids else "none"
+
+
 def import_jobs_visible_to(user: User) -> QuerySet[ImportJob]:
     if user.is_authenticated and (user.is_programme_office or user.is_viewer):
         return ImportJob.objects.all()

@@ -11,7 +11,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from migrations_app.engines import EngineError
-from migrations_app.models import Mailbox
+from migrations_app.models import Event, Mailbox
 
 # the rows live beside the background exports' (selectors/exports.py); other views import them from here too
 from migrations_app.selectors.exports import MAILBOX_CSV_HEADER, mailbox_csv_rows  # noqa: E402, I001
@@ -77,6 +77,9 @@ def mailbox_detail(request, pk: int):
             events_visible_to(request.user).filter(mailbox_id=mailbox.pk).select_related("actor")[:200]
         ),
         "skipped": mailbox_skipped_items(mailbox),
+        # every copy a worker started, over the mailbox's life: counts up (mailbox.attempts is the retry budget
+        # of the current round, which a person's retry resets, so it went down on the page)
+        "copy_attempts": Event.objects.filter(mailbox_id=mailbox.pk, action="mailbox.claimed").count(),
         "class_progress": mailbox_class_progress(mailbox),
         "can_retry": may_act and mailbox.state in RETRYABLE,
         "can_rollback": may_act and mailbox.state in ROLLBACKABLE,

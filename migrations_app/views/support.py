@@ -31,9 +31,7 @@ def organisation_support_context(user, organisation) -> dict:
         "bad_addresses": list(
             Notification.objects.filter(
                 organisation_id=organisation.pk, status=Notification.Status.PERMANENT_FAILURE
-            )
-            .select_related("mailbox")
-            .order_by("-id")[:50]
+            ).order_by("-id")[:50]
         ),
         "support_requests": list(support_requests_visible_to(user).filter(organisation=organisation)[:20]),
         "notice": OrganisationNotice.objects.filter(organisation=organisation)

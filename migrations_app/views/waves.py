@@ -10,6 +10,7 @@ from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import HttpResponseNotModified
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
@@ -19,7 +20,7 @@ from migrations_app.forms import DatePartsField
 from migrations_app.models import ClosedPeriod, Mailbox, Organisation, ProgrammeSettings, User, Wave
 from migrations_app.planning.calendar import LONDON
 from migrations_app.request_limits import id_parameter
-from migrations_app.selectors.progress import wave_progress
+from migrations_app.selectors.progress import wave_progress, wave_progress_etag, wave_progress_shared
 from migrations_app.selectors.scoping import (
     can_administer,
     mailboxes_visible_to,
@@ -627,10 +628,19 @@ def wave_live(request, pk: int):
     """The live part of the wave page, polled by htmx every few seconds while the wave can still move; once it
     cannot (completed, cancelled, ...), the last answer is a 286 so htmx stops polling."""
     wave = _visible_wave(request, pk)
-    context = _live_context(request, wave)
-    response = render(request, "waves/_live.html", context)
-    if not context["progress"]["live"]:
-        return HttpResponseStopPolling(response.content)
+    can_retry = request.user.is_programme_office
+    progress = wave_progress_shared(wave, request.user)
+    context = {"wave": wave, "progress": progress, "can_retry": can_retry}
+    if not progress["live"]:
+        return HttpResponseStopPolling(render(request, "waves/_live.html", context).content)
+    # The browser keeps the last answer and asks with If-None-Match: an unchanged poll costs no rendering.
+    etag = wave_progress_etag(wave, progress, can_retry=can_retry)
+    if etag in request.headers.get("If-None-Match", ""):
+        response = HttpResponseNotModified()
+    else:
+        response = render(request, "waves/_live.html", context)
+    response["ETag"] = etag
+    response["Cache-Control"] = "private, no-cache"
     return response
 
 

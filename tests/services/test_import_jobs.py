@@ -1,4 +1,5 @@
 import pytest
+from django.core.cache import cache
 from django.core.exceptions import PermissionDenied
 from django.core.files.uploadedfile import SimpleUploadedFile
 
@@ -9,6 +10,8 @@ from migrations_app.services.imports import (
     import_job_retry_valid_rows,
     import_job_run,
     import_progress,
+    inventory,
+    reader,
 )
 
 HEADER = "email,display_name,kind,size_bytes,item_count,affinity_group\n"
@@ -116,7 +119,7 @@ def test_an_unexpected_crash_fails_the_job_with_a_message_and_writes_nothing(org
     def crash(**kwargs):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(imports, "event_record", crash)
+    monkeypatch.setattr(inventory, "event_record", crash)
     job = create(admin_a, org_a)
     assert job.status == ImportJob.Status.FAILED
     assert "disk on fire" in job.failure and "Nothing was imported" in job.failure
@@ -135,14 +138,14 @@ def test_a_permissions_job_sets_affinity_groups(org_a, officer):
 
 def test_progress_is_read_from_the_cache_the_import_writes(org_a, admin_a, monkeypatch):
     seen = []
-    real_set = imports.cache.set
+    real_set = cache.set
 
     def record(key, value, timeout=None):
         seen.append(value["phase"])
         real_set(key, value, timeout)
 
-    monkeypatch.setattr(imports, "BLOCK_BYTES", 32)
-    monkeypatch.setattr(imports.cache, "set", record)
+    monkeypatch.setattr(reader, "BLOCK_BYTES", 32)
+    monkeypatch.setattr(cache, "set", record)
     job = create(admin_a, org_a)
     assert {"queued", "reading", "saving", "finished"} <= set(seen)
     assert import_progress(job) == {
@@ -156,5 +159,5 @@ def test_progress_is_read_from_the_cache_the_import_writes(org_a, admin_a, monke
 def test_progress_of_a_running_job_is_a_percentage(org_a, admin_a, settings):
     settings.INVENTORY_INLINE_MAX_BYTES = 0
     job = create(admin_a, org_a)  # queued: the on-commit callback never runs in this test
-    imports.cache.set(imports._progress_key(job.id), {"phase": "reading", "done": 50, "total": 200})
+    cache.set(imports._progress_key(job.id), {"phase": "reading", "done": 50, "total": 200})
     assert import_progress(job) == {"phase": "reading", "done": 50, "total": 200, "percent": 25}

@@ -3,8 +3,7 @@ import io
 import pytest
 
 from migrations_app.models import Event, ImportJob, Mailbox
-from migrations_app.services import imports
-from migrations_app.services.imports import MAX_REPORTED_ERRORS, inventory_import
+from migrations_app.services.imports import MAX_REPORTED_ERRORS, inventory, inventory_import, reader
 from tests.factories import MailboxFactory, OrganisationFactory
 
 HEADER = "email,display_name,kind,size_bytes,item_count,affinity_group,target_upn\n"
@@ -133,7 +132,7 @@ def test_it_reports_an_undecodable_line_and_suggests_csv_utf8(org_a):
 
 
 def test_it_reports_undecodable_lines_in_a_large_file_with_the_right_numbers(org_a, monkeypatch):
-    monkeypatch.setattr(imports, "BLOCK_BYTES", 64)  # many blocks, the bad line in a later one
+    monkeypatch.setattr(reader, "BLOCK_BYTES", 64)  # many blocks, the bad line in a later one
     rows = [f"p{n}@rj1.nhs.uk,P,user,1,1,," for n in range(40)]
     data = (HEADER + "\n".join(rows[:30]) + "\n").encode() + b"bad@rj1.nhs.uk,\xff,user,1,1,,\n"
     data += ("\n".join(rows[30:]) + "\n").encode()
@@ -211,7 +210,7 @@ def test_a_crash_half_way_leaves_nothing_half_written(org_a, monkeypatch):
         assert Mailbox.objects.filter(email="new@rj1.nhs.uk").exists()  # the rows were written by now
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(imports, "event_record", crash)
+    monkeypatch.setattr(inventory, "event_record", crash)
     with pytest.raises(RuntimeError):
         run(HEADER + "old@rj1.nhs.uk,Old,user,999,1,,\nnew@rj1.nhs.uk,New,user,1,1,,\n", org_a)
     assert list(Mailbox.objects.values_list("email", "size_bytes")) == [("old@rj1.nhs.uk", 1)]
@@ -310,14 +309,14 @@ def test_it_records_one_event_per_import_with_the_counts(org_a, admin_a):
 
 
 def test_it_counts_every_error_but_reports_at_most_the_cap(org_a, monkeypatch):
-    monkeypatch.setattr(imports, "MAX_REPORTED_ERRORS", 3)
+    monkeypatch.setattr(reader, "MAX_REPORTED_ERRORS", 3)
     result = run(HEADER + "bad,B,user,1,1,,\n" * 5, org_a)
     assert (result.error_count, len(result.errors)) == (5, 3)
     assert MAX_REPORTED_ERRORS == 10_000
 
 
 def test_it_reports_progress_in_bytes(org_a, monkeypatch):
-    monkeypatch.setattr(imports, "BLOCK_BYTES", 100)
+    monkeypatch.setattr(reader, "BLOCK_BYTES", 100)
     data = (HEADER + "".join(f"p{n}@rj1.nhs.uk,P,user,1,1,,\n" for n in range(50))).encode()
     calls = []
     run(data, org_a, progress=lambda done, total: calls.append((done, total)), total_bytes=len(data))

@@ -10,7 +10,6 @@ import pytest
 
 from migrations_app.engines.simulated import SimulatedEngine
 from migrations_app.models import Mailbox, MailboxCounter, Wave
-from migrations_app.services import imports
 from migrations_app.services.counters import counters_current, counters_fresh, counters_rebuild
 from migrations_app.services.execution import (
     SYNC,
@@ -20,7 +19,7 @@ from migrations_app.services.execution import (
     mailbox_run,
     wave_tick,
 )
-from migrations_app.services.imports import inventory_import
+from migrations_app.services.imports import inventory_import, national
 from migrations_app.services.wave_moves import wave_move_mailbox
 from migrations_app.services.waves import wave_approve, wave_go, wave_propose
 from tests.execution_fixtures import approved_wave
@@ -59,7 +58,7 @@ def test_imports_keep_the_counters(db, org_a, admin_a):
 
 
 def test_the_national_initial_load_rebuilds_the_counters_after_its_copy(postgres, org_a, org_b, monkeypatch):
-    monkeypatch.setattr(imports, "DEFER_INDEXES_MIN_BYTES", 0)  # take the deferred-index path
+    monkeypatch.setattr(national, "DEFER_INDEXES_MIN_BYTES", 0)  # take the deferred-index path
     text = "ods_code," + HEADER + "RJ1,a@rj1.nhs.uk,A,user,5,1,,\nRRV,b@rrv.nhs.uk,B,user,7,1,,\n"
     result = inventory_import(source=io.BytesIO(text.encode()), organisation=None, actor=None)
     assert result.created == 2

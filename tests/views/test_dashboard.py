@@ -1,6 +1,7 @@
 """The programme dashboard: states, stages, waves, per-night chart, forecast, attention share; scoped."""
 
 import datetime as dt
+import re
 
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -22,11 +23,9 @@ def test_it_shows_the_programme_in_figures(client_for, officer, org_a, org_b):
     ready_mailboxes(org_b, 4)
     html = client_for(officer).get("/dashboard/").content.decode()
     assert 'id="figure-moved">3</span> of 8' in html
-    assert "Forecast finish" in html and "mailboxes a day" in html
+    assert "Forecast finish" in html and "Too little history" in html  # one wave a day ago: no forecast yet
     assert 'id="figure-attention">25.0%</span> 1 of 4' in html  # 1 failed of the 4 handled by a wave
-    assert (
-        'id="per-night"' in html and '<span class="portal-bar__text">3</span>' in html and "3.00 TB" in html
-    )
+    assert 'id="per-night"' in html and '<span class="portal-bar__text">3</span>' in html and "3.0 TB" in html
 
 
 def test_it_reads_no_mailbox_rows(client_for, officer, org_a):
@@ -89,7 +88,9 @@ def test_it_shows_blocked_mailboxes_by_reason_programme_wide(
 
 
 def test_the_forecast_uses_measured_throughput(client_for, officer, org_a):
-    wave_in_states([org_a], {"migrated": 28}, hours_ago=24 * 27)  # 28 moved in the last 28 days: 1 a day
+    # 28 moved in three waves over the last 27 days: about 1 a day
+    for moved, days_ago in [(10, 27), (9, 20), (9, 10)]:
+        wave_in_states([org_a], {"migrated": moved}, hours_ago=24 * days_ago)
     ready_mailboxes(org_a, 10)
     html = client_for(officer).get("/dashboard/").content.decode()
     finish = timezone.localtime().date() + dt.timedelta(days=10)
@@ -104,3 +105,21 @@ def test_home_opens_the_dashboard(client_for, viewer):
     response = client_for(viewer).get("/")
     assert response.status_code == 302 and response["Location"] == "/dashboard/"
     assert Mailbox.objects.count() == 0
+
+
+def test_no_forecast_from_minutes_of_one_pilot(client_for, officer, org_a, admin_a):
+    wave_in_states([org_a], {"migrated": 18}, hours_ago=1)
+    ready_mailboxes(org_a, 1000)
+    html = client_for(officer).get("/dashboard/").content.decode()
+    assert "Too little history" in html and "mailboxes a day" not in html
+    assert "<h1>Programme dashboard</h1>" in html
+
+
+def test_a_trust_admins_dashboard_is_titled_for_their_organisations_and_sizes_scale(
+    client_for, admin_a, org_a
+):
+    wave_in_states([org_a], {"migrated": 3}, hours_ago=30)
+    html = client_for(admin_a).get("/dashboard/").content.decode()
+    assert f"<h1>Dashboard: {org_a.name}</h1>".replace("'", "&#39;") in html
+    # 3 small mailboxes: their size in a unit that fits, not "0.00 TB"
+    assert "0.00 TB" not in html and re.search(r'portal-bar__text">[\d.,]+ (bytes|KB|MB|GB)<', html)

@@ -7,6 +7,7 @@ from migrations_app.models import Event, Mailbox
 from migrations_app.services.events import event_record
 from tests.factories import MailboxFactory
 from tests.status_fixtures import wave_in_states
+from tests.wave_fixtures import wave_with
 
 M = Mailbox.State
 
@@ -151,9 +152,13 @@ def test_the_inventory_on_the_organisation_page_filters_and_pages(client_for, ad
     client = client_for(admin_a)
     html = client.get("/organisations/RJ1/").content.decode()
     assert html.count("/mailboxes/") >= 50 and "Next page" in html
-    html = client.get("/organisations/RJ1/mailboxes/", {"kind": "room"}).content.decode()
+    html = client.get(
+        "/organisations/RJ1/mailboxes/", {"kind": "room"}, HTTP_HX_REQUEST="true"
+    ).content.decode()
     assert "board.room@rj1.nhs.uk" in html and "Next page" not in html
-    html = client.get("/organisations/RJ1/mailboxes/", {"q": "board"}).content.decode()
+    html = client.get(
+        "/organisations/RJ1/mailboxes/", {"q": "board"}, HTTP_HX_REQUEST="true"
+    ).content.decode()
     assert "board.room@rj1.nhs.uk" in html
     after = re.search(r"after=(\w+%3A\d+)", client.get("/organisations/RJ1/").content.decode()).group(1)
     after = after.replace("%3A", ":")
@@ -191,8 +196,9 @@ def test_the_detail_shows_what_is_copied_of_each_item_class(client_for, admin_a,
         "contacts": {"copied": 0, "total": 40},
         "journal": {"copied": 0, "total": 0},
     }
+    # taken out of its wave after a pre-stage (a state that needs no wave): what was copied is still shown
     mailbox = MailboxFactory(
-        organisation=org_a, state=M.SYNCING, checkpoint={"engine": "exchange", "classes": classes}
+        organisation=org_a, state=M.READY, checkpoint={"engine": "exchange", "classes": classes}
     )
 
     html = client_for(admin_a).get(f"/mailboxes/{mailbox.pk}/").content.decode()
@@ -206,6 +212,23 @@ def test_the_detail_shows_what_is_copied_of_each_item_class(client_for, admin_a,
 
 
 def test_an_imap_mailbox_page_has_no_class_breakdown(client_for, admin_a, org_a):
-    mailbox = MailboxFactory(organisation=org_a, state=M.SYNCING, checkpoint={"engine": "imap", "items": 5})
+    mailbox = MailboxFactory(organisation=org_a, state=M.READY, checkpoint={"engine": "imap", "items": 5})
     html = client_for(admin_a).get(f"/mailboxes/{mailbox.pk}/").content.decode()
     assert "Copied by item class" not in html
+
+
+def test_the_attempt_count_counts_up_across_a_retry(client_for, officer, org_a):
+    from migrations_app.services.events import event_record
+
+    mailbox = MailboxFactory(organisation=org_a, attempts=3)
+    for _ in range(3):
+        event_record(action="mailbox.claimed", organisation=org_a, mailbox=mailbox, subject=mailbox.email)
+    client = client_for(officer)
+    assert re.search(
+        r"Attempts\s*</dt>\s*<dd[^>]*>\s*3\s*<", client.get(f"/mailboxes/{mailbox.pk}/").content.decode()
+    )
+    Mailbox.objects.filter(pk=mailbox.pk).update(attempts=0)  # what a person's retry does to the retry budget
+    event_record(action="mailbox.claimed", organisation=org_a, mailbox=mailbox, subject=mailbox.email)
+    assert re.search(
+        r"Attempts\s*</dt>\s*<dd[^>]*>\s*4\s*<", client.get(f"/mailboxes/{mailbox.pk}/").content.decode()
+    )
