@@ -86,6 +86,15 @@ def test_a_too_large_file_is_refused(client_for, admin_a, org_a, settings):
     assert not ImportJob.objects.exists()
 
 
+def test_a_body_far_over_the_limit_is_refused_before_it_is_read(client_for, admin_a, org_a, settings):
+    from migrations_app.request_limits import MULTIPART_OVERHEAD
+
+    settings.INVENTORY_UPLOAD_MAX_BYTES = 10
+    big = GOOD + b"x" * (MULTIPART_OVERHEAD + 100)
+    response = upload(client_for(admin_a), big)
+    assert response.status_code == 413 and not ImportJob.objects.exists()
+
+
 def test_an_unknown_kind_is_404(client_for, admin_a, org_a):
     assert client_for(admin_a).get("/organisations/RJ1/imports/payroll/").status_code == 404
 
