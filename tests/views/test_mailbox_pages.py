@@ -7,7 +7,6 @@ from migrations_app.models import Event, Mailbox
 from migrations_app.services.events import event_record
 from tests.factories import MailboxFactory
 from tests.status_fixtures import wave_in_states
-from tests.wave_fixtures import wave_with
 
 M = Mailbox.State
 
