@@ -482,6 +482,7 @@ class ImportJobViewSet(viewsets.ReadOnlyModelViewSet):
             job.kind == ImportJob.Kind.INVENTORY
             and job.status == ImportJob.Status.SUCCEEDED
             and job.organisation is not None
+            and job.file  # its file is what says who stays (a job whose file is gone cannot)
         ):
             raise Problem(
                 status_code=409,
