@@ -60,7 +60,10 @@ def test_the_readme_database_roles_block(fresh_cluster_names):
     block = re.sub(r"\bportal_migrator\b", names["migrator"], block)
     block = re.sub(r"\bportal_app\b", names["app"], block)
     env = {
-        **os.environ,
+        # the commands run as an operator would: not under the test profile (which refuses to start outside pytest)
+        **{k: v for k, v in os.environ.items() if k not in {"PORTAL_TESTING", "CELERY_TASK_ALWAYS_EAGER"}},
+        "DJANGO_SETTINGS_MODULE": "portal.settings",
+        "DEBUG": "1",
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
         "ADMIN_DATABASE_URL": f"postgres://{s['USER']}@{host}/postgres",
         "MIGRATOR_PASSWORD": "pw-migrator",
