@@ -13,6 +13,7 @@ from migrations_app.views import (
     notify_receipts,
     organisations,
     pages,
+    planning,
     public,
     public_help,
     readiness,
@@ -145,12 +146,14 @@ urlpatterns = [
     # waves: the timeline, one wave and its actions, moves, the planner and pilots
     path("waves/", waves.wave_list, name="wave_list"),
     path("waves/export.csv", waves.wave_list_csv, name="wave_list_csv"),
-    path("waves/planner/", waves.planner, name="wave_planner"),
-    path("waves/planner/commit/", waves.planner_commit_view, name="wave_planner_commit"),
-    path("waves/pilot/", waves.pilot_create_view, name="wave_pilot"),
-    path("waves/settings/", waves.programme_settings_view, name="programme_settings"),
+    path("waves/planner/", planning.planner, name="wave_planner"),
+    path("waves/planner/commit/", planning.planner_commit_view, name="wave_planner_commit"),
+    path("waves/pilot/", planning.pilot_create_view, name="wave_pilot"),
+    path("waves/settings/", planning.programme_settings_view, name="programme_settings"),
     path(
-        "waves/settings/closed/<int:pk>/remove/", waves.closed_period_remove_view, name="closed_period_remove"
+        "waves/settings/closed/<int:pk>/remove/",
+        planning.closed_period_remove_view,
+        name="closed_period_remove",
     ),
     path("waves/<int:pk>/", waves.wave_detail, name="wave_detail"),
     path("waves/<int:pk>/live/", waves.wave_live, name="wave_live"),
