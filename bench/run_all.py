@@ -210,7 +210,7 @@ def main() -> None:
                 "ran_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
                 "machine": f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}",
             }
-            RESULTS.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+            RESULTS.write_text(json.dumps(results, indent=1) + "\n")
     write_readme(results)
     if failed:
         raise SystemExit(f"failed: {', '.join(failed)} (their previous figures are kept)")
