@@ -33,6 +33,7 @@ from migrations_app.services.imports.reader import (
     _Errors,
     _Lines,
     _Reader,
+    normalise_header,
     read_header,
 )
 from migrations_app.services.imports.staging import (
@@ -67,6 +68,7 @@ __all__ = [
     "import_progress",
     "inventory_import",
     "lock_mailbox_imports",
+    "normalise_header",
     "read_header",
     "run_import",
 ]
