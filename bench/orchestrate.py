@@ -47,7 +47,7 @@ def generate(cursor, *, mailboxes: int, orgs: int) -> None:
             (organisation_id, email, display_name, kind, size_bytes, item_count, state, source_identity,
              created_at, updated_at)
         SELECT o.id, 'user' || i || '@' || lower(o.ods_code) || '.nhs.uk', 'User ' || i, 'user',
-               500000000::bigint + (i %% 97) * 20000000::bigint, 10000 + i %% 5000, 'scheduled', '', now(), now()
+               500000000::bigint + (i %% 97) * 20000000::bigint, 10000 + i %% 5000, 'ready', '', now(), now()
         FROM generate_series(1, %(mailboxes)s) AS i
         JOIN migrations_app_organisation o ON o.ods_code = 'B' || lpad((1 + i %% %(orgs)s)::text, 5, '0')
         """,
@@ -98,7 +98,7 @@ def main() -> None:
         capacity_bytes=10**15,
         planned_mailboxes=args.mailboxes,
     )
-    Mailbox.objects.update(wave=wave)
+    Mailbox.objects.update(wave=wave, state=Mailbox.State.SCHEDULED)  # stamped, as approval does
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE")
     app.control.purge()

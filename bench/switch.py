@@ -108,7 +108,7 @@ def main() -> None:
         planned_mailboxes=args.mailboxes,
         source_endpoint=source,
     )
-    Mailbox.objects.update(wave=wave)
+    Mailbox.objects.update(wave=wave, state=Mailbox.State.SCHEDULED)  # stamped, as approval does
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE")
     app.control.purge()

@@ -16,6 +16,7 @@ import hmac
 import json
 import random
 import time
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -100,7 +101,7 @@ def webhook_create(
         action="webhook.created",
         actor=actor,
         organisation=organisation,
-        subject=webhook.url,
+        subject=_subject(webhook),
         data={"webhook": webhook.pk, "event_types": webhook.event_types},
     )
     # what happened before (its own creation included) is history, readable at /events
@@ -143,6 +144,12 @@ def _feed_end() -> tuple[int, int]:
     return last or (0, 0)
 
 
+def _subject(webhook: Webhook) -> str:
+    """The audit trail names a webhook by its host: its path may carry the receiver's token, and the trail is
+    read by viewers and by every admin of the organisation, while the URL itself is shown only to its admins."""
+    return f"webhook {webhook.pk} to {urlsplit(webhook.url).hostname}"
+
+
 @transaction.atomic
 def webhook_delete(*, actor: User, webhook: Webhook) -> None:
     require_administer(actor, webhook.organisation)
@@ -150,7 +157,7 @@ def webhook_delete(*, actor: User, webhook: Webhook) -> None:
         action="webhook.deleted",
         actor=actor,
         organisation=webhook.organisation,
-        subject=webhook.url,
+        subject=_subject(webhook),
         data={"webhook": webhook.pk},
     )
     webhook.delete()

@@ -119,7 +119,10 @@ def test_no_go_needs_a_reason_and_removes_the_organisation(client_for, wave, off
     assert response.status_code == 400
     assert [e["field"] for e in response.json()["errors"]] == ["reason"]
     response = post(client, f"/api/v1/waves/{wave.pk}/no-go/", {"organisation": "RRV", "reason": "Go-live"})
-    assert response.status_code == 200 and response.json()["planned_mailboxes"] == 3
+    # a trust sees only its own organisations' share of a shared wave: RRV's is gone
+    assert response.status_code == 200 and response.json()["planned_mailboxes"] == 0
+    office = client_for(officer).get(f"/api/v1/waves/{wave.pk}/").json()
+    assert office["planned_mailboxes"] == 3  # RJ1's three remain
 
 
 def test_decisions_are_scoped(client_for, wave, officer, admin_a, admin_b):
