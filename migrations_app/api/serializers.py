@@ -264,12 +264,31 @@ class OrganisationEnrolSerializer(serializers.Serializer):
     notes = serializers.CharField(required=False, allow_blank=True, default="")
 
 
+def _blank_or(choices, help_text: str) -> serializers.CharField:
+    """A read-only text field documented as "" or one of `choices`."""
+    values = ["", *choices.values]
+
+    @extend_schema_field({"type": "string", "enum": values})
+    class BlankOr(serializers.CharField):
+        pass
+
+    return BlankOr(read_only=True, help_text=f"{help_text}: one of {', '.join(repr(v) for v in values)}")
+
+
 class MailboxSerializer(serializers.ModelSerializer):
     organisation = serializers.SlugRelatedField(slug_field="ods_code", read_only=True)
     last_error_meaning = serializers.SerializerMethodField(help_text="last_error_code in plain English")
     last_error_action = serializers.SerializerMethodField(help_text="what to do about last_error_code")
     blocked_advice = serializers.SerializerMethodField(
         help_text="What a blocked mailbox's code means and what to do about it (empty unless blocked)"
+    )
+    # blank until the mailbox reaches its cutover / its switch: declared so the schema admits "" (DRF drops
+    # allow_blank from read-only model fields)
+    cutover_step = serializers.ChoiceField(
+        choices=Mailbox.CutoverStep.choices, allow_blank=True, read_only=True
+    )
+    switch_status = serializers.ChoiceField(
+        choices=Mailbox.SwitchStatus.choices, allow_blank=True, read_only=True
     )
     COMPUTED = ("organisation", "blocked_advice", "last_error_meaning", "last_error_action")
 
