@@ -558,9 +558,12 @@ class ReadinessCheckSerializer(serializers.ModelSerializer):
 
 class ReadinessCheckRequestSerializer(serializers.Serializer):
     mailboxes = serializers.ListField(
-        child=serializers.IntegerField(min_value=1),
+        child=serializers.IntegerField(
+            min_value=1, max_value=2**63 - 1
+        ),  # ids fit the column, on every database
         required=False,
         allow_empty=False,
+        max_length=100_000,
         help_text="Check only these mailboxes of the organisation (ids); default: all of its mailboxes",
     )
 
