@@ -135,7 +135,8 @@ def test_invitation_links_use_the_port_make_run_serves():
     assert _setting("PORTAL_BASE_URL", env) == "https://portal.example.nhs.uk"
 
 
-def test_manage_py_reads_what_make_run_wrote_and_the_environment_wins(tmp_path):
+def test_manage_py_reads_what_make_run_wrote_and_the_environment_wins(tmp_path, monkeypatch):
+    monkeypatch.delenv("PORT", raising=False)  # `make test` exports PORT; a newcomer's shell has none
     (tmp_path / ".env").write_text("# make run\nDEBUG=1\nPORT=8231\n")
     # DEBUG unset: without var/.env this stops with "SECRET_KEY must be set"
     assert _setting("DEBUG", {"PORTAL_VAR_DIR": str(tmp_path)}) == "True"
