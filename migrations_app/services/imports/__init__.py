@@ -2,7 +2,8 @@
 
 - reader: one streaming pass over the file's bytes, the header, counts, errors and results;
 - staging: valid rows into a TEMP table (COPY on PostgreSQL), and the import lock;
-- inventory: validation of inventory rows and the set-based upsert into the mailbox table;
+- inventory: validation of inventory rows (the file to the staging table or straight into the mailbox table);
+- upsert: the set-based upsert of staged rows into the mailbox table;
 - national: the initial load straight into the mailbox table, indexes built afterwards;
 - jobs: uploads as jobs, inline or by a worker, their progress, retries and the stalled-job sweep.
 
