@@ -1,6 +1,6 @@
 """Check constraints built from the models' own choices, so the database refuses a state the code does not
 know and the constraint follows the enum: add a state to the TextChoices and `makemigrations` writes the
-new constraint (docs/adr/014-state-constraints.md)."""
+new constraint (docs/adr/021-state-constraints.md)."""
 
 from django.db import models
 from django.db.models import Q

@@ -1,7 +1,7 @@
 """Outbound HTTP to a URL a person typed: the one place the server fetches such a URL (webhooks, the Graph
 endpoint's graph_url, the switch engineer's webhook switcher). Server-side request forgery is refused here.
 
-The rules (docs/adr/012-outbound-requests.md):
+The rules (docs/adr/019-outbound-requests.md):
 - https only; http only for a host named in OUTBOUND_ALLOWED_HTTP_HOSTS (a receiver on the same private
   network, or the tests' loopback receiver);
 - port 443 only, unless OUTBOUND_ALLOWED_PORTS names another for that host ("hooks.example.nhs.uk:8443");

@@ -80,7 +80,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_htmx",
-    # the audit trail's protection triggers, declared on Event (docs/adr/013-audit-trail-protection.md)
+    # the audit trail's protection triggers, declared on Event (docs/adr/020-audit-trail-protection.md)
     "pgtrigger",
     "migrations_app",
 ]
@@ -272,7 +272,7 @@ MIGRATION_RETRY_MAX_SECONDS = env_int("MIGRATION_RETRY_MAX_SECONDS", 3600)
 # MIGRATION_HEARTBEAT_SECONDS whatever the engine is doing, so three missed beats mean the run is gone; the
 # reconciler looks every MIGRATION_RECONCILE_SECONDS: lost work is requeued within 60 + 15 s, well inside the
 # two minutes the drills hold it to (tests/test_recovery_drills.py). A run that is alive but cut off is
-# fenced: it stops before its next write once its lease is taken (docs/adr/016-recovery-in-minutes.md).
+# fenced: it stops before its next write once its lease is taken (docs/adr/024-recovery-in-minutes.md).
 MIGRATION_HEARTBEAT_STALE_SECONDS = env_int("MIGRATION_HEARTBEAT_STALE_SECONDS", 60)
 MIGRATION_HEARTBEAT_SECONDS = env_float("MIGRATION_HEARTBEAT_SECONDS", 20.0)
 if MIGRATION_HEARTBEAT_STALE_SECONDS < 2 * MIGRATION_HEARTBEAT_SECONDS:
@@ -446,7 +446,7 @@ API_MAX_BODY_BYTES = env_int("API_MAX_BODY_BYTES", 64 * 1024 * 1024)
 API_IDEMPOTENCY_TTL_HOURS = env_int("API_IDEMPOTENCY_TTL_HOURS", 24)
 API_IDEMPOTENCY_IN_FLIGHT_SECONDS = env_int("API_IDEMPOTENCY_IN_FLIGHT_SECONDS", 600)
 
-# --- outbound requests to URLs people type (migrations_app/outbound.py, docs/adr/012-outbound-requests.md) ----
+# --- outbound requests to URLs people type (migrations_app/outbound.py, docs/adr/019-outbound-requests.md) ----
 # https on port 443 to public addresses only. The programme office (never a trust) can name exceptions:
 # hosts that may use http, "host:port" pairs allowed another port, hosts that may resolve to internal addresses.
 OUTBOUND_ALLOWED_HTTP_HOSTS = env_list("OUTBOUND_ALLOWED_HTTP_HOSTS") or env_list(
@@ -468,7 +468,7 @@ WEBHOOK_CLAIM_SECONDS = env_int("WEBHOOK_CLAIM_SECONDS", 120)
 # ever: the body can be rebuilt from it); failed and pending deliveries keep theirs.
 WEBHOOK_PAYLOAD_RETENTION_DAYS = env_int("WEBHOOK_PAYLOAD_RETENTION_DAYS", 30)
 
-# --- the switch (migrations_app/switchers, docs/adr/012-the-switch.md) --------------------------------------------
+# --- the switch (migrations_app/switchers, docs/adr/013-the-switch.md) --------------------------------------------
 # The PowerShell remoting client: "pypsrp", or a module offering the same WSMan / RunspacePool / PowerShell
 # classes (the tests' and the benchmark's fake Exchange endpoint).
 SWITCH_POWERSHELL_CLIENT = env_str("SWITCH_POWERSHELL_CLIENT", "pypsrp")

@@ -1,5 +1,5 @@
 """Check constraints for every state and status column, built from the models' enums, and the cross-field rules
-that must always hold (constraints.py, docs/adr/014-state-constraints.md)."""
+that must always hold (constraints.py, docs/adr/021-state-constraints.md)."""
 
 from django.db import migrations, models
 

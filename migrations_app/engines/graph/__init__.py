@@ -2,7 +2,7 @@
 
 The engine is the IMAP reader (engines/imap/reader.py) and the Graph writer (writer.py) composed by the copy
 pipeline (engines/pipeline): planning, batching, the workers, the checkpoint, dedupe, the cutover delta and
-fencing are the pipeline's (docs/adr/012-copy-pipeline.md). The writer creates messages as received mail
+fencing are the pipeline's (docs/adr/016-copy-pipeline.md). The writer creates messages as received mail
 with original dates and read state, each carrying a marker (its Message-ID and the source key) in a
 single-value extended property; the GraphClient (graph_client.py) keeps within Graph's per-mailbox limits:
 four concurrent requests, and the upload budget (150 MB in 5 minutes), which paces the copy rather than

@@ -2,7 +2,7 @@
 
 The engine is the IMAP reader (reader.py) and the IMAP writer (writer.py) composed by the copy pipeline
 (engines/pipeline): planning, batching, the worker threads, the checkpoint, dedupe, the cutover delta and
-fencing are the pipeline's (docs/adr/012-copy-pipeline.md); docs/adr/006-imap-engine.md says why the IMAP
+fencing are the pipeline's (docs/adr/016-copy-pipeline.md); docs/adr/006-imap-engine.md says why the IMAP
 parts are as they are (imapclient with two fast paths, MULTIAPPEND, streamed large messages).
 
 What makes repeating and resuming safe: a folder's checkpoint entry holds its UIDVALIDITY and a UID cursor

@@ -1,7 +1,7 @@
 """One copy pipeline for every engine: a SourceReader and a TargetWriter (protocols.py) composed by
 CopyPipeline (copy.py), which owns planning, batching, the workers, the checkpoint, dedupe, the cutover delta
 (delta.py), fencing and progress. PipelineEngine (engine.py) turns a reader and a writer into an Engine.
-docs/adr/012-copy-pipeline.md says where each responsibility lives."""
+docs/adr/016-copy-pipeline.md says where each responsibility lives."""
 
 from migrations_app.engines.pipeline.copy import CHECKPOINT_VERSION, CopyPipeline, upgrade_checkpoint
 from migrations_app.engines.pipeline.engine import DELETE_POLICIES, PipelineEngine

@@ -13,7 +13,7 @@ the previous passes wrote into:
 4. Deletions: the portal's own target items left without a partner anywhere are deleted when the endpoint's
    policy is "copied" (the default) and left alone when it is "never". Items the portal did not write (mail
    delivered to the new mailbox, the user's own) are never touched.
-docs/adr/013-cutover-delta-and-delete-policy.md says why.
+docs/adr/017-cutover-delta-and-delete-policy.md says why.
 """
 
 from __future__ import annotations
