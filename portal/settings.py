@@ -310,6 +310,8 @@ MIGRATION_PRESTAGE_HOURS = env_int("MIGRATION_PRESTAGE_HOURS", 72)
 MIGRATION_ENGINE_OPTIONS = {
     "simulated": {
         "throughput_bytes_per_s": env_int("SIMULATED_THROUGHPUT", 50_000_000),
+        # how much a copy moves between two progress reports (a real engine reports per batch or folder)
+        "chunk_bytes": env_int("SIMULATED_CHUNK_BYTES", 256 * 1024 * 1024),
         # e.g. THROTTLED=0.03,AUTH_FAILED=0.01: the share of copies failing with each code (the demo's mix)
         "failure_rates": env_rates("SIMULATED_FAILURE_RATES"),
         # drills: a file that records every copy's start and end, to check no mailbox ran twice at once
