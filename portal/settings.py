@@ -159,6 +159,10 @@ if DB_POOL_MAX_SIZE and DATABASES["default"]["ENGINE"] == "django.db.backends.po
         "max_size": DB_POOL_MAX_SIZE,
         "timeout": env_float("DB_POOL_TIMEOUT_SECONDS", 60.0),
     }
+# Behind PgBouncer in transaction mode a server-side cursor cannot outlive its transaction: CSV downloads
+# stream with client-side cursors instead (docs/adr/031).
+if env_bool("DB_PGBOUNCER_TRANSACTION_MODE", False):
+    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- cache (import progress, rate limits); shared between web and worker processes ------------------------

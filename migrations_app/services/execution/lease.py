@@ -73,7 +73,7 @@ def leases_renew(leases: dict[int, str]) -> dict[int, str]:
         states = dict.fromkeys((pk for (pk,) in cursor.fetchall()), OURS)
     missed = [pk for pk in ids if pk not in states]
     if missed:
-        paused = set(Mailbox.objects.filter(pk__in=missed, paused=True).values_list("id", "lease").iterator())
+        paused = set(Mailbox.objects.filter(pk__in=missed, paused=True).values_list("id", "lease"))
         for pk in missed:
             states[pk] = PAUSED if (pk, leases[pk]) in paused else LOST
     return states
