@@ -7,7 +7,8 @@ Celery worker processes, the real broker and PostgreSQL, the simulated engine, i
 - `inflight` (the realistic one): every copy holds its slot for `--copy-seconds` while it does I/O and
   reports progress every `--progress-seconds`, up to `--in-flight` of them at once (1,000), carried by
   `--workers` worker processes with the threads pool (`--threads` each) and a connection pool of
-  `--pool-size` per process. Sampled every 2 s: worker RSS (every process of each worker), PostgreSQL
+  `--pool-size` per process, copies on a queue of their own (CELERY_COPY_QUEUE) and one prefork worker for the
+  rest (ticks, pumps). Sampled every 2 s: worker RSS (every process of each worker), PostgreSQL
   connections in use, mailboxes in flight, and the heartbeat lag of every running copy (now - heartbeat_at).
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/portal_orchestrate_bench \\
@@ -160,6 +161,7 @@ def run_wave(args, regime: str, database_url: str, broker_url: str) -> dict:
             SIMULATED_CHUNK_BYTES=str(int(throughput * args.progress_seconds)),
             MIGRATION_MAX_CONCURRENCY=str(args.in_flight),
             DB_POOL_MAX_SIZE=str(args.pool_size),
+            CELERY_COPY_QUEUE="copies",
         )
         pool, concurrency, processes = "threads", args.threads, args.workers
     else:
@@ -168,9 +170,22 @@ def run_wave(args, regime: str, database_url: str, broker_url: str) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-orchestrate-") as tmp:
         tmp = args.log_dir or tmp
         workers = [
-            WorkerProcess(f"bench{regime}{i}", Path(tmp), env=env, pool=pool, concurrency=concurrency)
+            WorkerProcess(
+                f"bench{regime}{i}",
+                Path(tmp),
+                env=env,
+                pool=pool,
+                concurrency=concurrency,
+                queues="copies" if inflight else "",
+            )
             for i in range(processes)
         ]
+        if inflight:  # as deployed: the copies' workers, and one prefork worker for the ticks and pumps
+            workers.append(
+                WorkerProcess(
+                    f"bench{regime}rest", Path(tmp), env=env, pool="prefork", concurrency=1, queues="celery"
+                )
+            )
         sampler = Sampler(database_url, workers, {own_pid})
         try:
             for worker in workers:

@@ -250,6 +250,13 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Copies on a queue of their own (e.g. "copies"), for workers built to carry hundreds of them at once
+# (`--pool threads`, DB_POOL_MAX_SIZE); imports, exports and the rest stay on the default queue with prefork
+# workers, whose CPU-bound work would otherwise share one interpreter with the copies (docs/adr/031).
+# Empty (the default, and make run): every task on the default queue.
+CELERY_COPY_QUEUE = env_str("CELERY_COPY_QUEUE")
+if CELERY_COPY_QUEUE:
+    CELERY_TASK_ROUTES = {"migrations_app.tasks.mailboxes_work": {"queue": CELERY_COPY_QUEUE}}
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "Europe/London"

@@ -191,3 +191,16 @@ def test_copy_workers_can_share_a_connection_pool_and_pgbouncer_is_catered_for()
     refused = _manage("check", env={**pooled, "DB_POOL_MAX_SIZE": "-1"})
     assert refused.returncode != 0
     assert "DB_POOL_MAX_SIZE must be 0 (no pool) or more" in refused.stderr
+
+
+def test_copies_can_have_a_queue_of_their_own():
+    code = (
+        "from portal.celery import app; r = app.amqp.router; "
+        "print(r.route({}, 'migrations_app.tasks.mailboxes_work')['queue'].name, "
+        "r.route({}, 'migrations_app.tasks.run_import_job')['queue'].name)"
+    )
+    routed = _manage("shell", "-v", "0", "-c", code, env={"DEBUG": "1", "CELERY_COPY_QUEUE": "copies"})
+    assert routed.returncode == 0, routed.stderr
+    assert routed.stdout.split() == ["copies", "celery"]
+    default = _manage("shell", "-v", "0", "-c", code, env={"DEBUG": "1", "CELERY_COPY_QUEUE": ""})
+    assert default.stdout.split() == ["celery", "celery"]
