@@ -25,6 +25,7 @@ import requests
 from migrations_app.engines.base import (
     AUTH_FAILED,
     NETWORK,
+    NOT_LICENSED,
     OVER_QUOTA,
     PROTOCOL,
     SERVER_BUSY,
@@ -138,7 +139,7 @@ def graph_error(response: requests.Response | dict, status: int | None = None, w
     code = error.get("code", "") or str(status)
     message = f"{where}: {status} {code}: {error.get('message', '')}".rstrip(": ")
     if code == "MailboxNotEnabledForRESTAPI":
-        return PermanentError(TARGET_MISSING, f"{where}: " + NO_MAILBOX_MESSAGE.format(user="the user"))
+        return PermanentError(NOT_LICENSED, f"{where}: " + NO_MAILBOX_MESSAGE.format(user="the user"))
     if code in ("ErrorQuotaExceeded", "ErrorQuotaExceededOnDelete") or "quota" in code.lower():
         return PermanentError(OVER_QUOTA, message)
     if status in (401, 403):

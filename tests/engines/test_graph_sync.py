@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from migrations_app.engines import TARGET_MISSING, THROTTLED, PermanentError, RetryableError, get_engine
+from migrations_app.engines import TARGET_MISSING, THROTTLED, RetryableError, get_engine
 from migrations_app.engines.graph import MARKER, PR_MESSAGE_DELIVERY_TIME, PR_MESSAGE_FLAGS
 from tests.engines import mailgen
 from tests.engines.graph_fixtures import fake, graphbox, when  # noqa: F401 - fixtures
@@ -196,21 +196,6 @@ def test_one_token_serves_many_mailboxes_of_an_endpoint(dovecots, fake):  # noqa
         engine.sync(box.spec())
         box.close()
     assert fake.tokens_issued["client_credentials"] == 1
-
-
-def test_an_unlicensed_target_is_a_clear_permanent_error(graphbox, fake):  # noqa: F811
-    graphbox.mailbox.licensed = False
-    _seed(graphbox, "INBOX", 1)
-
-    result = _engine(fake).preflight(graphbox.spec())
-    assert result.ok is False
-    assert result.code == TARGET_MISSING
-    assert "no Exchange Online mailbox" in result.message and "licence" in result.message
-
-    with pytest.raises(PermanentError) as error:
-        _engine(fake).sync(graphbox.spec())
-    assert error.value.code == TARGET_MISSING
-    assert "MailboxNotEnabledForRESTAPI" in error.value.message
 
 
 def test_preflight_reports_the_mailbox_kind_and_a_missing_user(graphbox, fake):  # noqa: F811

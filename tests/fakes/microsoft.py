@@ -110,6 +110,8 @@ class Mailbox:
     display_name: str
     purpose: str = "user"
     licensed: bool = True
+    # Exchange Online service plans of the user's licences (licenseDetails); none when not licensed
+    plans: tuple[str, ...] = ("EXCHANGE_S_ENTERPRISE",)
     folders: dict[str, Folder] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -511,6 +513,8 @@ class FakeMicrosoft:
                     "displayName": mailbox.display_name,
                 },
             )
+        if rest == ["licenseDetails"] and method == "GET":
+            return 200, {}, self._license_details(mailbox, version)
         if not mailbox.licensed:
             return (
                 404,
@@ -522,6 +526,32 @@ class FakeMicrosoft:
             )
         with mailbox.lock:
             return self._mailbox_route(version, method, mailbox, rest, query, headers, body)
+
+    def _license_details(self, mailbox: Mailbox, version: str) -> dict:
+        """GET /users/{id}/licenseDetails: one licence (SKU) carrying the mailbox's Exchange service plans."""
+        plans = [
+            {
+                "servicePlanId": str(uuid.uuid5(uuid.NAMESPACE_URL, name)),
+                "servicePlanName": name,
+                "provisioningStatus": "Success",
+                "appliesTo": "User",
+            }
+            for name in (mailbox.plans if mailbox.licensed else ())
+        ]
+        value = []
+        if plans:
+            value.append(
+                {
+                    "id": _b64url(f"{mailbox.user_id}:sku".encode()),
+                    "skuId": str(uuid.uuid5(uuid.NAMESPACE_URL, "sku:" + ",".join(mailbox.plans))),
+                    "skuPartNumber": "SPE_E3" if "EXCHANGE_S_ENTERPRISE" in mailbox.plans else "SPE_F1",
+                    "servicePlans": plans,
+                }
+            )
+        return {
+            "@odata.context": f"https://{GRAPH}/{version}/$metadata#users('{mailbox.user_id}')/licenseDetails",
+            "value": value,
+        }
 
     def _mailbox_route(self, version, method, mailbox: Mailbox, rest, query, headers, body):
         if rest == ["mailboxSettings"] and method == "GET":

@@ -27,6 +27,7 @@ from typing import Any
 
 from migrations_app.engines.base import (
     AUTH_FAILED,
+    NOT_LICENSED,
     OVER_QUOTA,
     PROTOCOL,
     SKIP_REJECTED,
@@ -297,7 +298,12 @@ class GraphWriter:
         if 200 <= status < 300:
             return None
         error = graph_error(body, status)
-        if isinstance(error, RetryableError) or error.code in (OVER_QUOTA, TARGET_MISSING, AUTH_FAILED):
+        if isinstance(error, RetryableError) or error.code in (
+            OVER_QUOTA,
+            TARGET_MISSING,
+            NOT_LICENSED,
+            AUTH_FAILED,
+        ):
             raise error  # about the mailbox or the app, not this message
         skipped = SkippedItem(
             "", subject_of(header), item.size, f"{SKIP_REJECTED}: {error.message}", uid=None
@@ -481,8 +487,8 @@ def check_target(graph: GraphClient, user: str) -> str:
     try:
         settings = graph.get(f"users/{user}/mailboxSettings")
     except PermanentError as exc:
-        if "MailboxNotEnabledForRESTAPI" in exc.message or exc.code == TARGET_MISSING:
-            raise PermanentError(TARGET_MISSING, "target: " + NO_MAILBOX_MESSAGE.format(user=user)) from exc
+        if "MailboxNotEnabledForRESTAPI" in exc.message or exc.code == NOT_LICENSED:
+            raise PermanentError(NOT_LICENSED, "target: " + NO_MAILBOX_MESSAGE.format(user=user)) from exc
         raise
     return settings.get("userPurpose") or "user"
 
