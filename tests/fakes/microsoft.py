@@ -56,6 +56,8 @@ PR_MESSAGE_FLAGS = "Integer 0x0E07"
 PR_MESSAGE_DELIVERY_TIME = "SystemTime 0x0E06"
 PR_CLIENT_SUBMIT_TIME = "SystemTime 0x0039"
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
+SIMPLE_ATTACHMENT_BYTES = 3 * 1024 * 1024  # POST .../attachments takes files under 3 MB
+MAX_ATTACHMENT_BYTES = 150 * 1024 * 1024  # an upload session, up to 150 MB
 MAILBOX_CONCURRENCY = 4
 
 
@@ -610,12 +612,35 @@ class FakeMicrosoft:
             if len(rest) == 2 and method == "GET":
                 return 200, {}, self._message_json(message, query)
             if rest[2:] == ["attachments"] and method == "POST":
+                # message: add attachment, for a file under 3 MB (larger ones: an upload session)
                 attachment = json.loads(body)
-                message["attachments"].append(attachment)
-                message["_size"] += len(base64.b64decode(attachment.get("contentBytes", "")))
-                return 201, {}, {"id": _id("att"), "name": attachment.get("name")}
+                size = len(base64.b64decode(attachment.get("contentBytes", "")))
+                if size >= SIMPLE_ATTACHMENT_BYTES:
+                    return 413, {}, _graph_error("ErrorRequestEntityTooLarge", "The attachment is too large.")
+                attachment_id = _id("att")
+                message["attachments"].append({**attachment, "id": attachment_id, "size": size})
+                message["_size"] += size
+                return 201, {}, {"id": attachment_id, "name": attachment.get("name"), "size": size}
             if rest[2:] == ["attachments", "createUploadSession"] and method == "POST":
                 item = json.loads(body)["AttachmentItem"]
+                if item.get("attachmentType", "file") != "file":
+                    return (
+                        400,
+                        {},
+                        _graph_error("ErrorInvalidRequest", "Only file attachments are supported."),
+                    )
+                if int(item.get("size", 0)) < SIMPLE_ATTACHMENT_BYTES:
+                    return (
+                        400,
+                        {},
+                        _graph_error(
+                            "ErrorAttachmentSizeShouldNotBeLessThanMinimumSize",
+                            "Attachment size must be greater than the minimum size.",
+                        ),
+                    )
+                if int(item["size"]) > MAX_ATTACHMENT_BYTES:
+                    return 400, {}, _graph_error("ErrorInvalidAttachmentSize", "The attachment is too large.")
+                self.upload_sessions += 1
                 session = _id("upload")
                 self._uploads[session] = {
                     "mailbox": mailbox,
@@ -652,32 +677,55 @@ class FakeMicrosoft:
         mailbox = session["mailbox"]
         self.enter(mailbox.user_id)
         try:
-            rng = re.match(r"bytes (\d+)-(\d+)/(\d+)", headers.get("content-range", ""))
+            rng = re.match(r"bytes (\d+)-(\d+)/(\d+)$", headers.get("content-range", ""))
+            if rng is None:
+                return 400, {}, {"error": {"code": "InvalidRange", "message": "Content-Range is required."}}
             start, end, total = (int(x) for x in rng.groups())
-            if start != len(session["data"]) or end - start + 1 != len(body):
+            if (
+                start != len(session["data"])
+                or end - start + 1 != len(body)
+                or int(headers.get("content-length", -1)) != len(body)
+                or total != int(session["item"]["size"])
+            ):
                 return 416, {}, {"error": {"code": "InvalidRange", "message": "Unexpected range."}}
+            # Documented: up to 4 MB a request; every range but the last a multiple of 320 KiB.
+            if len(body) > MAX_REQUEST_BYTES or (end + 1 < total and len(body) % (320 * 1024)):
+                return 400, {}, {"error": {"code": "InvalidRange", "message": "Bad fragment size."}}
+            refused = self._spend_upload(mailbox, len(body))
+            if refused is not None:
+                return refused
             session["data"] += body
+            self.upload_peak_chunk = max(self.upload_peak_chunk, len(body))
             if len(session["data"]) < total:
+                # For Outlook attachments nextExpectedRanges is one value: where the next range starts.
                 return (
                     200,
                     {},
-                    {"expirationDateTime": _now(), "nextExpectedRanges": [f"{len(session['data'])}-"]},
+                    {"expirationDateTime": _now(), "nextExpectedRanges": [str(len(session["data"]))]},
                 )
             with mailbox.lock:
                 _, message = mailbox.message(session["message"])
                 item = session["item"]
+                attachment_id = _id("att")
                 message["attachments"].append(
                     {
                         "@odata.type": "#microsoft.graph.fileAttachment",
+                        "id": attachment_id,
                         "name": item["name"],
                         "contentType": item.get("contentType", "application/octet-stream"),
                         "size": total,
                         "contentBytes": base64.b64encode(bytes(session["data"])).decode(),
                         "isInline": item.get("isInline", False),
+                        **({"contentId": item["contentId"]} if item.get("contentId") else {}),
                     }
                 )
                 message["_size"] += total
-            return 201, {}, None
+            del self._uploads[match.group(1)]
+            location = (
+                f"https://{OUTLOOK}/api/v2.0/Users('{mailbox.user_id}')/Messages('{message['id']}')"
+                f"/Attachments('{attachment_id}')"
+            )
+            return 201, {"Location": location}, None
         finally:
             self.leave(mailbox.user_id)
 
@@ -769,6 +817,8 @@ class FakeMicrosoft:
     upload_budget: int | None = None
     upload_window = 300.0
     upload_over_budget = 0
+    upload_sessions = 0
+    upload_peak_chunk = 0
 
     def _spend_upload(self, mailbox: Mailbox, size: int):
         if self.upload_budget is None:
@@ -1100,6 +1150,12 @@ def _handler_for(fake: FakeMicrosoft):
                 time.sleep(fake.latency)
             if host == LOGIN:
                 status, out_headers, out = fake.login(self.command, path, query, headers, body)
+            elif host == GRAPH and len(body) > MAX_REQUEST_BYTES:  # Graph's 4 MB a request, $batch included
+                status, out_headers, out = (
+                    413,
+                    {},
+                    _graph_error("RequestEntityTooLarge", "The maximum request length supported is 4MB."),
+                )
             elif host == GRAPH:
                 status, out_headers, out = fake.graph(self.command, path, query, headers, body)
             elif host == OUTLOOK:

@@ -21,6 +21,7 @@ deleted when indexed and made again.
 from __future__ import annotations
 
 import base64
+import json
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -36,17 +37,19 @@ from migrations_app.engines.base import (
     RetryableError,
     SkippedItem,
 )
+from migrations_app.engines.graph.attachments import attach, file_json, spooled
 from migrations_app.engines.graph.message import (
     EXCHANGE_MAX_MESSAGE_BYTES,
     INLINE_BYTES,
     MARKER,
     PENDING,
-    UPLOAD_CHUNK,
+    SIMPLE_ATTACHMENT_BYTES,
     Attachment,
     marker_key,
     marker_value,
     message_json,
 )
+from migrations_app.engines.graph.mime_split import split_message
 from migrations_app.engines.graph_client import NO_MAILBOX_MESSAGE, BatchItem, GraphClient, graph_error
 from migrations_app.engines.pipeline.protocols import (
     ANSWERED,
@@ -365,50 +368,53 @@ class GraphWriter:
                     raise graph_error(body, status)
 
     def _write_large(self, target: TargetFolder, item: Item, payload: Payload) -> Written:
-        """One message: JSON create (inline attachments up to the request limit, a pending marker), then
-        every large attachment through an upload session, then the final marker."""
-        raw = payload.open().read()  # Graph's JSON create needs the parsed message; see README's limits
-        request, large = self._create(target, item, raw)
-        response = self.graph.request(
-            "POST", request.url, json=request.body, upload=min(len(raw), INLINE_BYTES), ok=(400, 413)
-        )
-        if response.status_code >= 400:
-            return self._judge(item, payload.header(), response.status_code, response.json())
-        created = response.json()["id"]
-        for attachment in large:
-            session = self.graph.request(
+        """One big message, streamed (engines/graph/mime_split.py): the message created from its skeleton
+        (headers, body, forwarded messages) with as many small files inline as the request holds and a
+        pending marker, then every other file added (under 3 MB by a POST, up to 150 MB through an upload
+        session in chunks read from its spool), then the final marker. Memory holds the skeleton and one
+        chunk, never the whole message."""
+        header = payload.header()
+        with split_message(payload.open()) as split:
+            data, extra = message_json(
+                split.skeleton,
+                seen=SEEN in item.flags,
+                flagged=FLAGGED in item.flags,
+                answered=ANSWERED in item.flags,
+                draft=DRAFT in item.flags,
+                received=item.date,
+            )
+            files = [*(spooled(a) for a in extra), *split.attachments]
+            room = INLINE_BYTES - len(json.dumps(data))
+            later = []
+            for attachment in files:
+                if attachment.size <= room and attachment.size < SIMPLE_ATTACHMENT_BYTES:
+                    data.setdefault("attachments", []).append(file_json(attachment))
+                    room -= attachment.size * 4 // 3 + 200
+                else:
+                    later.append(attachment)
+            marker = self._marker(item, header)
+            data["singleValueExtendedProperties"].append(
+                {"id": MARKER, "value": (PENDING if later else "") + marker}
+            )
+            sent = INLINE_BYTES - max(room, 0)
+            response = self.graph.request(
                 "POST",
-                f"users/{self.user}/messages/{created}/attachments/createUploadSession",
-                json={
-                    "AttachmentItem": {
-                        "attachmentType": "file",
-                        "name": attachment.name,
-                        "size": len(attachment.data),
-                        "contentType": attachment.content_type,
-                        "isInline": attachment.inline,
-                        **({"contentId": attachment.content_id} if attachment.content_id else {}),
-                    }
-                },
-            ).json()
-            total = len(attachment.data)
-            for start in range(0, total, UPLOAD_CHUNK):
-                chunk = attachment.data[start : start + UPLOAD_CHUNK]
-                self.graph.request(
-                    "PUT",
-                    session["uploadUrl"],
-                    data=chunk,
-                    headers={
-                        "Content-Type": "application/octet-stream",
-                        "Content-Range": f"bytes {start}-{start + len(chunk) - 1}/{total}",
-                    },
-                    upload=len(chunk),
-                    authorize=False,  # the upload URL carries its own token; sending ours is refused
-                )
-        if large:
+                f"users/{self.user}/mailFolders/{target.id}/messages",
+                json=data,
+                upload=sent,
+                ok=(400, 413),
+            )
+            del data
+            if response.status_code >= 400:
+                return self._judge(item, header, response.status_code, response.json())
+            created = response.json()["id"]
+            for attachment in later:
+                attach(self.graph, self.user, created, attachment)
+        if later:
             self.graph.request(
                 "PATCH",
                 f"users/{self.user}/messages/{created}",
-                json={"singleValueExtendedProperties": [{"id": MARKER, "value": self._marker(item, raw)}]},
+                json={"singleValueExtendedProperties": [{"id": MARKER, "value": marker}]},
             )
         return Written(item, created, size=payload.size)
 
