@@ -184,6 +184,8 @@ class FakeMicrosoft:
         self._creates = 0
         self._uploads: dict = {}
         self._upload_log: dict[str, list] = {}
+        # user id -> [(monotonic time, bytes)]: every upload the limit accepted (limit_uploads)
+        self.upload_history: dict[str, list] = {}
         self.upload_peak: Counter = Counter()  # the most a mailbox uploaded within one window (limit_uploads)
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self.server.daemon_threads = True
@@ -813,6 +815,7 @@ class FakeMicrosoft:
         over the budget within the window are refused with 429 and a Retry-After, and counted in
         upload_over_budget; upload_peak is the most a mailbox had in one window."""
         self.upload_budget, self.upload_window = budget_bytes, window_seconds
+        self.upload_history = {}
 
     upload_budget: int | None = None
     upload_window = 300.0
@@ -838,6 +841,7 @@ class FakeMicrosoft:
                     _graph_error("ApplicationThrottled", "The mailbox's upload limit is reached."),
                 )
             log.append((now, size))
+            self.upload_history.setdefault(mailbox.user_id, []).append((now, size))
             peaks[mailbox.user_id] = max(peaks[mailbox.user_id], used + size)
         return None
 

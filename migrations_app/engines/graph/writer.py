@@ -266,13 +266,35 @@ class GraphWriter:
         small = [(i, p) for i, p in items if not (p.streamed or p.size >= INLINE_BYTES)]
         for item, payload in large:
             out[id(item)] = self._write_large(target, item, payload)
-        if small:
+        for part in self._fitting(small):
             written = (
-                self._write_mime(target, small) if self.mode == "mime" else self._write_json(target, small)
+                self._write_mime(target, part) if self.mode == "mime" else self._write_json(target, part)
             )
             for w in written:
                 out[id(w.item)] = w
         return [out[id(item)] for item, _ in items]
+
+    def _fitting(self, items: list[tuple[Item, Payload]]):
+        """The batch in parts that fit the mailbox's upload window: when room for the whole batch is more
+        than a hundredth of a window away (the end of a window whose uploads all went at its start) and the
+        room there is now holds half the batch or more, that part goes now and the rest when room comes, so
+        the end of a window is used rather than idled through. While the window slides (room coming every
+        moment), the batch waits and goes whole: no request spent on splitting it."""
+        graph = self.graph
+        while items:
+            whole = sum(p.size for _, p in items)
+            if graph.upload_wait(whole) <= graph.upload_window / 100:
+                yield items
+                return
+            room, taken, n = graph.upload_room(), 0, 0
+            while n < len(items) and taken + items[n][1].size <= room:
+                taken += items[n][1].size
+                n += 1
+            if n == 0 or 2 * taken < whole:
+                yield items  # request() waits for the room
+                return
+            yield items[:n]
+            items = items[n:]
 
     @staticmethod
     def _marker(item: Item, header: bytes) -> str:
