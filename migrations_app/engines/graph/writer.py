@@ -276,14 +276,14 @@ class GraphWriter:
 
     def _fitting(self, items: list[tuple[Item, Payload]]):
         """The batch in parts that fit the mailbox's upload window: when room for the whole batch is more
-        than a hundredth of a window away (the end of a window whose uploads all went at its start) and the
+        than a tenth of a window away (the end of a window whose uploads all went at its start) and the
         room there is now holds half the batch or more, that part goes now and the rest when room comes, so
         the end of a window is used rather than idled through. While the window slides (room coming every
         moment), the batch waits and goes whole: no request spent on splitting it."""
         graph = self.graph
         while items:
             whole = sum(p.size for _, p in items)
-            if graph.upload_wait(whole) <= graph.upload_window / 100:
+            if graph.upload_wait(whole) <= graph.upload_window / 10:
                 yield items
                 return
             room, taken, n = graph.upload_room(), 0, 0
