@@ -40,6 +40,7 @@ from migrations_app.engines.base import (
     RetryableError,
 )
 from migrations_app.engines.pipeline.protocols import Folder, Item, Page, Payload
+from migrations_app.outbound_transport import OutboundAdapter, OutboundRefusedError
 
 log = logging.getLogger(__name__)
 
@@ -165,15 +166,19 @@ def _exchangelib():
 
 
 def _install_ca_adapter() -> None:
-    """exchangelib makes its own sessions; a private CA is given per host through its HTTP adapter class."""
+    """exchangelib makes its own sessions from its HTTP adapter class. Ours obeys the outbound rules at every
+    request (the CAS name resolved once and checked, the connection made to that address with the name as SNI
+    and Host: migrations_app/outbound_transport.py), and gives a private CA per host."""
     from exchangelib.protocol import BaseProtocol
 
-    class PrivateCAAdapter(requests.adapters.HTTPAdapter):
-        def cert_verify(self, conn, url, verify, cert):
-            host = requests.utils.urlparse(url).hostname or ""
-            super().cert_verify(conn, url, _ca_files.get(host, verify), cert)
+    class ExchangeAdapter(OutboundAdapter):
+        def send(self, request, stream=False, timeout=None, verify=True, cert=None, proxies=None):
+            host = requests.utils.urlparse(request.url).hostname or ""
+            if verify is not False:
+                verify = _ca_files.get(host, verify)
+            return super().send(request, stream=stream, timeout=timeout, verify=verify, cert=cert)
 
-    BaseProtocol.HTTP_ADAPTER_CLS = PrivateCAAdapter
+    BaseProtocol.HTTP_ADAPTER_CLS = ExchangeAdapter
 
 
 def service_endpoint(endpoint: EndpointSpec) -> str:
@@ -182,6 +187,16 @@ def service_endpoint(endpoint: EndpointSpec) -> str:
     scheme = "http" if endpoint.security == "plain" else "https"
     port = f":{endpoint.port}" if endpoint.port else ""
     return f"{scheme}://{endpoint.host}{port}{EWS_PATH}"
+
+
+def _refusal(exc: BaseException | None) -> OutboundRefusedError | None:
+    """The outbound refusal behind an exception (exchangelib re-raises it as ErrorTimeoutExpired)."""
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, OutboundRefusedError):
+            return exc
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return None
 
 
 def ews_error(exc: Exception, where: str = "source") -> EngineError:
@@ -202,6 +217,10 @@ def ews_error(exc: Exception, where: str = "source") -> EngineError:
         return PermanentError(SOURCE_MISSING, f"{where}: no such mailbox on Exchange: {exc}")
     if isinstance(exc, errors.UnauthorizedError):
         return PermanentError(AUTH_FAILED, f"{where}: Exchange refused the service account's credentials")
+    refused = _refusal(exc)
+    if refused is not None:
+        # the outbound rules refused the CAS's address (configuration, not a blip: no retry)
+        return PermanentError(NETWORK, f"{where}: refused: {refused}")
     if isinstance(exc, requests.exceptions.SSLError):
         return PermanentError(TLS_FAILED, text)
     if isinstance(exc, (requests.RequestException, errors.TransportError, OSError)):

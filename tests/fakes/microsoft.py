@@ -38,6 +38,8 @@ import requests
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from migrations_app.outbound_transport import outbound_session
+
 LOGIN = "login.microsoftonline.com"
 GRAPH = "graph.microsoft.com"
 OUTLOOK = "outlook.office.com"
@@ -1018,10 +1020,15 @@ class FakeMicrosoft:
 
 
 class RewritingSession(requests.Session):
-    """requests to login.microsoftonline.com, graph.microsoft.com and outlook.office.com go to the fake."""
+    """requests to login.microsoftonline.com, graph.microsoft.com and outlook.office.com go to the fake.
+
+    Built on the portal's outbound session, so what the code under test sends still passes the outbound rules
+    at send time: the test allows the fake's loopback address and port as the programme office would
+    (tests/fakes/outbound.py), and a URL the rules refuse is refused here too."""
 
     def __init__(self, fake: FakeMicrosoft):
         super().__init__()
+        outbound_session(self)
         self.fake = fake
 
     def request(self, method, url, *args, **kwargs):
