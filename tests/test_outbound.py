@@ -225,3 +225,40 @@ def test_it_follows_no_redirect_and_reads_no_body(settings):
         assert redirect.connections == 1 and "secret" not in repr(result)
     finally:
         redirect.close()
+
+
+def test_a_named_private_network_is_reachable_but_never_loopback_or_metadata(settings, monkeypatch):
+    """Exchange servers on HSCN: the programme office names the network; no network naming opens loopback,
+    link-local (the metadata address) or the unspecified address, even one that spans everything."""
+    from migrations_app import outbound
+    from migrations_app.outbound import outbound_resolve
+
+    answers = {
+        "cas.trust.example": "10.20.1.5",
+        "evil.example": "127.0.0.1",
+        "meta.example": "169.254.169.254",
+    }
+    monkeypatch.setattr(outbound, "resolver", lambda host, port: [answers[host]])
+    with pytest.raises(OutboundRefused, match="internal network"):
+        outbound_resolve("https://cas.trust.example/EWS/Exchange.asmx")
+    settings.OUTBOUND_ALLOWED_INTERNAL_NETWORKS = ["10.20.0.0/16", "0.0.0.0/0", "not a network"]
+    assert outbound_resolve("https://cas.trust.example/EWS/Exchange.asmx").addresses == ("10.20.1.5",)
+    for host in ("evil.example", "meta.example"):
+        with pytest.raises(OutboundRefused, match="internal network"):
+            outbound_resolve(f"https://{host}/")
+    assert outbound_check_url("https://10.20.9.9/EWS/Exchange.asmx")  # a literal in the network, when saved
+    with pytest.raises(OutboundRefused, match="internal network"):
+        outbound_check_url("https://169.254.169.254/")
+
+
+def test_without_django_settings_the_exceptions_come_from_the_environment(monkeypatch):
+    """The copy benchmarks run the engines as plain Python: the same names, from the environment."""
+    from django.conf import LazySettings
+
+    from migrations_app import outbound
+
+    monkeypatch.setattr(outbound, "settings", LazySettings())  # not configured
+    monkeypatch.setenv("OUTBOUND_ALLOWED_PORTS", "a.example:8443, b.example:9443")
+    assert outbound.outbound_setting("OUTBOUND_ALLOWED_PORTS") == ["a.example:8443", "b.example:9443"]
+    monkeypatch.delenv("OUTBOUND_ALLOWED_INTERNAL_HOSTS", raising=False)
+    assert outbound.outbound_setting("OUTBOUND_ALLOWED_INTERNAL_HOSTS") == []
