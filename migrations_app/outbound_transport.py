@@ -14,7 +14,6 @@ used: a proxy would resolve the name again.
 
 from __future__ import annotations
 
-import functools
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
@@ -22,7 +21,7 @@ from requests.adapters import HTTPAdapter
 
 from migrations_app.outbound import OutboundRefused, outbound_resolve
 
-__all__ = ["OutboundAdapter", "OutboundRefusedError", "outbound_session", "shared_outbound_session"]
+__all__ = ["OutboundAdapter", "OutboundRefusedError", "outbound_session"]
 
 
 class OutboundRefusedError(requests.exceptions.ConnectionError):
@@ -75,9 +74,3 @@ def outbound_session(session: requests.Session | None = None) -> requests.Sessio
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     return session
-
-
-@functools.cache
-def shared_outbound_session() -> requests.Session:
-    """One per process, for MSAL: its app (and token cache) is kept per HTTP client, so the client must last."""
-    return outbound_session()

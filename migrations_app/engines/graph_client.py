@@ -34,11 +34,7 @@ from migrations_app.engines.base import (
     PermanentError,
     RetryableError,
 )
-from migrations_app.outbound_transport import (
-    OutboundRefusedError,
-    outbound_session,
-    shared_outbound_session,
-)
+from migrations_app.outbound_transport import OutboundRefusedError, outbound_session
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +109,9 @@ def msal_app(endpoint: EndpointSpec, http_client: requests.Session | None = None
                     endpoint.username,
                     client_credential=credential,
                     authority=authority,
-                    # every call to Entra obeys the outbound rules (authority_host is an endpoint option)
-                    http_client=http_client or shared_outbound_session(),
+                    # every call to Entra obeys the outbound rules (authority_host is an endpoint option);
+                    # the session is the app's own, as MSAL's default would be
+                    http_client=http_client or outbound_session(),
                     token_cache=msal.TokenCache(),
                 )
             except ValueError as exc:  # tenant unknown to Entra, or a malformed key
