@@ -170,3 +170,21 @@ def test_the_webhook_sender_refuses_a_certificate_for_another_name(pki, tls_list
     result = outbound_request("POST", f"https://wrong.sni.example:{tls_listener.port}/hook", content=b"{}")
     assert result.status is None and "TLS" in result.reason
     assert tls_listener.server_names == ["wrong.sni.example"] and tls_listener.requests == []
+
+
+def test_exchanges_adapter_verifies_a_cas_against_its_private_ca_by_name(pki, tls_listener, monkeypatch):
+    """exchangelib's sessions: the endpoint's ca_file is found by the CAS's name (not the address connected
+    to), and a CAS without one is checked against the system's trust store (and refused here)."""
+    from exchangelib.protocol import BaseProtocol
+
+    from migrations_app.engines import ews_transport
+
+    ews_transport.install_exchange_adapter()
+    monkeypatch.setitem(ews_transport._ca_files, NAME, str(pki / "ca.pem"))
+    session = requests.Session()
+    session.mount("https://", BaseProtocol.HTTP_ADAPTER_CLS())
+    response = session.get(f"https://{NAME}:{tls_listener.port}/EWS/Exchange.asmx")
+    assert response.status_code == 200 and tls_listener.server_names == [NAME]
+    monkeypatch.delitem(ews_transport._ca_files, NAME)
+    with pytest.raises(requests.exceptions.SSLError):
+        session.get(f"https://{NAME}:{tls_listener.port}/EWS/Exchange.asmx")

@@ -24,27 +24,25 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import requests
-
 from migrations_app.engines.base import (
     AUTH_FAILED,
-    IMPERSONATION_REFUSED,
-    NETWORK,
-    PROTOCOL,
     SERVER_BUSY,
-    SOURCE_MISSING,
-    TLS_FAILED,
     EndpointSpec,
     EngineError,
     PermanentError,
     RetryableError,
 )
+from migrations_app.engines.ews_transport import (  # noqa: F401 - EWS_PATH, service_endpoint: used from here
+    EWS_PATH,
+    _ca_files,
+    ews_error,
+    install_exchange_adapter,
+    service_endpoint,
+)
 from migrations_app.engines.pipeline.protocols import Folder, Item, Page, Payload
-from migrations_app.outbound_transport import OutboundAdapter, OutboundRefusedError
 
 log = logging.getLogger(__name__)
 
-EWS_PATH = "/EWS/Exchange.asmx"
 # Archive folders go under one folder of the primary mailbox on the target (docs/adr/014-exchange-engine.md).
 ARCHIVE_FOLDER = "In-Place Archive (Exchange 2013)"
 SEARCH_KEY_TAG = 0x300B
@@ -133,7 +131,6 @@ class ChangePage:
 
 _registered = False
 _register_lock = threading.Lock()
-_ca_files: dict[str, str] = {}  # host -> private CA file, read by the HTTP adapter below
 
 
 def _exchangelib():
@@ -160,77 +157,9 @@ def _exchangelib():
 
             for cls in (Message, CalendarItem, Contact, DistributionList, Task, PostItem):
                 cls.register("migration_search_key", SearchKey)
-            _install_ca_adapter()
+            install_exchange_adapter()
             _registered = True
     return exchangelib
-
-
-def _install_ca_adapter() -> None:
-    """exchangelib makes its own sessions from its HTTP adapter class. Ours obeys the outbound rules at every
-    request (the CAS name resolved once and checked, the connection made to that address with the name as SNI
-    and Host: migrations_app/outbound_transport.py), and gives a private CA per host."""
-    from exchangelib.protocol import BaseProtocol
-
-    class ExchangeAdapter(OutboundAdapter):
-        def send(self, request, stream=False, timeout=None, verify=True, cert=None, proxies=None):
-            host = requests.utils.urlparse(request.url).hostname or ""
-            if verify is not False:
-                verify = _ca_files.get(host, verify)
-            return super().send(request, stream=stream, timeout=timeout, verify=verify, cert=cert)
-
-    BaseProtocol.HTTP_ADAPTER_CLS = ExchangeAdapter
-
-
-def service_endpoint(endpoint: EndpointSpec) -> str:
-    if endpoint.options.get("service_endpoint"):
-        return endpoint.options["service_endpoint"]
-    scheme = "http" if endpoint.security == "plain" else "https"
-    port = f":{endpoint.port}" if endpoint.port else ""
-    return f"{scheme}://{endpoint.host}{port}{EWS_PATH}"
-
-
-def _refusal(exc: BaseException | None) -> OutboundRefusedError | None:
-    """The outbound refusal behind an exception (exchangelib re-raises it as ErrorTimeoutExpired)."""
-    seen = 0
-    while exc is not None and seen < 8:
-        if isinstance(exc, OutboundRefusedError):
-            return exc
-        exc, seen = exc.__cause__ or exc.__context__, seen + 1
-    return None
-
-
-def ews_error(exc: Exception, where: str = "source") -> EngineError:
-    """An exchangelib or transport error as our typed error."""
-    from exchangelib import errors
-
-    name = type(exc).__name__
-    text = f"{where}: {name}: {exc}"
-    if isinstance(exc, errors.ErrorServerBusy):
-        return RetryableError(SERVER_BUSY, text, retry_after=getattr(exc, "back_off", None))
-    if isinstance(exc, (errors.ErrorImpersonateUserDenied, errors.ErrorImpersonationFailed)):
-        return PermanentError(
-            IMPERSONATION_REFUSED,
-            f"{where}: the service account may not impersonate this mailbox (grant the ApplicationImpersonation "
-            f"role to it): {exc}",
-        )
-    if isinstance(exc, (errors.ErrorNonExistentMailbox, errors.ErrorMailboxMoveInProgress)):
-        return PermanentError(SOURCE_MISSING, f"{where}: no such mailbox on Exchange: {exc}")
-    if isinstance(exc, errors.UnauthorizedError):
-        return PermanentError(AUTH_FAILED, f"{where}: Exchange refused the service account's credentials")
-    refused = _refusal(exc)
-    if refused is not None:
-        # the outbound rules refused the CAS's address (configuration, not a blip: no retry)
-        return PermanentError(NETWORK, f"{where}: refused: {refused}")
-    if isinstance(exc, requests.exceptions.SSLError):
-        return PermanentError(TLS_FAILED, text)
-    if isinstance(exc, (requests.RequestException, errors.TransportError, OSError)):
-        if isinstance(exc, errors.ResponseMessageError):
-            return PermanentError(PROTOCOL, text)
-        return RetryableError(NETWORK, text)
-    return PermanentError(PROTOCOL, text)
-
-
-# --- the reader ----------------------------------------------------------------------------------------------
 
 
 class EwsMailbox:
