@@ -43,6 +43,7 @@ from migrations_app.engines.graph_client import UPLOAD_BUDGET_BYTES, UPLOAD_WIND
 from tests.engines import mailgen
 from tests.engines.dovecot import dovecot_binary, start_dovecot
 from tests.fakes.microsoft import FakeMicrosoft
+from tests.fakes.outbound import allow_fake_in_environment
 
 
 def copy_once(fake: FakeMicrosoft, source, user: str, upn: str, **engine_options) -> dict:
@@ -99,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
 
     source = start_dovecot("/", quota=False)
     fake = FakeMicrosoft()
+    allow_fake_in_environment(fake.base)  # the engine reaches the fake through the outbound rules
     fake.latency = args.latency_ms / 1000
     fake.op_time = args.op_ms / 1000
     try:
@@ -190,6 +192,7 @@ def pacing_run(args, regime: str) -> None:
         message_bytes = int(batch_bytes / REGIMES[regime]["per_request"])
     source = start_dovecot("/", quota=False)
     fake = FakeMicrosoft()
+    allow_fake_in_environment(fake.base)  # the engine reaches the fake through the outbound rules
     fake.limit_uploads(budget, window_seconds=window)
     try:
         user = source.new_user()

@@ -17,6 +17,7 @@ from types import SimpleNamespace
 from bench.imap_copy import _peak_rss_mb
 from migrations_app.engines import EndpointSpec, MailboxSpec, get_engine
 from tests.fakes.microsoft import RewritingSession
+from tests.fakes.outbound import allow_fake_in_environment
 
 
 def main(job_path: str) -> int:
@@ -29,6 +30,7 @@ def main(job_path: str) -> int:
             "target": EndpointSpec(**raw["target"]),
         }
     )
+    allow_fake_in_environment(job["base"])  # the engine reaches the fake through the outbound rules
     session = RewritingSession(SimpleNamespace(base=job["base"], _fail_after=None, _creates=0))
     engine = get_engine("graph", http_client=session, max_wait=60)
     started = time.perf_counter()
