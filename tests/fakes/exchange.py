@@ -23,6 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from xml.sax.saxutils import escape
 
+from tests.fakes import exchange_settings as settings
 from tests.fakes.exchange_store import Folder, Item, Store, seed
 
 S = "http://schemas.xmlsoap.org/soap/envelope/"
@@ -74,15 +75,18 @@ def _error_message(operation: str, code: str, text: str) -> str:
     )
 
 
-def _folder_xml(store: Store, folder: Folder) -> str:
+def _folder_xml(store: Store, folder: Folder, *, permissions: bool = False) -> str:
     tag = "SearchFolder" if folder.search else FOLDER_TAG.get(folder.folder_class, "Folder")
+    permission_set = ""
+    if permissions and folder.distinguished == "calendar":
+        permission_set = settings.permission_set_xml(store)
     parent = f'<t:ParentFolderId Id="{folder.parent_id}" ChangeKey="AQAAAA=="/>' if folder.parent_id else ""
     children = sum(1 for f in store.folders.values() if f.parent_id == folder.id)
     return (
         f'<t:{tag}><t:FolderId Id="{folder.id}" ChangeKey="AQAAAA=="/>{parent}'
         f"<t:FolderClass>{folder.folder_class}</t:FolderClass><t:DisplayName>{escape(folder.name)}</t:DisplayName>"
         f"<t:TotalCount>{len(folder.items)}</t:TotalCount><t:ChildFolderCount>{children}</t:ChildFolderCount>"
-        f"</t:{tag}>"
+        f"{permission_set}</t:{tag}>"
     )
 
 
@@ -219,6 +223,7 @@ class FakeExchange:
         return store.folders.get(folder_id.get("Id")) if folder_id is not None else None
 
     def _GetFolder(self, store: Store, request) -> str:
+        permissions = settings.wants_permissions(request)
         out = []
         for ref in request.find(f"{{{M}}}FolderIds"):
             wrapper = ET.Element("w")
@@ -235,7 +240,8 @@ class FakeExchange:
             else:
                 out.append(
                     '<m:GetFolderResponseMessage ResponseClass="Success"><m:ResponseCode>NoError</m:ResponseCode>'
-                    f"<m:Folders>{_folder_xml(store, folder)}</m:Folders></m:GetFolderResponseMessage>"
+                    f"<m:Folders>{_folder_xml(store, folder, permissions=permissions)}</m:Folders>"
+                    "</m:GetFolderResponseMessage>"
                 )
         return f"<m:GetFolderResponse><m:ResponseMessages>{''.join(out)}</m:ResponseMessages></m:GetFolderResponse>"
 
@@ -324,6 +330,23 @@ class FakeExchange:
                 "</m:ExportItemsResponseMessage>"
             )
         return f"<m:ExportItemsResponse><m:ResponseMessages>{''.join(out)}</m:ResponseMessages></m:ExportItemsResponse>"
+
+    # --- mailbox settings (tests/fakes/exchange_settings.py) -------------------------------------------------
+
+    def _GetUserOofSettingsRequest(self, store: Store, request) -> str:
+        return settings.oof_response(store)
+
+    def _GetInboxRules(self, store: Store, request) -> str:
+        return settings.rules_response(store)
+
+    def _GetUserConfiguration(self, store: Store, request) -> str:
+        return settings.user_configuration_response(store, request)
+
+    def _GetDelegate(self, store: Store, request) -> str:
+        return settings.delegate_response(store)
+
+    def _FindItem(self, store: Store, request) -> str:
+        return settings.find_items_response(store, request, _item_xml)
 
 
 def _handler_for(fake: FakeExchange):

@@ -13,6 +13,8 @@ extends, so tokens, users, licences and the rest behave the same):
 - POST {importUrl} {"FolderId", "Mode": "create" | "update", "Data", "ItemId"?} -> {"itemId", "changeKey"}; 401 once
        the session has expired; 429 / 503 with Retry-After when a test says so
 - DELETE /users/{id}/messages/{itemId}                        an imported item removed (the cutover delta, delete_policy copied)
+- /users/{id}/mailboxSettings, .../mailFolders/inbox/messageRules, .../calendar/calendarPermissions: the mailbox's
+  settings (tests/fakes/graph_settings.py)
 
     python -m tests.fakes.graph serve --port N --dump DIR
 
@@ -36,6 +38,7 @@ from dataclasses import dataclass, field
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 
+from tests.fakes import graph_settings
 from tests.fakes.exchange_store import parse_fts
 from tests.fakes.microsoft import (
     GRAPH,
@@ -94,6 +97,10 @@ class ImportMailbox:
     upn: str
     folders: dict[str, ImportFolder] = field(default_factory=dict)
     lock: threading.RLock = field(default_factory=threading.RLock)
+    # settings (tests/fakes/graph_settings.py)
+    mailbox_settings: dict = field(default_factory=graph_settings.default_settings)
+    rules: dict = field(default_factory=dict)  # id -> messageRule
+    calendar_permissions: dict = field(default_factory=graph_settings.default_permissions)  # id -> permission
 
     def __post_init__(self):
         root = ImportFolder(
@@ -170,6 +177,10 @@ class FakeGraph(FakeMicrosoft):
         self.import_max_concurrency: Counter = Counter()
         self.crash_at: int | None = None
         self.import_attempts = 0
+        self.settings_requests: Counter = Counter()  # (method, first segment) -> count
+        self.unknown_grantees: set[str] = (
+            set()
+        )  # calendar permissions for them are refused (not in the tenant)
 
     # --- knobs -----------------------------------------------------------------------------------------------
 
@@ -215,6 +226,12 @@ class FakeGraph(FakeMicrosoft):
                 return self._admin_route(version, method, mailbox, parts[4:], query, body)
         if parts[0] == "users" and len(parts) >= 3:
             user = self.mailbox(parts[1])
+            if user is not None and user.licensed:
+                mailbox = self.import_mailbox(user.upn)
+                with mailbox.lock:
+                    answer = graph_settings.route(self, version, method, mailbox, parts[2:], body)
+                if answer is not None:
+                    return answer
             if (
                 user is not None
                 and user.licensed
