@@ -75,6 +75,11 @@ def _check_fetched_options(options: Mapping[str, Any]) -> None:
             outbound_check_url(str(options["graph_url"]))
         except OutboundRefused as exc:
             errors["options"] = f"graph_url: {exc}"
+    if options.get("authority_host"):  # Entra ID for a sovereign cloud: held to the same rules as graph_url
+        try:
+            outbound_check_url(f"https://{options['authority_host']}/")
+        except OutboundRefused as exc:
+            errors["options"] = f"authority_host: {exc}"
     if options.get("ca_file"):
         ca_dir = Path(settings.ENDPOINT_CA_DIR).resolve() if settings.ENDPOINT_CA_DIR else None
         path = Path(str(options["ca_file"]))

@@ -89,6 +89,15 @@ def test_a_graph_url_to_an_internal_address_is_refused(api, officer):
     assert ok.status_code == 201, ok.content
 
 
+def test_an_authority_host_to_an_internal_address_is_refused(api, officer):
+    for host in ("169.254.169.254", "127.0.0.1:8444", "[::1]", "10.0.0.8"):
+        response = post(api(officer), "/api/v1/endpoints/", _graph({"authority_host": host}))
+        assert response.status_code == 400 and "authority_host" in response.content.decode(), host
+    assert not Endpoint.objects.exists()
+    ok = post(api(officer), "/api/v1/endpoints/", _graph({"authority_host": "login.microsoftonline.com"}))
+    assert ok.status_code == 201, ok.content
+
+
 def test_a_ca_file_must_be_in_the_configured_directory(api, officer, settings, tmp_path):
     settings.ENDPOINT_CA_DIR = str(tmp_path)
     outside = post(api(officer), "/api/v1/endpoints/", _graph({"ca_file": "/etc/shadow"}))

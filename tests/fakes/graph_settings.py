@@ -9,6 +9,8 @@ them; the state lives on each ImportMailbox):
 - GET / POST  /users/{id}/calendar/calendarPermissions, PATCH / DELETE .../calendarPermissions/{id}
                                                      (every calendar starts with "My Organization", freeBusyRead, not
                                                      removable; a grantee not in the tenant is 404 ErrorInvalidUser)
+
+With serve --dump DIR, each change is written to DIR/<user>/_settings.json.
 """
 
 from __future__ import annotations
@@ -107,7 +109,21 @@ def route(fake, version: str, method: str, mailbox, rest: list[str], body: bytes
     if answer is not None:
         with fake._lock:
             fake.settings_requests[(method, "/".join(p for p in rest if len(p) < 30))] += 1
+        if fake.dump and method != "GET" and answer[0] < 300:
+            dump(fake.dump, mailbox)
     return answer
+
+
+def dump(directory, mailbox) -> None:
+    """DIR/<user>/_settings.json: the mailbox's settings as they stand (serve --dump)."""
+    path = directory / mailbox.upn / "_settings.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {
+        "mailboxSettings": mailbox.mailbox_settings,
+        "messageRules": sorted(mailbox.rules.values(), key=lambda r: r.get("sequence", 0)),
+        "calendarPermissions": list(mailbox.calendar_permissions.values()),
+    }
+    path.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
 
 
 def _route(fake, version: str, method: str, mailbox, rest: list[str], body: bytes):
