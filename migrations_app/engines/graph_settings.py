@@ -45,8 +45,7 @@ class GraphSettingsWriter:
         """Every setting, applied or skipped with a reason; `folders` maps source folder ids to target ones."""
         records: list[dict] = []
         oof = automatic_replies_change(settings.get("automatic_replies"))
-        hours, skipped = working_hours_change(settings.get("working_hours"))
-        records += skipped
+        hours = working_hours_change(settings.get("working_hours"))
         for change in (oof, hours):
             if change is not None:
                 records.append(self._patch_settings(change))

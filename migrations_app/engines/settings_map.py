@@ -149,9 +149,12 @@ def _predicates(source: dict, folders: dict[str, str], where: str) -> dict:
 
 def rule_changes(rules: list[dict], folders: dict[str, str]) -> tuple[list[Change], list[dict]]:
     """Graph messageRules for the source's inbox rules (`folders`: source folder id -> target folder id)."""
-    changes, skipped = [], []
+    changes, skipped, seen = [], [], set()
     for rule in sorted(rules, key=lambda r: r.get("priority", 0)):
         name = rule.get("name") or "(unnamed rule)"
+        if name in seen:  # rules are matched on the target by name: two of one name stay two
+            name = f"{name} ({rule.get('priority', len(seen) + 1)})"
+        seen.add(name)
         if rule.get("unsupported"):
             skipped.append(
                 record(
@@ -215,9 +218,9 @@ def _graph_time(value: str) -> str:
     return f"{int(hh):02d}:{int(mm):02d}:{int(float(ss)):02d}.0000000"
 
 
-def working_hours_change(hours: dict | None) -> tuple[Change | None, list[dict]]:
+def working_hours_change(hours: dict | None) -> Change | None:
     if not hours:
-        return None, []
+        return None
     days = [d.lower() for d in hours.get("days", [])]
     working = {
         "daysOfWeek": days,
@@ -232,7 +235,7 @@ def working_hours_change(hours: dict | None) -> tuple[Change | None, list[dict]]
     summary = f"{' '.join(d[:3] for d in days)} {hours.get('start')}-{hours.get('end')}" + (
         f" {zone}" if zone else ""
     )
-    return Change("working_hours", "", body, summary=summary), []
+    return Change("working_hours", "", body, summary=summary)
 
 
 def permission_changes(permissions: list[dict], delegates: list[dict]) -> tuple[list[Change], list[dict]]:
@@ -282,9 +285,7 @@ def permission_changes(permissions: list[dict], delegates: list[dict]) -> tuple[
             "isRemovable": True,
             "role": role,
         }
-        summary = role if level in ("Owner",) else role
-        if level == "Owner":
-            summary = f"{role} (Owner on Exchange 2013: Graph has no owner role)"
+        summary = f"{role} (Owner on Exchange 2013: Graph has no owner role)" if level == "Owner" else role
         changes.append(Change("calendar_permission", user, body, key=user.lower(), summary=summary))
     return changes, skipped
 

@@ -1,6 +1,8 @@
 """A fake Exchange 2013 at the HTTP level: SOAP over HTTP at /EWS/Exchange.asmx, answering the EWS operations the
-exchange engine sends through exchangelib (GetFolder, SyncFolderHierarchy, SyncFolderItems, ExportItems), shaped
-like Microsoft's documented requests and responses (docs/adr/014-exchange-engine.md).
+exchange engine sends through exchangelib (GetFolder, SyncFolderHierarchy, SyncFolderItems, ExportItems, FindItem by
+size, and the mailbox settings: GetUserOofSettings, GetInboxRules, GetUserConfiguration WorkHours, GetDelegate, the
+calendar's PermissionSet; tests/fakes/exchange_settings.py), shaped like Microsoft's documented requests and
+responses (docs/adr/014-exchange-engine.md).
 
     python -m tests.fakes.exchange serve --seed DIR --port N [--username svc --password pw]
 
