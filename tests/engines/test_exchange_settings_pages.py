@@ -71,6 +71,10 @@ def test_a_wave_moves_a_mailbox_with_its_settings_and_its_page_says_what_did_not
     assert 'id="mailbox-settings"' in page and "Not moved" in page
     assert "Automatic replies" in page and "Delegate" in page
     assert reverse("organisation_settings_csv", args=[org_a.ods_code]) in page
+    org_page = client_for(admin_a).get(reverse("organisation_detail", args=[org_a.ods_code])).content.decode()
+    assert reverse("organisation_settings_csv", args=[org_a.ods_code]) in org_page
+    wave_page = client_for(admin_a).get(reverse("wave_detail", args=[wave.pk])).content.decode()
+    assert reverse("wave_settings_csv", args=[wave.pk]) in wave_page
 
 
 @pytest.fixture
