@@ -24,6 +24,7 @@ import logging
 from migrations_app.engines.base import (
     ITEM_TOO_LARGE,
     SKIP_SEARCH_FOLDER,
+    EngineError,
     MailboxSpec,
     PermanentError,
     PreflightResult,
@@ -197,10 +198,19 @@ class ExchangeEngine(PipelineEngine):
                 self.last_stats.update(target=dict(target.stats), graph=dict(target.graph.stats))
         result.checkpoint = self._with_classes(result.checkpoint, reader, writer)
         if spec.source.options.get("move_settings", True):
-            writer.open()
-            result.checkpoint["settings"] = move_settings(
-                reader.mailbox, writer.target, result.checkpoint, phase="cutover" if delta else "pre-stage"
-            )
+            try:
+                writer.open()
+                result.checkpoint["settings"] = move_settings(
+                    reader.mailbox,
+                    writer.target,
+                    result.checkpoint,
+                    phase="cutover" if delta else "pre-stage",
+                )
+            except (
+                EngineError
+            ) as exc:  # busy or unreachable: the items are copied; the retry starts from here
+                exc.checkpoint = exc.checkpoint or result.checkpoint
+                raise
         return result
 
     @staticmethod

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from migrations_app.engines import get_engine
+from migrations_app.engines import RetryableError, get_engine
 from tests.engines.exchange_fixtures import (  # noqa: F401 - fixtures
     ExchangeBox,
     exbox,
@@ -179,3 +179,32 @@ def test_a_mailbox_without_settings_keeps_the_targets_defaults(exbox, fake_graph
     assert got[("automatic_replies", "")] == "applied"  # disabled on the source: disabled on the target
     assert exbox.target.mailbox_settings["automaticRepliesSetting"]["status"] == "disabled"
     assert ("working_hours", "") not in got  # never set in Outlook: the target's own stay
+
+
+def test_a_part_exchange_refuses_is_listed_and_the_rest_still_moves(box, fake_ews, fake_graph):  # noqa: F811
+    fake_ews.fail("GetInboxRules", "ErrorAccessDenied")
+
+    result = engine(fake_graph).sync(box.spec())
+
+    records = {(r["setting"], r["name"]): r for r in result.checkpoint["settings"]["records"]}
+    refused = records[("inbox_rule", "")]
+    assert refused["outcome"] == "skipped" and "ErrorAccessDenied" in refused["detail"]
+    assert box.target.rules == {}  # nothing half-written
+    assert box.target.mailbox_settings["automaticRepliesSetting"]["status"] == "scheduled"
+    assert records[("calendar_permission", "bob@trust.nhs.uk")]["outcome"] == "applied"
+
+
+def test_exchange_busy_past_the_wait_retries_the_settings_from_the_copied_checkpoint(
+    box, fake_ews, fake_graph
+):  # noqa: F811
+    fake_ews.fail("GetUserOofSettingsRequest", "ErrorServerBusy", back_off_ms=5000)
+    eng = get_engine("exchange", http_client=fake_graph.session(), max_wait=1)
+
+    with pytest.raises(RetryableError) as raised:
+        eng.sync(box.spec())
+
+    assert raised.value.checkpoint["items"] == 12  # the copy is kept: the retry does not copy again
+    fake_ews.faults.clear()
+    again = eng.sync(box.spec(), raised.value.checkpoint)
+    assert again.items_copied == 0 and box.arrived() == box.expected()
+    assert box.target.mailbox_settings["automaticRepliesSetting"]["status"] == "scheduled"

@@ -8,7 +8,7 @@ responses (docs/adr/014-exchange-engine.md).
 
 Mailboxes are seeded from ordinary files (tests/fakes/exchange_store.py says the layout). Knobs a test turns:
 `busy(count=, every=, back_off_ms=)` (ErrorServerBusy SOAP faults with a BackOffMilliseconds hint),
-`refuse_impersonation(address)` (ErrorImpersonateUserDenied), `latency`, an item's `corrupt` / `reported_size`
+`refuse_impersonation(address)` (ErrorImpersonateUserDenied), `fail(operation, code)`, `latency`, an item's `corrupt` / `reported_size`
 (a partial failure inside an ExportItems batch; an item over the size limit). What it observes: `requests`
 (operation counts), `max_concurrency`.
 """
@@ -114,6 +114,7 @@ class FakeExchange:
         self.stores: dict[str, Store] = stores or {}
         self.username, self.password = username, password
         self.refused: set[str] = set()  # mailboxes the service account may not impersonate
+        self.faults: dict[str, tuple[str, int | None]] = {}  # operation -> (EWS response code, back-off ms)
         self.latency = 0.0
         self.requests: Counter = Counter()
         self.max_concurrency = 0
@@ -139,6 +140,11 @@ class FakeExchange:
 
     def refuse_impersonation(self, address: str) -> None:
         self.refused.add(address.lower())
+
+    def fail(self, operation: str, code: str, *, back_off_ms: int | None = None) -> None:
+        """Every request of `operation` (GetInboxRules, GetUserOofSettingsRequest, ...) gets a SOAP fault with
+        that response code (ErrorAccessDenied, ErrorServerBusy with a back-off, ...) until cleared."""
+        self.faults[operation] = (code, back_off_ms)
 
     def start(self, port: int = 0) -> FakeExchange:
         self.server = ThreadingHTTPServer(("127.0.0.1", port), _handler_for(self))
@@ -210,6 +216,9 @@ class FakeExchange:
             return 500, _fault(
                 "ErrorNonExistentMailbox", f"The SMTP address has no mailbox associated with it: {address}"
             )
+        if operation in self.faults:
+            code, back_off = self.faults[operation]
+            return 500, _fault(code, f"The fake was told to answer {operation} with {code}.", back_off)
         handler = getattr(self, f"_{operation}", None)
         if handler is None:
             return 500, _fault("ErrorInvalidRequest", f"The fake does not answer {operation}.")
