@@ -181,7 +181,11 @@ def test_a_mailbox_without_settings_keeps_the_targets_defaults(exbox, fake_graph
     assert ("working_hours", "") not in got  # never set in Outlook: the target's own stay
 
 
-def test_a_part_exchange_refuses_is_listed_and_the_rest_still_moves(box, fake_ews, fake_graph):  # noqa: F811
+def test_a_part_exchange_refuses_is_listed_and_the_rest_still_moves(
+    box,
+    fake_ews,  # noqa: F811
+    fake_graph,  # noqa: F811
+):
     fake_ews.fail("GetInboxRules", "ErrorAccessDenied")
 
     result = engine(fake_graph).sync(box.spec())
@@ -195,8 +199,10 @@ def test_a_part_exchange_refuses_is_listed_and_the_rest_still_moves(box, fake_ew
 
 
 def test_exchange_busy_past_the_wait_retries_the_settings_from_the_copied_checkpoint(
-    box, fake_ews, fake_graph
-):  # noqa: F811
+    box,
+    fake_ews,  # noqa: F811
+    fake_graph,  # noqa: F811
+):
     fake_ews.fail("GetUserOofSettingsRequest", "ErrorServerBusy", back_off_ms=5000)
     eng = get_engine("exchange", http_client=fake_graph.session(), max_wait=1)
 
