@@ -34,6 +34,7 @@ from migrations_app.engines.base import (
     PermanentError,
     RetryableError,
 )
+from migrations_app.outbound_transport import OutboundRefusedError, outbound_session
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +96,8 @@ _ca_sessions: dict[str, requests.Session] = {}
 
 
 class _PrivateCASession(requests.Session):
-    """Trusts one CA file, whatever the environment says: requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE win
-    over a session's own `verify`, which would send a private CA's endpoint to the system bundle."""
+    """Trusts one CA file and nothing else, whatever a request or the environment says (requests lets
+    REQUESTS_CA_BUNDLE win over a session's own `verify` when the session trusts the environment)."""
 
     def __init__(self, ca_file: str):
         super().__init__()
@@ -121,7 +122,7 @@ def http_session(
         return None
     with _apps_lock:
         if ca_file not in _ca_sessions:
-            _ca_sessions[ca_file] = _PrivateCASession(ca_file)
+            _ca_sessions[ca_file] = outbound_session(_PrivateCASession(ca_file))
         return _ca_sessions[ca_file]
 
 
@@ -146,12 +147,16 @@ def msal_app(endpoint: EndpointSpec, http_client: requests.Session | None = None
                     endpoint.username,
                     client_credential=credential,
                     authority=authority,
-                    http_client=http_client,
+                    # every call to Entra obeys the outbound rules (authority_host is an endpoint option);
+                    # the session is the app's own, as MSAL's default would be
+                    http_client=http_client or outbound_session(),
                     token_cache=msal.TokenCache(),
                     instance_discovery=authority_host in WELL_KNOWN_AUTHORITY_HOSTS,
                 )
             except ValueError as exc:  # tenant unknown to Entra, or a malformed key
                 raise PermanentError(AUTH_FAILED, f"target: {exc}") from exc
+            except OutboundRefusedError as exc:
+                raise PermanentError(NETWORK, f"target: reaching Entra ID: refused: {exc}") from exc
             except requests.RequestException as exc:
                 raise RetryableError(NETWORK, f"target: reaching Entra ID: {exc}") from exc
             _apps[key] = app
@@ -236,8 +241,12 @@ class GraphClient:
             raise ValueError(f"Graph allows at most {MAILBOX_CONCURRENCY} concurrent requests per mailbox")
         self.endpoint = endpoint
         self.user = user
+        # Every request (graph_url, @odata.nextLink, the import session's importUrl) is checked when it is sent
+        # (migrations_app/outbound_transport.py): a saved graph_url that rebinds to an internal address later
+        # gets no connection. A session given by the caller is used as it is (the tests' fakes build theirs on
+        # outbound_session too); a private CA (options.ca_file) gets an outbound session of its own.
         http_client = http_session(endpoint, http_client)
-        self.http = http_client or requests.Session()
+        self.http = http_client or outbound_session()
         self._app_http = http_client
         self.base = endpoint.options.get("graph_url", GRAPH_URL).rstrip("/")
         self.slots = threading.BoundedSemaphore(concurrency)
@@ -264,6 +273,8 @@ class GraphClient:
         app = msal_app(self.endpoint, self._app_http)
         try:
             result = app.acquire_token_for_client(scopes=GRAPH_SCOPE)
+        except OutboundRefusedError as exc:
+            raise PermanentError(NETWORK, f"target: reaching Entra ID: refused: {exc}") from exc
         except requests.RequestException as exc:
             raise RetryableError(NETWORK, f"target: reaching Entra ID: {exc}") from exc
         if "access_token" not in result:
@@ -383,6 +394,9 @@ class GraphClient:
                         params=params,
                         timeout=self.timeout,
                     )
+                except OutboundRefusedError as exc:
+                    # configuration, not a blip: retrying would only ask the resolver again
+                    raise PermanentError(NETWORK, f"target: {method}: refused: {exc}") from exc
                 except requests.RequestException as exc:
                     raise RetryableError(NETWORK, f"target: {method} {path}: {exc}") from exc
                 finally:
