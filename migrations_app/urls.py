@@ -8,6 +8,7 @@ from migrations_app.views import (
     exports,
     failures,
     imports,
+    mailbox_settings,
     mailboxes,
     notification_templates,
     notify_receipts,
@@ -84,6 +85,11 @@ urlpatterns = [
     ),
     path("organisations/<ods:ods_code>/close/", readiness.organisation_close_view, name="organisation_close"),
     path(
+        "organisations/<ods:ods_code>/mailbox-settings.csv",
+        mailbox_settings.organisation_settings_csv,
+        name="organisation_settings_csv",
+    ),
+    path(
         "readiness-checks/<int:pk>/progress/",
         readiness.readiness_check_progress,
         name="readiness_check_progress",
@@ -159,6 +165,7 @@ urlpatterns = [
     path("waves/<int:pk>/live/", waves.wave_live, name="wave_live"),
     path("waves/<int:pk>/retry-failures/", waves.wave_retry_failures_view, name="wave_retry_failures"),
     path("waves/<int:pk>/mailboxes.csv", waves.wave_mailboxes_csv, name="wave_mailboxes_csv"),
+    path("waves/<int:pk>/mailbox-settings.csv", mailbox_settings.wave_settings_csv, name="wave_settings_csv"),
     path("waves/<int:pk>/move/", waves.wave_move, name="wave_move"),
     path("waves/<int:pk>/move-mailbox/", waves.wave_move_mailbox_view, name="wave_move_mailbox"),
     path(

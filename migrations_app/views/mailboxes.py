@@ -16,6 +16,7 @@ from migrations_app.models import Event, Mailbox
 
 # the rows live beside the background exports' (selectors/exports.py); other views import them from here too
 from migrations_app.selectors.exports import MAILBOX_CSV_HEADER, mailbox_csv_rows  # noqa: E402, I001
+from migrations_app.selectors.mailbox_settings import mailbox_settings
 from migrations_app.selectors.mailboxes import (
     mailbox_class_progress,
     mailbox_search,
@@ -82,6 +83,8 @@ def mailbox_detail(request, pk: int):
         # of the current round, which a person's retry resets, so it went down on the page)
         "copy_attempts": Event.objects.filter(mailbox_id=mailbox.pk, action="mailbox.claimed").count(),
         "class_progress": mailbox_class_progress(mailbox),
+        "settings_report": mailbox_settings(mailbox),
+        "preflight": mailbox.preflight_report,
         "can_retry": may_act and mailbox.state in RETRYABLE,
         "can_rollback": may_act and mailbox.state in ROLLBACKABLE,
         "can_cancel": may_act and mailbox.wave_id is not None and mailbox.state in CANCELLABLE,

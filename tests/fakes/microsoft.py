@@ -106,6 +106,9 @@ class FakeMicrosoft(FakeEntra, FakeGraphMail, FakeGraphAttachments):
                 server.server_close()
 
     tls_server = None
+    # Set when the fake answers at one https address for all three hosts (FakeGraph.serve_public): requests are
+    # routed by path and every Microsoft URL in an answer is rewritten to this base.
+    public_base = ""
 
     def serve_tls(self) -> int:
         """Also answer over TLS (a self-signed certificate made here), by the Host header, for a browser
@@ -212,6 +215,8 @@ def _handler_for(fake: FakeMicrosoft):
             path = "/" + path
             if host not in HOSTS:  # a browser talking to us as the real host (serve_tls)
                 host, path = (self.headers.get("Host") or "").split(":")[0], parts.path
+                if host not in HOSTS and fake.public_base:  # one address standing in for the three hosts
+                    host = _host_for_path(path)
             query = parse_qs(parts.query)
             headers = {k.lower(): v for k, v in self.headers.items()}
             with fake._lock:
@@ -239,6 +244,11 @@ def _handler_for(fake: FakeMicrosoft):
             else:
                 payload = json.dumps(out).encode()
                 out_headers = {"Content-Type": "application/json; charset=utf-8", **out_headers}
+                if (
+                    fake.public_base
+                ):  # every URL it hands out (token endpoint, importUrl, nextLink) comes here
+                    for real in HOSTS:
+                        payload = payload.replace(f"https://{real}".encode(), fake.public_base.encode())
             self.send_response(status)
             for key, value in out_headers.items():
                 self.send_header(key, value)
@@ -249,6 +259,17 @@ def _handler_for(fake: FakeMicrosoft):
         do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _serve
 
     return Handler
+
+
+def _host_for_path(path: str) -> str:
+    """Which Microsoft host a request to the one public address is for: Graph's versions, Outlook's upload and
+    import URLs (/api/...), else Entra ID (/{tenant}/..., /common/...)."""
+    first = path.lstrip("/").split("/", 1)[0]
+    if first in ("v1.0", "beta"):
+        return GRAPH
+    if first == "api":
+        return OUTLOOK
+    return LOGIN
 
 
 def messages_in(fake: FakeMicrosoft, upn: str, *path: str) -> list[dict]:

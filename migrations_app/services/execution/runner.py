@@ -313,6 +313,9 @@ def _done(mailbox: Mailbox, result: SyncResult, progress: _Progress) -> dict:
         "last_error_code": "",
         "last_error_message": "",
     }
+    if result.checkpoint.get("settings"):
+        # the mailbox's settings as this pass left them (the exchange engine): the page and the CSV read them here
+        fields["settings_report"] = mailbox.settings_report = result.checkpoint["settings"]
     mailbox.checkpoint = result.checkpoint
     mailbox.skipped_items = fields.get("skipped_items", mailbox.skipped_items)
     return fields
