@@ -29,6 +29,8 @@ def items_too_large(reader, limit: int | None, *, size: int, count: int) -> Pref
         ),
         source_size_bytes=size,
         source_item_count=count,
+        # kept on the mailbox for its page, as the exchange engine's pre-flight keeps its own
+        details={"too_large": [{"folder": f, "subject": subject, "size": n} for f, n, subject in examples]},
     )
 
 

@@ -81,6 +81,9 @@ def test_a_message_over_the_graph_limit_blocks_the_mailbox_naming_it(graphbox, f
     assert result.message.startswith("2 message(s) are larger than the target accepts")
     assert result.message.index("Scans: 'Scan 0 (120000 bytes)'") < result.message.index("INBOX: 'Scan 1")
     assert "Scan 0 (3000" not in result.message
+    listed = [(i["folder"], i["subject"]) for i in result.details["too_large"]]  # kept for the mailbox page
+    assert listed == [("Scans", "Scan 0 (120000 bytes)"), ("INBOX", "Scan 1 (90000 bytes)")]
+    assert all(i["size"] > 60_000 for i in result.details["too_large"])
 
     assert _graph(fake).preflight(graphbox.spec(max_message_bytes=200_000)).ok
 
