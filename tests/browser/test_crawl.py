@@ -46,10 +46,7 @@ class Crawl:
         page.context.on("request", self._request)
         page.on(
             "console",
-            lambda m: (
-                m.type == "error"
-                and self.console.append(f"{page.url}: {m.text}")
-            ),
+            lambda m: m.type == "error" and self.console.append(f"{page.url}: {m.text}"),
         )
         page.on("pageerror", lambda e: self.console.append(f"{page.url}: {e}"))
 
@@ -157,8 +154,6 @@ def test_every_page_a_role_can_reach_works(chromium, production_server, username
         assert visited >= 8, f"the crawl reached only {sorted(seen)}"
         assert not crawl.problems, "\n".join(crawl.problems)
         assert not crawl.console, "console errors:\n" + "\n".join(crawl.console)
-        assert not crawl.foreign, "requests to another host:\n" + "\n".join(
-            sorted(set(crawl.foreign))
-        )
+        assert not crawl.foreign, "requests to another host:\n" + "\n".join(sorted(set(crawl.foreign)))
     finally:
         context.close()
