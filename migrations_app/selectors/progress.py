@@ -103,6 +103,7 @@ def totals(counts: list[StateCount]) -> dict[str, int]:
         "migrated_bytes": by_state[M.MIGRATED].bytes,
         "failed": by_state[M.FAILED].mailboxes,
         "in_flight": sum(by_state[s].mailboxes for s in IN_FLIGHT),
+        "queued": by_state[M.SCHEDULED].mailboxes,
         "prestaged_bytes": sum(by_state[s].bytes for s in (M.SYNCED, M.CUTOVER, M.VERIFYING)),
         "percent": math.floor(100 * migrated / total) if total else 0,
     }
