@@ -171,3 +171,24 @@ def test_only_the_programme_office_sees_or_changes_the_rules(client_for, admin_a
     for user in (admin_a, viewer):
         assert client_for(user).post("/waves/settings/", data).status_code == 403
     assert ProgrammeSettings.load().evening_capacity_mailboxes == 22_000
+
+
+def test_the_audit_trail_says_what_changed_in_words(client_for, officer):
+    from migrations_app.models import Event
+
+    data = _posted(
+        ProgrammeSettings.load(),
+        evening_days=["0", "1"],
+        evening_starts="19:00",
+        evening_capacity_amount="20",
+        weekend_start_day="3",
+    )
+    assert client_for(officer).post("/waves/settings/", data).status_code == 302
+    event = Event.objects.get(action="programme.settings_changed")
+    assert event.data == {
+        "evening_days": ["Monday, Tuesday, Wednesday, Thursday", "Monday, Tuesday"],
+        "evening_starts": ["18:00", "19:00"],
+        "evening_capacity_bytes": ["30.0 TB", "20.0 TB"],
+        "weekend_start_day": ["Friday", "Thursday"],
+    }
+    assert event.actor == officer and "evening days" in event.subject
