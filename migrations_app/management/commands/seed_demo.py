@@ -21,6 +21,7 @@ from migrations_app.engines import get_engine
 from migrations_app.models import Contact, Organisation, ProgrammeSettings, User, Wave
 from migrations_app.planning.calendar import LONDON, Window, WindowRules, windows_between
 from migrations_app.selectors.planning import closed_periods
+from migrations_app.selectors.progress import NIGHT_STARTS_BY
 from migrations_app.services.affinity import permissions_import
 from migrations_app.services.imports import inventory_import
 from migrations_app.services.pilots import pilot_wave_create
@@ -271,19 +272,23 @@ class Command(BaseCommand):
 DEMO_TIME_NEEDED = dt.timedelta(hours=2)
 
 
-def demo_window(rules: WindowRules, closed, now: dt.datetime) -> tuple[Window, dt.datetime]:
-    """The programme window the demo pilot runs in, and when it opens: the window open now if there is one
-    with two hours or more left (at Monday 01:07 that is the weekend's, Friday 18:00 to Monday 06:00, London
-    time), else the next one, opened early so the demo moves at once. Its name and kind then say what the times are."""
+def demo_window(rules: WindowRules, closed, now: dt.datetime) -> tuple[Window, dt.datetime, dt.datetime]:
+    """The programme window the demo pilot runs in, and when it opens and closes: the window open now if it
+    has two hours or more left (at Monday 01:07 that is the weekend's, Friday 18:00 to Monday 06:00, London
+    time); in the small hours, the one open now kept open longer (the night it is charted under is its own:
+    progress.night_of); else the next one, opened early so the demo moves at once. The wave's name says so."""
     today = now.astimezone(LONDON).date()
     windows = windows_between(rules, today - dt.timedelta(days=7), today + dt.timedelta(days=14), closed)
-    for window in windows:
-        if window.starts_at <= now and window.ends_at - now >= DEMO_TIME_NEEDED:
-            return window, window.starts_at
+    current = [w for w in windows if w.starts_at <= now < w.ends_at]
+    for window in current:
+        if window.ends_at - now >= DEMO_TIME_NEEDED:
+            return window, window.starts_at, window.ends_at
+    if current and now.astimezone(LONDON).time() < NIGHT_STARTS_BY:
+        return current[0], current[0].starts_at, now + DEMO_TIME_NEEDED
     upcoming = [w for w in windows if w.starts_at > now]
     if not upcoming:
         raise CommandError("no window in the next fortnight for the demo wave: check the programme settings")
-    return upcoming[0], now - dt.timedelta(minutes=1)
+    return upcoming[0], now - dt.timedelta(minutes=1), upcoming[0].ends_at
 
 
 def _demo_wave(officer: User, approver: User) -> Wave:
@@ -293,16 +298,19 @@ def _demo_wave(officer: User, approver: User) -> Wave:
     now = timezone.now()
     rules = WindowRules.from_settings(ProgrammeSettings.load())
     today = now.astimezone(LONDON).date()
-    window, opens = demo_window(
+    window, opens, closes = demo_window(
         rules, closed_periods(today - dt.timedelta(days=7), today + dt.timedelta(days=14)), now
     )
     wave = pilot_wave_create(actor=officer, starts_on=window.first_day, kind=window.kind, per_organisation=15)
     if opens != window.starts_at:
         at = opens.astimezone(LONDON)
-        Wave.objects.filter(pk=wave.pk).update(
-            name=f"{wave.name}, opened early for the demo at {at:%H:%M}", starts_at=opens
-        )
-        wave.refresh_from_db()
+        name = f"{wave.name}, opened early for the demo at {at:%H:%M}"
+        Wave.objects.filter(pk=wave.pk).update(name=name, starts_at=opens)
+    elif closes != window.ends_at:
+        at = closes.astimezone(LONDON)
+        name = f"{wave.name}, kept open for the demo until {at:%H:%M}"
+        Wave.objects.filter(pk=wave.pk).update(name=name, ends_at=closes)
+    wave.refresh_from_db()
     wave_propose(wave=wave, actor=officer, reason="demo: the first pilot")
     for organisation in Organisation.objects.filter(mailboxes__wave=wave).distinct():
         wave_go(wave=wave, organisation=organisation, actor=officer, reason="demo")
