@@ -203,6 +203,9 @@ def forecast(
             "fastest_night": max((n for n, _ in nights.values()), default=0),
         }
     )
+    if remaining <= 0 and summary["mailboxes"]:
+        result["done"] = True  # nothing to forecast
+        return result
     if not recent or not measured:
         return result
     first = min(starts for _, starts in recent)
@@ -215,6 +218,7 @@ def forecast(
     per_day = measured / days
     nights_per_day = len(nights) / days  # how often a window moved mail over those days
     result["per_day"] = per_day
+    result["per_day_text"] = f"{per_day:,.1f}" if per_day < 10 else f"{round(per_day):,}"
     result["finish"] = _finish(today, remaining, per_day)
     # at the slowest night's pace every night: the latest date; at the fastest's: the earliest
     result["latest"] = _finish(today, remaining, result["slowest_night"] * nights_per_day)

@@ -139,11 +139,12 @@ def test_the_forecast_says_what_it_is_computed_from_and_gives_a_range(client_for
     assert f'<span class="portal-figure">{days["forecast"].day} {days["forecast"]:%B %Y}</span>' in html
     shown = re.search(r'id="forecast-range">([^<]*)<', html)[1]
     assert shown == (
-        f"between {days['earliest'].day} {days['earliest']:%B %Y} and {days['latest'].day} {days['latest']:%B %Y}"
+        f"between {days['earliest'].day} {days['earliest']:%b %Y} and {days['latest'].day} {days['latest']:%b %Y}"
     )
     basis = re.search(r'id="forecast-basis">([^<]*)<', html)[1]
     assert (
-        "From 37 mailboxes moved by 3 waves in 3 night(s) over the last 27 days: 1 a day on average" in basis
+        "From 37 mailboxes moved by 3 waves in 3 night(s) over the last 27 days: 1.4 a day on average"
+        in basis
     )
     assert "slowest (8)" in basis and "fastest (19)" in basis
 
@@ -178,3 +179,10 @@ def test_a_trust_admins_dashboard_does_not_say_programme_for_their_figures(clien
     html = client_for(admin_a).get("/dashboard/").content.decode()
     assert "Programme: " not in html and "Your organisations: " in html
     assert "programme-wide" not in html
+
+
+def test_no_forecast_once_every_mailbox_has_moved(client_for, officer, org_a):
+    for moved, days_ago in [(10, 27), (8, 20), (19, 10)]:
+        wave_in_states([org_a], {"migrated": moved}, hours_ago=24 * days_ago)
+    html = client_for(officer).get("/dashboard/").content.decode()
+    assert "Every mailbox has moved" in html and 'id="forecast-range"' not in html
