@@ -345,7 +345,9 @@ if DEBUG or TESTING:
     STATIC_ROOT.mkdir(exist_ok=True)  # whitenoise serves from the finders then, but wants the folder
 STATICFILES_DIRS = [
     BASE_DIR / "static",
-    # nhsuk-frontend's compiled CSS, JS and images, installed by `npm ci` (never committed)
+    # nhsuk-frontend's JS and images, installed by `npm ci`, and its CSS compiled without the remote web font
+    # by `make setup` (frontend/nhsuk-portal.scss); neither is committed
+    ("nhsuk", BASE_DIR / "build" / "nhsuk"),
     ("nhsuk", BASE_DIR / "node_modules" / "nhsuk-frontend" / "dist" / "nhsuk"),
 ]
 STORAGES = {
