@@ -7,12 +7,16 @@ The partitions are made by a database function that runs as the table's owner (t
 portal's own role, which owns nothing, can call it from beat; it only ever creates empty tables."""
 
 import datetime as dt
+import logging
 
 from django.conf import settings
-from django.db import connection
+from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 
 from migrations_app.models import Event
+
+logger = logging.getLogger(__name__)
+LOCK_TIMEOUT_MS = 5000
 
 
 def _partitioned() -> bool:
@@ -31,9 +35,19 @@ def event_partitions_ensure(*, since: dt.date | None = None, months_ahead: int |
         return 0
     ahead = settings.EVENT_PARTITIONS_MONTHS_AHEAD if months_ahead is None else months_ahead
     first = since or timezone.now().date()
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT portal_event_partitions_ensure(%s, %s)", [first, ahead])
-        return cursor.fetchone()[0]
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            # Making a partition takes an ACCESS EXCLUSIVE lock on the event table for a moment. Queued behind
+            # a long reader (an export), it would hold up every event INSERT behind it: give up instead, and
+            # try again at the next beat (the months ahead leave months to spare).
+            cursor.execute(f"SET LOCAL lock_timeout = {int(LOCK_TIMEOUT_MS)}")
+            cursor.execute("SELECT portal_event_partitions_ensure(%s, %s)", [first, ahead])
+            return cursor.fetchone()[0]
+    except OperationalError as exc:
+        if getattr(exc.__cause__, "sqlstate", None) != "55P03":  # lock_not_available
+            raise
+        logger.warning("event partitions not made: the event table is busy; beat tries again")
+        return 0
 
 
 def _month_after(day: dt.date) -> dt.date:

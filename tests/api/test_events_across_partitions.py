@@ -7,7 +7,9 @@ partition refuses UPDATE, DELETE and TRUNCATE; an event outside every month land
 import csv
 import datetime as dt
 import io
+import time
 
+import psycopg
 import pytest
 from django.db import connection, transaction
 from django.urls import reverse
@@ -62,9 +64,9 @@ def test_the_migration_made_this_month_the_next_ones_and_a_default(postgres):
     this_month = timezone.now().astimezone(dt.UTC)
     assert status["newest_month"] >= f"{this_month + dt.timedelta(days=3 * 28):%Y-%m}"
     # beat asks for more months ahead: they are made once
-    made = event_partitions_ensure(months_ahead=8)
-    assert made >= 1 and event_partitions_ensure(months_ahead=8) == 0
-    assert event_partitions_status()["newest_month"] >= f"{this_month + dt.timedelta(days=8 * 28):%Y-%m}"
+    event_partitions_ensure(months_ahead=14)
+    assert event_partitions_ensure(months_ahead=14) == 0  # made once
+    assert event_partitions_status()["newest_month"] >= f"{this_month + dt.timedelta(days=14 * 30):%Y-%m}"
 
 
 def test_sqlite_keeps_one_plain_table_and_postgresql_partitions_it(db):
@@ -210,3 +212,21 @@ def test_beat_keeps_the_coming_months_made(settings):
     assert (
         schedule["task"] == "migrations_app.tasks.event_partitions_ensure" and schedule["schedule"] <= 86400
     )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_making_partitions_gives_way_to_a_long_reader_rather_than_stalling_every_insert(
+    postgres, monkeypatch, caplog
+):
+    from migrations_app.services import event_partitions
+
+    monkeypatch.setattr(event_partitions, "LOCK_TIMEOUT_MS", 200)
+    s = connection.settings_dict
+    with psycopg.connect(dbname=s["NAME"], user=s["USER"], host=s["HOST"], port=s["PORT"] or 5432) as export:
+        export.execute("SELECT count(*) FROM migrations_app_event")  # a long export, its transaction open
+        started = time.monotonic()
+        assert event_partitions_ensure(months_ahead=9) == 0
+        assert time.monotonic() - started < 5
+        assert "the event table is busy" in caplog.text
+        export.rollback()
+    assert event_partitions_ensure(months_ahead=9) >= 1  # the next beat, once the reader is done
