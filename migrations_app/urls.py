@@ -70,8 +70,8 @@ urlpatterns = [
     path("mailboxes/<int:pk>/pause/", mailboxes.mailbox_pause_view, name="mailbox_pause"),
     path("mailboxes/<int:pk>/resume/", mailboxes.mailbox_resume_view, name="mailbox_resume"),
     path("mailboxes/<int:pk>/cancel/", mailboxes.mailbox_cancel_view, name="mailbox_cancel"),
-    path("mailboxes/<int:pk>/retire/", readiness.mailbox_retire_view, name="mailbox_retire"),
-    path("mailboxes/<int:pk>/reinstate/", readiness.mailbox_reinstate_view, name="mailbox_reinstate"),
+    path("mailboxes/<int:pk>/retire/", mailboxes.mailbox_retire_view, name="mailbox_retire"),
+    path("mailboxes/<int:pk>/reinstate/", mailboxes.mailbox_reinstate_view, name="mailbox_reinstate"),
     path(
         "organisations/<ods:ods_code>/readiness-check/",
         readiness.organisation_readiness_check_view,

@@ -485,6 +485,9 @@ OUTBOUND_ALLOWED_HTTP_HOSTS = env_list("OUTBOUND_ALLOWED_HTTP_HOSTS") or env_lis
 )
 OUTBOUND_ALLOWED_PORTS = env_list("OUTBOUND_ALLOWED_PORTS")
 OUTBOUND_ALLOWED_INTERNAL_HOSTS = env_list("OUTBOUND_ALLOWED_INTERNAL_HOSTS")
+# Private networks (CIDR) that any host may resolve into: where the trusts' Exchange servers are reached (HSCN,
+# a VPN). Loopback, link-local (the metadata address), unspecified and multicast addresses are never allowed.
+OUTBOUND_ALLOWED_INTERNAL_NETWORKS = env_list("OUTBOUND_ALLOWED_INTERNAL_NETWORKS")
 # An endpoint's options.ca_file must be inside this directory (unset: no extra CA files accepted).
 ENDPOINT_CA_DIR = env_str("ENDPOINT_CA_DIR")
 

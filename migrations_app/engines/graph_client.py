@@ -34,6 +34,7 @@ from migrations_app.engines.base import (
     PermanentError,
     RetryableError,
 )
+from migrations_app.outbound_transport import OutboundRefusedError, outbound_session
 
 log = logging.getLogger(__name__)
 
@@ -108,11 +109,15 @@ def msal_app(endpoint: EndpointSpec, http_client: requests.Session | None = None
                     endpoint.username,
                     client_credential=credential,
                     authority=authority,
-                    http_client=http_client,
+                    # every call to Entra obeys the outbound rules (authority_host is an endpoint option);
+                    # the session is the app's own, as MSAL's default would be
+                    http_client=http_client or outbound_session(),
                     token_cache=msal.TokenCache(),
                 )
             except ValueError as exc:  # tenant unknown to Entra, or a malformed key
                 raise PermanentError(AUTH_FAILED, f"target: {exc}") from exc
+            except OutboundRefusedError as exc:
+                raise PermanentError(NETWORK, f"target: reaching Entra ID: refused: {exc}") from exc
             except requests.RequestException as exc:
                 raise RetryableError(NETWORK, f"target: reaching Entra ID: {exc}") from exc
             _apps[key] = app
@@ -197,7 +202,11 @@ class GraphClient:
             raise ValueError(f"Graph allows at most {MAILBOX_CONCURRENCY} concurrent requests per mailbox")
         self.endpoint = endpoint
         self.user = user
-        self.http = http_client or requests.Session()
+        # Every request (graph_url, @odata.nextLink, the import session's importUrl) is checked when it is sent
+        # (migrations_app/outbound_transport.py): a saved graph_url that rebinds to an internal address later
+        # gets no connection. A session given by the caller is used as it is (the tests' fakes build theirs on
+        # outbound_session too).
+        self.http = http_client or outbound_session()
         self._app_http = http_client
         self.base = endpoint.options.get("graph_url", GRAPH_URL).rstrip("/")
         self.slots = threading.BoundedSemaphore(concurrency)
@@ -224,6 +233,8 @@ class GraphClient:
         app = msal_app(self.endpoint, self._app_http)
         try:
             result = app.acquire_token_for_client(scopes=GRAPH_SCOPE)
+        except OutboundRefusedError as exc:
+            raise PermanentError(NETWORK, f"target: reaching Entra ID: refused: {exc}") from exc
         except requests.RequestException as exc:
             raise RetryableError(NETWORK, f"target: reaching Entra ID: {exc}") from exc
         if "access_token" not in result:
@@ -343,6 +354,9 @@ class GraphClient:
                         params=params,
                         timeout=self.timeout,
                     )
+                except OutboundRefusedError as exc:
+                    # configuration, not a blip: retrying would only ask the resolver again
+                    raise PermanentError(NETWORK, f"target: {method}: refused: {exc}") from exc
                 except requests.RequestException as exc:
                     raise RetryableError(NETWORK, f"target: {method} {path}: {exc}") from exc
                 finally:

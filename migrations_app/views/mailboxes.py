@@ -1,5 +1,6 @@
 """Mailbox pages: search by address or display-name prefix, one mailbox with its timeline, skipped items and
-last error, retry and roll-back (services.execution), and the CSV of search results.
+last error, its actions (retry, roll back, pause, resume, cancel, switch: services.execution; retire and bring
+back: services.readiness.leavers), each button one line through _act, and the CSV of search results.
 
 A mailbox outside the user's scope is a 404 (its existence is not revealed); an action the user may not take
 on one they can see is a 403 (the services check require_administer)."""
@@ -38,7 +39,7 @@ from migrations_app.services.execution import (
 )
 from migrations_app.services.execution.switch import MANUAL_CHECKLIST, switch_target
 from migrations_app.services.readiness.codes import blocked_reason
-from migrations_app.services.readiness.leavers import RETIRABLE
+from migrations_app.services.readiness.leavers import RETIRABLE, mailbox_reinstate, mailbox_retire
 from migrations_app.views._csv import csv_response
 from migrations_app.views.support import mailbox_notifications_context
 
@@ -169,3 +170,17 @@ def mailbox_switch_confirm_view(request, pk: int):
 @require_POST
 def mailbox_unswitch_view(request, pk: int):
     return _act(request, pk, mailbox_unswitch, "is being switched back: its mail goes to the source again")
+
+
+@login_required
+@require_POST
+def mailbox_retire_view(request, pk: int):
+    return _act(request, pk, mailbox_retire, "is retired: kept with its history, never planned")
+
+
+@login_required
+@require_POST
+def mailbox_reinstate_view(request, pk: int):
+    return _act(
+        request, pk, mailbox_reinstate, "is back in the inventory: check it again before it is planned"
+    )

@@ -15,8 +15,10 @@ from urllib.parse import urlsplit
 import requests
 
 from migrations_app.engines import EndpointSpec, MailboxSpec, get_engine
+from migrations_app.outbound_transport import outbound_session
 from tests.fakes.exchange_store import seed
 from tests.fakes.microsoft import HOSTS
+from tests.fakes.outbound import allow_fake
 from tests.test_readme import readme_example
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,10 +31,12 @@ def _free_port() -> int:
 
 
 class ToFake(requests.Session):
-    """Sends Microsoft's hosts to the fake Graph process, as its in-process twin does."""
+    """Sends Microsoft's hosts to the fake Graph process, as its in-process twin does, through the outbound
+    rules (the test allows the fake's loopback address as the programme office would)."""
 
     def __init__(self, base: str):
         super().__init__()
+        outbound_session(self)
         self.base = base
 
     def request(self, method, url, *args, **kwargs):
@@ -52,9 +56,11 @@ def _start(line: str, ews_port: int, graph_port: int, dump: Path) -> subprocess.
     return subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def test_the_readme_fakes_serve_and_the_engine_joins_them(tmp_path):
+def test_the_readme_fakes_serve_and_the_engine_joins_them(tmp_path, settings):
     lines = [line for line in readme_example("exchange-fakes").splitlines() if line.strip()]
     ews_port, graph_port, dump = _free_port(), _free_port(), tmp_path / "imported"
+    allow_fake(settings, f"http://127.0.0.1:{ews_port}")
+    allow_fake(settings, f"http://127.0.0.1:{graph_port}")
     processes = [_start(line, ews_port, graph_port, dump) for line in lines]
     try:
         banner = processes[0].stdout.readline()
