@@ -2,8 +2,12 @@
 
 from django.db import migrations, models
 
+from migrations_app.migration_ops import AddIndexSafely
+
 
 class Migration(migrations.Migration):
+    # The mailbox table is full in production: its indexes are built CONCURRENTLY (ADR 029).
+    atomic = False
 
     dependencies = [
         ('migrations_app', '0022_merge_notify_reliability'),
@@ -20,11 +24,11 @@ class Migration(migrations.Migration):
             name='settings_report',
             field=models.JSONField(blank=True, null=True),
         ),
-        migrations.AddIndex(
+        AddIndexSafely(
             model_name='mailbox',
             index=models.Index(condition=models.Q(('settings_report__isnull', False)), fields=['organisation', 'id'], name='mailbox_settings_org_idx'),
         ),
-        migrations.AddIndex(
+        AddIndexSafely(
             model_name='mailbox',
             index=models.Index(condition=models.Q(('settings_report__isnull', False)), fields=['wave', 'id'], name='mailbox_settings_wave_idx'),
         ),
