@@ -5,9 +5,10 @@
   task of a worker reuses MSAL's token cache instead of asking Entra for a token per mailbox.
 - Limits (Outlook service limits in Graph): at most 4 concurrent requests per mailbox (a semaphore: a $batch
   whose sub-requests are chained with dependsOn runs one at a time, so it takes one slot); at most 150 MB
-  uploaded per mailbox in any 5 minutes (a sliding window; a wait longer than `max_wait` becomes a
-  RetryableError with the wait); 429 / 503 honoured with Retry-After, exponential back-off with jitter when
-  the header is missing; a 401 from an expired token drops MSAL's cached token and retries once.
+  uploaded per mailbox in any 5 minutes (a sliding window, waited for exactly: pacing, never an error;
+  the writer fills what is left of a window with the part of a batch that fits); 429 / 503 honoured with
+  Retry-After, exponential back-off with jitter when the header is missing; a 401 from an expired token drops
+  MSAL's cached token and retries once.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import requests
 from migrations_app.engines.base import (
     AUTH_FAILED,
     NETWORK,
+    NOT_LICENSED,
     OVER_QUOTA,
     PROTOCOL,
     SERVER_BUSY,
@@ -34,6 +36,7 @@ from migrations_app.engines.base import (
     PermanentError,
     RetryableError,
 )
+from migrations_app.outbound_transport import OutboundRefusedError, outbound_session
 
 log = logging.getLogger(__name__)
 
@@ -91,13 +94,51 @@ def authority_for(tenant: str, host: str = DEFAULT_AUTHORITY_HOST) -> str:
     return f"https://{host}/{tenant}"
 
 
+_ca_sessions: dict[str, requests.Session] = {}
+
+
+class _PrivateCASession(requests.Session):
+    """Trusts one CA file and nothing else, whatever a request or the environment says (requests lets
+    REQUESTS_CA_BUNDLE win over a session's own `verify` when the session trusts the environment)."""
+
+    def __init__(self, ca_file: str):
+        super().__init__()
+        self.ca_file = self.verify = ca_file
+
+    def request(self, method, url, *args, **kwargs):
+        if kwargs.get("verify") in (None, True):
+            kwargs["verify"] = self.ca_file
+        return super().request(method, url, *args, **kwargs)
+
+
+def http_session(
+    endpoint: EndpointSpec, http_client: requests.Session | None = None
+) -> requests.Session | None:
+    """The HTTP session for an endpoint: the one given (tests, the workers' options), else, when the endpoint
+    names a private CA (options.ca_file, a file under ENDPOINT_CA_DIR: a test tenant or a proxy that terminates
+    TLS), one session per CA file for the process that trusts only it; else None (MSAL's and requests' own)."""
+    if http_client is not None:
+        return http_client
+    ca_file = endpoint.options.get("ca_file")
+    if not ca_file:
+        return None
+    with _apps_lock:
+        if ca_file not in _ca_sessions:
+            _ca_sessions[ca_file] = outbound_session(_PrivateCASession(ca_file))
+        return _ca_sessions[ca_file]
+
+
 def msal_app(endpoint: EndpointSpec, http_client: requests.Session | None = None):
     """The process's MSAL app for this endpoint (made once; MSAL fetches the tenant's OpenID configuration
-    when it is made). Keyed by a hash of the credential, never the credential itself."""
+    when it is made). Keyed by a hash of the credential, never the credential itself. An authority host that
+    is not one of Microsoft's (options.authority_host: a test tenant) is used as it is, without asking
+    login.microsoftonline.com to vouch for it (MSAL's instance discovery)."""
     import msal
+    from msal.authority import WELL_KNOWN_AUTHORITY_HOSTS
 
     credential = client_credential(endpoint)
-    authority = authority_for(endpoint.host, endpoint.options.get("authority_host", DEFAULT_AUTHORITY_HOST))
+    authority_host = endpoint.options.get("authority_host", DEFAULT_AUTHORITY_HOST)
+    authority = authority_for(endpoint.host, authority_host)
     fingerprint = hashlib.sha256(repr(credential).encode()).hexdigest()
     key = (authority, endpoint.username, fingerprint, id(http_client))
     with _apps_lock:
@@ -108,11 +149,16 @@ def msal_app(endpoint: EndpointSpec, http_client: requests.Session | None = None
                     endpoint.username,
                     client_credential=credential,
                     authority=authority,
-                    http_client=http_client,
+                    # every call to Entra obeys the outbound rules (authority_host is an endpoint option);
+                    # the session is the app's own, as MSAL's default would be
+                    http_client=http_client or outbound_session(),
                     token_cache=msal.TokenCache(),
+                    instance_discovery=authority_host in WELL_KNOWN_AUTHORITY_HOSTS,
                 )
             except ValueError as exc:  # tenant unknown to Entra, or a malformed key
                 raise PermanentError(AUTH_FAILED, f"target: {exc}") from exc
+            except OutboundRefusedError as exc:
+                raise PermanentError(NETWORK, f"target: reaching Entra ID: refused: {exc}") from exc
             except requests.RequestException as exc:
                 raise RetryableError(NETWORK, f"target: reaching Entra ID: {exc}") from exc
             _apps[key] = app
@@ -138,7 +184,7 @@ def graph_error(response: requests.Response | dict, status: int | None = None, w
     code = error.get("code", "") or str(status)
     message = f"{where}: {status} {code}: {error.get('message', '')}".rstrip(": ")
     if code == "MailboxNotEnabledForRESTAPI":
-        return PermanentError(TARGET_MISSING, f"{where}: " + NO_MAILBOX_MESSAGE.format(user="the user"))
+        return PermanentError(NOT_LICENSED, f"{where}: " + NO_MAILBOX_MESSAGE.format(user="the user"))
     if code in ("ErrorQuotaExceeded", "ErrorQuotaExceededOnDelete") or "quota" in code.lower():
         return PermanentError(OVER_QUOTA, message)
     if status in (401, 403):
@@ -197,7 +243,12 @@ class GraphClient:
             raise ValueError(f"Graph allows at most {MAILBOX_CONCURRENCY} concurrent requests per mailbox")
         self.endpoint = endpoint
         self.user = user
-        self.http = http_client or requests.Session()
+        # Every request (graph_url, @odata.nextLink, the import session's importUrl) is checked when it is sent
+        # (migrations_app/outbound_transport.py): a saved graph_url that rebinds to an internal address later
+        # gets no connection. A session given by the caller is used as it is (the tests' fakes build theirs on
+        # outbound_session too); a private CA (options.ca_file) gets an outbound session of its own.
+        http_client = http_session(endpoint, http_client)
+        self.http = http_client or outbound_session()
         self._app_http = http_client
         self.base = endpoint.options.get("graph_url", GRAPH_URL).rstrip("/")
         self.slots = threading.BoundedSemaphore(concurrency)
@@ -224,6 +275,8 @@ class GraphClient:
         app = msal_app(self.endpoint, self._app_http)
         try:
             result = app.acquire_token_for_client(scopes=GRAPH_SCOPE)
+        except OutboundRefusedError as exc:
+            raise PermanentError(NETWORK, f"target: reaching Entra ID: refused: {exc}") from exc
         except requests.RequestException as exc:
             raise RetryableError(NETWORK, f"target: reaching Entra ID: {exc}") from exc
         if "access_token" not in result:
@@ -245,35 +298,68 @@ class GraphClient:
         with self._stats_lock:
             self.stats[name] += n
 
+    def _room(self, now: float) -> int:
+        """Bytes free in the window now. Under the lock. An upload counts from when it finished arriving (so
+        the server, which counts what it received, never sees more in a window than we allowed ourselves)
+        and, while in flight, until it has."""
+        self._uploads = [u for u in self._uploads if u[2] or u[0] > now - self.upload_window]
+        return self.upload_budget_bytes - sum(u[1] for u in self._uploads)
+
+    def upload_room(self) -> int:
+        """Bytes that can be sent now without waiting (the writer fills the window with what fits)."""
+        with self._upload_lock:
+            return max(0, self._room(time.monotonic()))
+
+    def upload_wait(self, size: int) -> float:
+        """Seconds until `size` more bytes fit in the window (0: now): until the oldest finished uploads that
+        must leave it have left. While only in-flight uploads could make room, their end is not known yet: a
+        short wait, asked again."""
+        with self._upload_lock:
+            now = time.monotonic()
+            free = self._room(now)
+            if size <= free or not self._uploads:
+                return 0.0
+            short = size - free
+            for at, n, in_flight in sorted(self._uploads):
+                if in_flight:
+                    continue
+                short -= n
+                if short <= 0:
+                    return max(at + self.upload_window - now, 0.001)
+            return 0.02
+
+    def wait_for_budget(self, size: int) -> None:
+        """Sleep until `size` more bytes fit in the window: exactly until the uploads that must leave it
+        have left, not a poll. Waiting is pacing, not failing (see reserve_upload)."""
+        while wait := self.upload_wait(size):
+            self._count("paced_seconds", wait)
+            time.sleep(min(wait, self.upload_window))
+
+    def try_reserve(self, size: int) -> list | None:
+        """Take `size` bytes of the window now, or None when they do not fit (no waiting)."""
+        with self._upload_lock:
+            now = time.monotonic()
+            free = self._room(now)
+            if size > free and self._uploads:
+                return None
+            entry = [now, size, True]
+            self._uploads.append(entry)
+            self._count("uploaded_bytes", size)
+            return entry
+
     def reserve_upload(self, size: int) -> list:
-        """Wait until `size` more bytes fit in the mailbox's 150 MB / 5 min upload window. Waiting is pacing,
-        not failing: the wait is at most one window, the copy goes on at the budget's rate, and the run's
-        lease is kept meanwhile (the pipeline's heartbeat), so a mailbox of any size gets through without
-        spending its retries. The window is the mailbox's: upload_state() / restore_uploads() carry it in the
-        checkpoint across runs and workers."""
+        """Wait until `size` more bytes fit in the mailbox's 150 MB / 5 min upload window and take them.
+        Waiting is pacing, not failing: the wait is at most one window, the copy goes on at the budget's
+        rate, and the run's lease is kept meanwhile (the pipeline's heartbeat), so a mailbox of any size
+        gets through without spending its retries. The window is the mailbox's: upload_state() /
+        restore_uploads() carry it in the checkpoint across runs and workers. request() waits without
+        holding a request slot and reserves once it holds one, right before sending: no idle gap between
+        the reservation and the bytes on the wire."""
         while True:
-            with self._upload_lock:
-                now = time.monotonic()
-                # [time, bytes, in flight]: an upload counts from when it finished arriving (so the server,
-                # which counts what it received, never sees more in a window than we allowed ourselves).
-                self._uploads = [u for u in self._uploads if u[2] or u[0] > now - self.upload_window]
-                used = sum(u[1] for u in self._uploads)
-                if used + size <= self.upload_budget_bytes or not self._uploads:
-                    entry = [now, size, True]
-                    self._uploads.append(entry)
-                    self._count("uploaded_bytes", size)
-                    return entry
-                # the oldest uploads that must leave the window before this one fits
-                freed, wait = used + size - self.upload_budget_bytes, 0.05
-                for at, n, in_flight in sorted(self._uploads):
-                    if in_flight:
-                        continue
-                    freed -= n
-                    wait = at + self.upload_window - now
-                    if freed <= 0:
-                        break
-            self._count("paced_seconds", max(wait, 0.01))
-            time.sleep(min(max(wait, 0.01), self.upload_window))
+            self.wait_for_budget(size)
+            entry = self.try_reserve(size)
+            if entry is not None:
+                return entry
 
     def upload_done(self, entry: list | None) -> None:
         if entry is not None:
@@ -330,8 +416,12 @@ class GraphClient:
             send_headers = dict(headers or {})
             if authorize:
                 send_headers["Authorization"] = f"Bearer {self.token()}"
-            reserved = self.reserve_upload(upload) if upload else None
+            if upload:
+                self.wait_for_budget(upload)
             with self.slots:
+                reserved = self.try_reserve(upload) if upload else None
+                if upload and reserved is None:
+                    continue  # another thread took the room meanwhile: wait again, without the slot
                 self._count("requests")
                 try:
                     response = self.http.request(
@@ -343,6 +433,9 @@ class GraphClient:
                         params=params,
                         timeout=self.timeout,
                     )
+                except OutboundRefusedError as exc:
+                    # configuration, not a blip: retrying would only ask the resolver again
+                    raise PermanentError(NETWORK, f"target: {method}: refused: {exc}") from exc
                 except requests.RequestException as exc:
                     raise RetryableError(NETWORK, f"target: {method} {path}: {exc}") from exc
                 finally:
