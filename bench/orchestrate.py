@@ -7,8 +7,8 @@ Celery worker processes, the real broker and PostgreSQL, the simulated engine, i
 - `inflight` (the realistic one): every copy holds its slot for `--copy-seconds` while it does I/O and
   reports progress every `--progress-seconds`, up to `--in-flight` of them at once (1,000), carried by
   `--workers` worker processes with the threads pool (`--threads` each) and a connection pool of
-  `--pool-size` per process, copies on a queue of their own (CELERY_COPY_QUEUE) and one prefork worker for the
-  rest (ticks, pumps). Sampled every 2 s: worker RSS (every process of each worker), PostgreSQL
+  `--pool-size` per process, copies on a queue of their own (CELERY_COPY_QUEUE) and one prefork worker with
+  the beat for the rest (ticks, pumps, the reconciler). Sampled every 2 s: worker RSS (every process of each worker), PostgreSQL
   connections in use, mailboxes in flight, and the heartbeat lag of every running copy (now - heartbeat_at).
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/portal_orchestrate_bench \\
@@ -180,12 +180,15 @@ def run_wave(args, regime: str, database_url: str, broker_url: str) -> dict:
             )
             for i in range(processes)
         ]
-        if inflight:  # as deployed: the copies' workers, and one prefork worker for the ticks and pumps
+        if inflight:
+            # As deployed: the copies' workers, one prefork worker for the rest (ticks, pumps) and the one beat,
+            # whose reconciler requeues a copy whose task the broker lost (as in production, ADR 024).
             workers.append(
                 WorkerProcess(
-                    f"bench{regime}rest", Path(tmp), env=env, pool="prefork", concurrency=1, queues="celery"
+                    f"bench{regime}rest", Path(tmp), env=env, pool="prefork", concurrency=1, queues="celery",
+                    beat=True,
                 )
-            )
+            )  # fmt: skip
         sampler = Sampler(database_url, workers, {own_pid})
         try:
             for worker in workers:
