@@ -28,11 +28,12 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from migrations_app.models import (
     Mailbox,
+    Moment,
     Notification,
     NotificationSettings,
     Organisation,
@@ -40,6 +41,7 @@ from migrations_app.models import (
     Wave,
 )
 from migrations_app.services.events import event_record_many
+from migrations_app.services.notifications.digest import digest_values
 from migrations_app.services.notifications.templates import (
     Rendered,
     personalisation,
@@ -216,7 +218,9 @@ class Allowance:
 def _claim(limit: int, now: dt.datetime, after: tuple | None) -> tuple[list[int], tuple | None]:
     """Claim the next due notifications, nearest windows first: pending -> sending in one statement. `after`
     is where the previous claim of this pass stopped (window, id): the scan starts there instead of walking
-    the index entries of everything this pass already took (dead until vacuum: quadratic over a weekend)."""
+    the index entries of everything this pass already took (dead until vacuum: quadratic over a weekend).
+    A digest waits while its organisation's owners in that wave are still to be sent, so that what it says
+    they were told is what they were told (notification_owner_wait_idx holds only those rows)."""
     lease = now + SENDING_LEASE
     if connection.vendor == "postgresql":
         table = connection.ops.quote_name(Notification._meta.db_table)
@@ -224,19 +228,29 @@ def _claim(limit: int, now: dt.datetime, after: tuple | None) -> tuple[list[int]
         sql = f"""
             UPDATE {table} SET status = %s, next_attempt_at = %s
             WHERE id IN (
-                SELECT id FROM {table}
+                SELECT id FROM {table} n
                 WHERE status = %s AND (next_attempt_at IS NULL OR next_attempt_at <= %s) {keyset}
+                AND (mailbox_id IS NOT NULL OR NOT EXISTS (
+                    SELECT 1 FROM {table} o WHERE o.organisation_id = n.organisation_id
+                    AND o.wave_id = n.wave_id AND o.mailbox_id IS NOT NULL AND o.status IN (%s, %s)))
                 ORDER BY window_starts_at, id LIMIT %s FOR UPDATE SKIP LOCKED
             )
             RETURNING id, window_starts_at"""
-        params = [N.SENDING, lease, N.PENDING, now, *(after or ()), limit]
+        params = [N.SENDING, lease, N.PENDING, now, *(after or ()), N.PENDING, N.SENDING, limit]
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             claimed = sorted(cursor.fetchall(), key=lambda row: (row[1], row[0]))
         return [row[0] for row in claimed], ((claimed[-1][1], claimed[-1][0]) if claimed else after)
     with transaction.atomic():
+        owners_waiting = Notification.objects.filter(
+            organisation_id=OuterRef("organisation_id"),
+            wave_id=OuterRef("wave_id"),
+            mailbox__isnull=False,
+            status__in=(N.PENDING, N.SENDING),
+        )
         due = Notification.objects.filter(status=N.PENDING).filter(
-            Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
+            Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now),
+            Q(mailbox__isnull=False) | ~Exists(owners_waiting),
         )
         if after:
             due = due.filter(Q(window_starts_at__gt=after[0]) | Q(window_starts_at=after[0], id__gt=after[1]))
@@ -256,7 +270,10 @@ def _render(ids: list[int]) -> tuple[list[Outgoing], list[Notification]]:
         .only("id", "mailbox_id", "organisation_id", "wave_id", "moment", "recipient", "attempts", "status")
         .order_by("window_starts_at", "id")
     )
-    mailboxes = Mailbox.objects.only("id", "email", "display_name").in_bulk([r.mailbox_id for r in rows])
+    mailboxes = Mailbox.objects.only("id", "email", "display_name").in_bulk(
+        [r.mailbox_id for r in rows if r.mailbox_id]
+    )
+    digests = digest_values([r for r in rows if r.mailbox_id is None])
     org_ids = {r.organisation_id for r in rows}
     names = dict(Organisation.objects.filter(pk__in=org_ids).values_list("pk", "name"))
     notices = dict(
@@ -268,6 +285,13 @@ def _render(ids: list[int]) -> tuple[list[Outgoing], list[Notification]]:
     templates = {}
     outgoing = []
     for row in rows:
+        if row.mailbox_id is None:  # a digest to one of the organisation's contacts
+            template = templates.get(Moment.DIGEST) or templates.setdefault(
+                Moment.DIGEST, template_for(Moment.DIGEST)
+            )
+            rendered = template_render(template=template, values=digests[row.pk])
+            outgoing.append(Outgoing(row.pk, row.recipient, Moment.DIGEST, rendered))
+            continue
         template = templates.get(row.moment) or templates.setdefault(row.moment, template_for(row.moment))
         values = personalisation(
             mailbox=mailboxes[row.mailbox_id],
