@@ -104,12 +104,18 @@ def render(text: str, values: dict[str, str]) -> str:
     return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), text)
 
 
-def personalisation(*, mailbox: Mailbox, organisation_name: str, paragraph: str, wave: Wave | None) -> dict:
+def personalisation(
+    *, mailbox, organisation_name: str, paragraph: str, wave: Wave | None, window: str | None = None
+) -> dict:
+    """The owner's placeholders; `mailbox` needs its email and display_name, `window` is the wave's window
+    text when the caller has it already (the sender renders it once per wave)."""
+    if window is None:
+        window = window_text(wave.starts_at, wave.ends_at) if wave else "a date to be agreed"
     return {
         "name": mailbox.display_name or mailbox.email,
         "address": mailbox.email,
         "organisation": organisation_name,
-        "window": window_text(wave.starts_at, wave.ends_at) if wave else "a date to be agreed",
+        "window": window,
         "paragraph": paragraph,
         "help_url": settings.PUBLIC_HELP_URL,
     }
