@@ -25,6 +25,7 @@ class WorkerProcess:
         pool: str = "solo",
         concurrency: int = 1,
         beat: bool = False,
+        queues: str = "",
     ):
         self.name = name
         self.log_path = Path(log_dir) / f"worker-{name}.log"
@@ -33,6 +34,8 @@ class WorkerProcess:
             "--hostname", f"{name}@%h", "--pool", pool, "--concurrency", str(concurrency),
             "--without-gossip", "--without-mingle", "--loglevel", "INFO",
         ]  # fmt: skip
+        if queues:  # e.g. "copies" for a copy worker (CELERY_COPY_QUEUE), "celery" for the rest
+            command += ["--queues", queues]
         if beat:  # the beat inside this worker: the every-minute tick and the reconciler, on their schedule
             command += ["--beat", "--scheduler", "celery.beat:Scheduler"]  # in memory: nothing on disk
         self._log = open(self.log_path, "w")  # noqa: SIM115 (closed in stop())

@@ -23,6 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench._generate import organisations_and_mailboxes
 from bench._scratch import log, reset_schema, scratch_database_url
 from bench._workers import WorkerProcess, worker_env
 
@@ -31,30 +32,10 @@ RATES = "NOT_LICENSED=0.01,TARGET_MISSING=0.005,OVER_QUOTA=0.003,ITEM_TOO_LARGE=
 
 def generate(cursor, *, mailboxes: int, orgs: int) -> None:
     """Organisations in readiness, every gate met, and their inventoried mailboxes, set-based."""
-    cursor.execute(
-        """
-        INSERT INTO migrations_app_organisation
-            (ods_code, name, kind, region, status, stage, preferred_window, priority, gate_mfa_enforced,
-             gate_acceptable_use, gate_licences_assigned, gate_service_desk_briefed, notes, created_at, updated_at)
-        SELECT 'R' || lpad(i::text, 5, '0'), 'Organisation ' || i,
-               CASE WHEN i <= 10 THEN 'trust' ELSE 'gp_practice' END, 'london', 'enrolled', 'readiness', 'any', 50,
-               true, true, true, true, '', now(), now()
-        FROM generate_series(1, %(orgs)s) AS i
-        """,
-        {"orgs": orgs},
-    )
-    cursor.execute(
-        """
-        INSERT INTO migrations_app_mailbox
-            (organisation_id, email, display_name, kind, size_bytes, item_count, state, source_identity,
-             created_at, updated_at)
-        SELECT o.id, 'user' || i || '@' || lower(o.ods_code) || '.nhs.uk', 'User ' || i, 'user',
-               500000000::bigint + (i %% 97) * 20000000::bigint, 10000 + i %% 5000, 'inventoried', '', now(), now()
-        FROM generate_series(1, %(mailboxes)s) AS i
-        JOIN migrations_app_organisation o ON o.ods_code = 'R' || lpad((1 + i %% %(orgs)s)::text, 5, '0')
-        """,
-        {"mailboxes": mailboxes, "orgs": orgs},
-    )
+    organisations_and_mailboxes(
+        cursor, mailboxes=mailboxes, orgs=orgs, prefix="R", status="enrolled", stage="readiness",
+        state="inventoried", trusts=10,
+    )  # fmt: skip
 
 
 def main() -> None:

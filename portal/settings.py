@@ -146,6 +146,23 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 20,
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
+# A connection pool per process (psycopg_pool; PostgreSQL only, 0 = none). Copy workers run many copies on
+# threads (`--pool threads`): each copy borrows a connection for its writes and gives it back, so a worker
+# carrying hundreds of copies needs DB_POOL_MAX_SIZE connections, not one per copy (docs/adr/031).
+DB_POOL_MAX_SIZE = env_int("DB_POOL_MAX_SIZE", 0)
+if DB_POOL_MAX_SIZE < 0:
+    raise ImproperlyConfigured("DB_POOL_MAX_SIZE must be 0 (no pool) or more")
+if DB_POOL_MAX_SIZE and DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    DATABASES["default"]["CONN_MAX_AGE"] = 0  # Django's pool wants connections closed (returned) after use
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 1,
+        "max_size": DB_POOL_MAX_SIZE,
+        "timeout": env_float("DB_POOL_TIMEOUT_SECONDS", 60.0),
+    }
+# Behind PgBouncer in transaction mode a server-side cursor cannot outlive its transaction: CSV downloads
+# stream with client-side cursors instead (docs/adr/031).
+if env_bool("DB_PGBOUNCER_TRANSACTION_MODE", False):
+    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- cache (import progress, rate limits); shared between web and worker processes ------------------------
@@ -233,6 +250,13 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Copies on a queue of their own (e.g. "copies"), for workers built to carry hundreds of them at once
+# (`--pool threads`, DB_POOL_MAX_SIZE); imports, exports and the rest stay on the default queue with prefork
+# workers, whose CPU-bound work would otherwise share one interpreter with the copies (docs/adr/031).
+# Empty (the default, and make run): every task on the default queue.
+CELERY_COPY_QUEUE = env_str("CELERY_COPY_QUEUE")
+if CELERY_COPY_QUEUE:
+    CELERY_TASK_ROUTES = {"migrations_app.tasks.mailboxes_work": {"queue": CELERY_COPY_QUEUE}}
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "Europe/London"
@@ -297,6 +321,8 @@ MIGRATION_PRESTAGE_HOURS = env_int("MIGRATION_PRESTAGE_HOURS", 72)
 MIGRATION_ENGINE_OPTIONS = {
     "simulated": {
         "throughput_bytes_per_s": env_int("SIMULATED_THROUGHPUT", 50_000_000),
+        # how much a copy moves between two progress reports (a real engine reports per batch or folder)
+        "chunk_bytes": env_int("SIMULATED_CHUNK_BYTES", 256 * 1024 * 1024),
         # e.g. THROTTLED=0.03,AUTH_FAILED=0.01: the share of copies failing with each code (the demo's mix)
         "failure_rates": env_rates("SIMULATED_FAILURE_RATES"),
         # drills: a file that records every copy's start and end, to check no mailbox ran twice at once

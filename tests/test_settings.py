@@ -165,3 +165,42 @@ def test_it_refuses_a_visibility_timeout_shorter_than_the_longest_task():
     }
     result = _manage("check", env=env)
     assert result.returncode != 0 and "CELERY_VISIBILITY_TIMEOUT_SECONDS=3600 must be longer" in result.stderr
+
+
+def test_copy_workers_can_share_a_connection_pool_and_pgbouncer_is_catered_for():
+    code = (
+        "from django.conf import settings as s; d=s.DATABASES['default']; "
+        "print(d['CONN_MAX_AGE'], d.get('OPTIONS', {}).get('pool'), d.get('DISABLE_SERVER_SIDE_CURSORS', False))"
+    )
+    pooled = {
+        "DEBUG": "1",
+        "DATABASE_URL": "postgres://someone@db.example:5433/portal",
+        "DB_POOL_MAX_SIZE": "25",
+        "DB_PGBOUNCER_TRANSACTION_MODE": "1",
+    }
+    result = _manage("shell", "-v", "0", "-c", code, env=pooled)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "0 {'min_size': 1, 'max_size': 25, 'timeout': 60.0} True"
+
+    # No pool unless asked (web processes keep their persistent connection), and none on SQLite.
+    plain = _manage("shell", "-v", "0", "-c", code, env={**pooled, "DB_POOL_MAX_SIZE": "0"})
+    assert plain.stdout.strip().split()[1] == "None"
+    sqlite = _manage("shell", "-v", "0", "-c", code, env={**pooled, "DATABASE_URL": ""})
+    assert sqlite.stdout.strip().split()[1] == "None"
+
+    refused = _manage("check", env={**pooled, "DB_POOL_MAX_SIZE": "-1"})
+    assert refused.returncode != 0
+    assert "DB_POOL_MAX_SIZE must be 0 (no pool) or more" in refused.stderr
+
+
+def test_copies_can_have_a_queue_of_their_own():
+    code = (
+        "from portal.celery import app; r = app.amqp.router; "
+        "print(r.route({}, 'migrations_app.tasks.mailboxes_work')['queue'].name, "
+        "r.route({}, 'migrations_app.tasks.run_import_job')['queue'].name)"
+    )
+    routed = _manage("shell", "-v", "0", "-c", code, env={"DEBUG": "1", "CELERY_COPY_QUEUE": "copies"})
+    assert routed.returncode == 0, routed.stderr
+    assert routed.stdout.split() == ["copies", "celery"]
+    default = _manage("shell", "-v", "0", "-c", code, env={"DEBUG": "1", "CELERY_COPY_QUEUE": ""})
+    assert default.stdout.split() == ["celery", "celery"]

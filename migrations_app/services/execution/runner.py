@@ -20,7 +20,7 @@ from migrations_app.engines import THROTTLED, Engine, PermanentError, RetryableE
 from migrations_app.models import Mailbox, Wave
 from migrations_app.services.events import event_record_many
 from migrations_app.services.execution.clock import wave_pump_later
-from migrations_app.services.execution.lease import LeaseKeeper, lease_renew
+from migrations_app.services.execution.lease import LeaseKeeper, connection_release, lease_renew
 from migrations_app.services.execution.poison import run_ended, run_started, worker_lost
 from migrations_app.services.execution.specs import mailbox_spec, wave_engine
 from migrations_app.services.execution.states import (
@@ -186,10 +186,12 @@ class _Progress:
             return
         self._renew(checkpoint=checkpoint, items_copied=items, bytes_copied=size)
         self.saved_at = time.monotonic()
+        connection_release()
 
     def heartbeat(self) -> None:
         """The lease renewed on the run's own thread (the pipeline calls it while it waits on its workers)."""
         self._renew()
+        connection_release()
 
     def fence(self) -> None:
         self.keeper.fence()
@@ -344,6 +346,7 @@ def _run_one(mailbox: Mailbox, phase: str, engine: Engine | None, journal: Journ
             raise PermanentError("NO_WAVE", "the mailbox is in no wave")
         spec = mailbox_spec(mailbox, wave)
         if phase == SYNC:
+            connection_release()
             result = engine.sync(spec, mailbox.checkpoint, progress)
             if not waves.window_open(wave):
                 journal.move(
@@ -365,6 +368,7 @@ def _run_one(mailbox: Mailbox, phase: str, engine: Engine | None, journal: Journ
         if mailbox.switch_status != Mailbox.SwitchStatus.SWITCHED:
             # The final delta (new items, and the flags, moves and deletions since the pre-stage:
             # engines.pipeline.delta); then the mailbox waits for its batch's switch (execution/switch.py).
+            connection_release()
             result = engine.cutover(spec, mailbox.checkpoint, progress)
             journal.move(
                 mailbox,
@@ -376,6 +380,7 @@ def _run_one(mailbox: Mailbox, phase: str, engine: Engine | None, journal: Journ
             )
             return True
         # The catch-up delta: what reached or changed on the source while its mail was being switched.
+        connection_release()
         result = engine.cutover(spec, mailbox.checkpoint, progress)
         journal.move(
             mailbox,
@@ -389,6 +394,7 @@ def _run_one(mailbox: Mailbox, phase: str, engine: Engine | None, journal: Journ
         state = M.VERIFYING
         if time.monotonic() - started > settings.MIGRATION_JOURNAL_SECONDS:
             journal.flush()  # a real copy: show "verifying" while the verification runs
+        connection_release()
         verified = engine.verify(spec)
         if not verified.ok:
             folders = "; ".join(f.describe() for f in verified.differences[:5])
