@@ -191,14 +191,13 @@ def notifications_schedule(*, now: dt.datetime | None = None) -> ScheduleResult:
             occasion = f"{wave.pk}@{wave.starts_at:%Y%m%dT%H%M}"
             add(Moment.UPDATE, to_move.filter(_told_of_another_window(wave)), occasion)
             if Moment.UPDATE in enabled:
-                # The organisations whose staff were just told of the new date (that query no longer finds
-                # them: they have been told of this window now).
-                updated_now = Notification.objects.filter(
-                    wave_id=wave.pk, moment=Moment.UPDATE, occasion=occasion, mailbox__isnull=False
-                )
+                # The organisations whose staff were told of this new date, read off their rows (the query
+                # above no longer finds them; and see below on anti-joining rows inserted just now).
                 digest(
                     Moment.UPDATE,
-                    to_move.filter(Exists(updated_now.filter(mailbox_id=OuterRef("pk")))),
+                    Notification.objects.filter(
+                        wave_id=wave.pk, moment=Moment.UPDATE, occasion=occasion, mailbox__isnull=False
+                    ),
                     occasion,
                 )
         due = due_moment(wave, settings, now)
@@ -211,10 +210,12 @@ def notifications_schedule(*, now: dt.datetime | None = None) -> ScheduleResult:
                 window_starts_at=wave.starts_at,
                 created_at__gte=due_at,
             )
-            told = to_move.exclude(_told_of_another_window(wave)).exclude(Exists(updated))
-            add(moment, told)
+            add(moment, to_move.exclude(_told_of_another_window(wave)).exclude(Exists(updated)))
             if moment in enabled:
-                digest(moment, told)
+                # Every organisation with mailboxes still to move in the wave (shared ones included). Not the
+                # query above again: it would anti-join the rows just inserted, planned from statistics that
+                # do not know them yet (quadratic: 433 s instead of 17 for 83,000 in bench.notify).
+                digest(moment, to_move)
         if wave.status != W.APPROVED:
             add(Moment.AFTER, members.filter(state=M.MIGRATED))
             add(Moment.DELAYED, members.filter(state=M.FAILED), f"failed:{wave.pk}")
