@@ -115,3 +115,23 @@ def test_after_the_window_the_digest_counts_what_moved_failed_and_was_carried(or
     assert "1 mailbox failed and 1 was carried over" in body
     assert f"- {failed.email} (failed)" in body and f"- {carried.email} (carried over)" in body
     assert "told by email that their move is delayed" in body
+
+
+@pytest.mark.django_db
+def test_a_new_date_gets_its_own_digest_once(org_a):
+    templates_on(Moment.FIRST, Moment.UPDATE, Moment.DIGEST)
+    primary_contact(org_a)
+    wave, mailboxes = wave_in(org_a, starts_in=13 * DAY, mailboxes=2)
+    notifications_schedule()
+    notifications_send_due(sender=Recorder())
+    new_start = wave.starts_at + 7 * DAY
+    Wave.objects.filter(pk=wave.pk).update(starts_at=new_start, ends_at=new_start + dt.timedelta(hours=12))
+
+    assert notifications_schedule().created == {Moment.UPDATE: 2, Moment.DIGEST: 1}
+    assert notifications_schedule().total == 0
+    recorder = Recorder()
+    notifications_send_due(sender=recorder)
+    digest = recorder.items[-1]
+    assert digest.recipient == "it.lead@example.nhs.uk"
+    assert digest.rendered.subject.endswith("a new date for your staff's moves")
+    assert "2 owners told by email about it" in digest.rendered.body
