@@ -33,7 +33,13 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-setup: $(VENV)/.installed node_modules/.installed
+# nhsuk-frontend's Sass compiled without its @font-face (no request to assets.nhs.uk: frontend/nhsuk-portal.scss)
+NHSUK_CSS := build/nhsuk/nhsuk-portal.min.css
+$(NHSUK_CSS): frontend/nhsuk-portal.scss node_modules/.installed
+	@mkdir -p $(@D)
+	node_modules/.bin/sass --load-path=node_modules --style=compressed --no-source-map $< $@
+
+setup: $(VENV)/.installed node_modules/.installed $(NHSUK_CSS)
 	@mkdir -p $(VAR)
 
 run: export DEBUG := 1

@@ -32,6 +32,7 @@ from tests.engines.dovecot import dovecot_binary, start_dovecot
 from tests.engines.exchange_fixtures import ExchangeBox, mail_bytes
 from tests.fakes.exchange import FakeExchange
 from tests.fakes.graph import FakeGraph
+from tests.fakes.outbound import allow_fake_in_environment
 
 
 def mix(items: int) -> dict[str, int]:
@@ -49,6 +50,8 @@ def mix(items: int) -> dict[str, int]:
 
 def exchange_run(items: int, latency: float, directory: Path) -> dict:
     ews, graph = FakeExchange().start(), FakeGraph()
+    allow_fake_in_environment(ews.url)  # the engine reaches the fakes through the outbound rules
+    allow_fake_in_environment(graph.base)
     ews.latency = graph.latency = latency
     try:
         box = ExchangeBox(ews, graph, directory, search_folder=True, **mix(items))
@@ -74,6 +77,7 @@ def exchange_run(items: int, latency: float, directory: Path) -> dict:
 
 def imap_graph_run(mail: int, latency: float) -> dict:
     source, graph = start_dovecot("/", quota=False), FakeGraph()
+    allow_fake_in_environment(graph.base)  # the engine reaches the fake through the outbound rules
     graph.latency = latency
     try:
         user = source.new_user()

@@ -31,6 +31,7 @@ from migrations_app.engines import EndpointSpec, MailboxSpec, get_engine
 from tests.engines import mailgen
 from tests.engines.dovecot import dovecot_binary, start_dovecot
 from tests.fakes.microsoft import FakeMicrosoft
+from tests.fakes.outbound import allow_fake_in_environment
 
 
 def copy_once(fake: FakeMicrosoft, source, user: str, upn: str, **engine_options) -> dict:
@@ -80,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
 
     source = start_dovecot("/", quota=False)
     fake = FakeMicrosoft()
+    allow_fake_in_environment(fake.base)  # the engine reaches the fake through the outbound rules
     fake.latency = args.latency_ms / 1000
     fake.op_time = args.op_ms / 1000
     try:
@@ -126,6 +128,7 @@ def pacing(args) -> int:
     size = int(args.mailbox_mb * 1024 * 1024 / args.time_scale)
     source = start_dovecot("/", quota=False)
     fake = FakeMicrosoft()
+    allow_fake_in_environment(fake.base)  # the engine reaches the fake through the outbound rules
     fake.limit_uploads(budget, window_seconds=window)
     try:
         user = source.new_user()

@@ -17,13 +17,14 @@ timed from a keep-alive HTTP client on loopback with signed-in session cookies, 
 a warm-up: the dashboard, the running wave, the largest trust's organisation page (as its trust admin), the
 organisations list (22,000, as the programme office), mailbox search (a query per request, varied), a mailbox
 with a 50-event timeline, the audit log (first page; filtered by organisation; a page 10,000 events deep),
-failures, and the public lookup (anonymous, a POST with its CSRF token).
+the event feed (a page from the middle of the history, and its tail), failures, and the public lookup (anonymous, a POST with its CSRF token).
 
 Prints one JSON line:
 
     {"bench": "pages", "dashboard_p95_ms": D, "wave_p95_ms": W, "search_p95_ms": S, "org_p95_ms": O,
      "org_list_p95_ms": .., "timeline_p95_ms": .., "audit_p95_ms": .., "audit_filtered_p95_ms": ..,
-     "audit_deep_p95_ms": .., "failures_p95_ms": .., "lookup_p95_ms": .., "events": N, "load": L}
+     "audit_deep_p95_ms": .., "feed_p95_ms": .., "feed_tail_p95_ms": .., "failures_p95_ms": ..,
+     "lookup_p95_ms": .., "events": N, "event_partitions": P, "load": L}
 """
 
 from __future__ import annotations
@@ -188,24 +189,35 @@ def make_events(cursor, *, events: int, mailboxes: int, timeline_mailbox: int) -
             WHERE i.indrelid = '{EVENT}'::regclass AND NOT i.indisprimary
               AND i.indexrelid NOT IN (SELECT conindid FROM pg_constraint WHERE conrelid = '{EVENT}'::regclass)"""
     )
-    indexes = cursor.fetchall()
+    # on the partitioned table (PostgreSQL, ADR 029) the definitions read "ON ONLY": built afterwards on the
+    # whole table, partitions included
+    indexes = [(name, definition.replace(" ON ONLY ", " ON ", 1)) for name, definition in cursor.fetchall()]
     for name, _definition in indexes:
         cursor.execute(f"DROP INDEX {name}")
+    # a month partition for each month of the year the events span (beat makes only the coming ones)
+    from migrations_app.services.event_partitions import event_partitions_ensure
+
+    event_partitions_ensure(since=(dt.datetime.now(dt.UTC) - dt.timedelta(days=366)).date())
     actions = "ARRAY[" + ",".join(f"'{a}'" for a, _, _ in EVENT_KINDS) + "]"
     froms = "ARRAY[" + ",".join(f"'{f}'" for _, f, _ in EVENT_KINDS) + "]"
     tos = "ARRAY[" + ",".join(f"'{t}'" for _, _, t in EVENT_KINDS) + "]"
     kinds = len(EVENT_KINDS)
     started = time.perf_counter()
+    # txids as the portal writes them: many transactions, each a few events, every one finished (below the
+    # current transaction id, hence the feed's horizon), rising with time
+    cursor.execute("SELECT pg_current_xact_id()::text::bigint")
+    current_txid = cursor.fetchone()[0]
     step = 2_000_000
     for first in range(1, events + 1, step):
         last = min(events, first + step - 1)
         cursor.execute(
             f"""
             INSERT INTO {EVENT} (created_at, action, actor_id, organisation_id, mailbox_id, wave_id, subject,
-                                 from_state, to_state, message, data)
+                                 from_state, to_state, message, data, txid)
             SELECT now() - ({events} - g.i) * (interval '365 days' / {events}),
                    ({actions})[1 + g.i % {kinds}], NULL, m.organisation_id, m.id, m.wave_id, m.email,
-                   ({froms})[1 + g.i % {kinds}], ({tos})[1 + g.i % {kinds}], '', '{{}}'::jsonb
+                   ({froms})[1 + g.i % {kinds}], ({tos})[1 + g.i % {kinds}], '', '{{}}'::jsonb,
+                   1 + ((g.i - 1)::bigint * ({current_txid} - 2)) / {events}
             FROM generate_series({first}, {last}) AS g(i)
             JOIN {MAILBOX} m ON m.id = 1 + (g.i::bigint * 7919) % {mailboxes}
             ORDER BY g.i
@@ -305,6 +317,7 @@ def main() -> None:
 
     from bench._http import Client, gunicorn, production_env, session_cookie
     from migrations_app.models import Event, Mailbox, MailboxCounter, Organisation, User, Wave
+    from migrations_app.services.event_partitions import event_partitions_status
 
     if not args.keep_data:
         build(args)
@@ -365,6 +378,9 @@ def main() -> None:
             office, [f"/audit/?organisation={organisation.ods_code}"], requests=n
         )
         results["audit_deep"] = timed(office, [f"/audit/?before={newest - 10_000}"], requests=n)
+        # the event feed (API, in (txid, id) order below the horizon): a page from mid-history, and the tail
+        results["feed"] = timed(office, [f"/api/v1/events/?after={newest // 2}"], requests=n)
+        results["feed_tail"] = timed(office, [f"/api/v1/events/?after={newest - 20}"], requests=n)
         results["failures"] = timed(office, ["/failures/"], requests=n)
         results["lookup"] = timed(public, addresses, requests=n, post=lookup_poster(public))
         load = os.getloadavg()[0]
@@ -382,6 +398,7 @@ def main() -> None:
                 "bench": "pages",
                 **{f"{name}_p95_ms": p95(s) for name, s in results.items()},
                 "events": events,
+                "event_partitions": event_partitions_status().get("partitions", 0),
                 "load": round(load, 2),
             }
         )

@@ -19,6 +19,7 @@ The rules (docs/adr/019-outbound-requests.md):
 
 import functools
 import ipaddress
+import os
 import socket
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -28,6 +29,8 @@ from django.conf import settings
 
 __all__ = [
     "OutboundRefused",
+    "outbound_setting",
+    "system_resolver",
     "OutboundResult",
     "Destination",
     "address_is_internal",
@@ -44,6 +47,26 @@ _SHARED = ipaddress.ip_network("100.64.0.0/10")
 
 class OutboundRefused(ValueError):
     """The URL may not be fetched; str() is a reason fit to show the person who typed it."""
+
+
+def outbound_setting(name: str) -> list[str]:
+    """One of the programme office's exceptions (OUTBOUND_ALLOWED_*). The engines also run as plain Python
+    (the copy benchmarks, manage.py-less scripts): with Django not configured the same names are read from the
+    environment, comma-separated, and an unset one allows nothing."""
+    if settings.configured:
+        return list(getattr(settings, name, []) or [])
+    return [v.strip() for v in os.environ.get(name, "").split(",") if v.strip()]
+
+
+def system_resolver(host: str, port: int) -> list[str]:
+    """Every address the host resolves to (the system resolver, asked once per request)."""
+    infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
+    return [info[4][0] for info in infos]
+
+
+# The resolver hook: outbound_resolve asks this, and only this, for a name's addresses. Tests replace it to make
+# a name resolve where they need (a rebinding attacker's answer, a test TLS listener); production never does.
+resolver = system_resolver
 
 
 @dataclass(frozen=True)
@@ -89,7 +112,7 @@ def address_is_internal(address: str | ipaddress.IPv4Address | ipaddress.IPv6Add
 
 def _allowed_ports(host: str) -> set[int]:
     ports = {443}
-    for entry in settings.OUTBOUND_ALLOWED_PORTS:
+    for entry in outbound_setting("OUTBOUND_ALLOWED_PORTS"):
         name, _, port = entry.rpartition(":")
         if name.strip("[]").lower() == host and port.isdigit():
             ports.add(int(port))
@@ -115,21 +138,39 @@ def outbound_check_url(url: str) -> str:
         raise OutboundRefused("Enter an https:// URL")
     if parts.username or parts.password:
         raise OutboundRefused("Put no credentials in the URL")
-    if parts.scheme == "http" and not _host_allowed(host, settings.OUTBOUND_ALLOWED_HTTP_HOSTS):
+    if parts.scheme == "http" and not _host_allowed(host, outbound_setting("OUTBOUND_ALLOWED_HTTP_HOSTS")):
         raise OutboundRefused("Only https:// URLs are allowed")
     port = port or (443 if parts.scheme == "https" else 80)
     if parts.scheme == "https" and port not in _allowed_ports(host):
         raise OutboundRefused("Use port 443 (the programme office can allow another port for a named host)")
     if parts.scheme == "http" and port != 80 and port not in _allowed_ports(host):
         raise OutboundRefused("That port is not allowed for this host")
-    if not _host_allowed(host, settings.OUTBOUND_ALLOWED_INTERNAL_HOSTS):
+    if not _host_allowed(host, outbound_setting("OUTBOUND_ALLOWED_INTERNAL_HOSTS")):
         for address in _numeric_addresses(host, port):
-            if address_is_internal(address):
+            if address_is_internal(address) and not _in_allowed_network(address):
                 raise OutboundRefused("That address is on an internal network")
         name = host.rstrip(".")
         if name == "localhost" or name.endswith((".localhost", ".local", ".internal")):
             raise OutboundRefused("That address is on an internal network")
     return url
+
+
+def _in_allowed_network(address: str) -> bool:
+    """An internal address inside a network the programme office names in OUTBOUND_ALLOWED_INTERNAL_NETWORKS
+    (the private network the trusts' Exchange servers are reached on). Loopback, link-local (the metadata
+    address), unspecified and multicast addresses are never allowed this way, whatever network is named."""
+    ip = ipaddress.ip_address(address)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    if ip.is_loopback or ip.is_link_local or ip.is_unspecified or ip.is_multicast:
+        return False
+    for entry in outbound_setting("OUTBOUND_ALLOWED_INTERNAL_NETWORKS"):
+        try:
+            if ip in ipaddress.ip_network(entry, strict=False):
+                return True
+        except (ValueError, TypeError):
+            continue
+    return False
 
 
 def _numeric_addresses(host: str, port: int) -> list[str]:
@@ -148,14 +189,13 @@ def outbound_resolve(url: str) -> Destination:
     host = parts.hostname.lower()
     port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
-        infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
-    except (socket.gaierror, UnicodeError, ValueError) as exc:
+        addresses = tuple(dict.fromkeys(resolver(host, port)))
+    except (OSError, UnicodeError, ValueError) as exc:
         raise OutboundRefused("The host name does not resolve") from exc
-    addresses = tuple(dict.fromkeys(info[4][0] for info in infos))
     if not addresses:
         raise OutboundRefused("The host name does not resolve")
-    if not _host_allowed(host, settings.OUTBOUND_ALLOWED_INTERNAL_HOSTS) and any(
-        "%" in a or address_is_internal(a) for a in addresses
+    if not _host_allowed(host, outbound_setting("OUTBOUND_ALLOWED_INTERNAL_HOSTS")) and any(
+        "%" in a or (address_is_internal(a) and not _in_allowed_network(a)) for a in addresses
     ):
         raise OutboundRefused("That address is on an internal network")
     target = parts.path or "/"

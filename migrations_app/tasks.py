@@ -172,6 +172,20 @@ def webhook_payloads_purge() -> None:
     purge()
 
 
+@shared_task
+def event_partitions_ensure() -> None:
+    """Beat, every 6 hours: the event table's partitions for this month and the coming months (PostgreSQL)."""
+    import logging
+
+    from migrations_app.services.event_partitions import event_partitions_ensure as ensure
+    from migrations_app.services.event_partitions import event_partitions_status
+
+    ensure()
+    status = event_partitions_status()
+    if not status["ok"]:
+        logging.getLogger(__name__).error("event partitions need attention: %s", status)
+
+
 @shared_task(acks_late=True)
 def export_run(export_id: int) -> None:
     from migrations_app.services.exports import export_run as run

@@ -8,6 +8,7 @@ from migrations_app.views import (
     exports,
     failures,
     imports,
+    mailbox_settings,
     mailboxes,
     notification_templates,
     notify_receipts,
@@ -70,8 +71,8 @@ urlpatterns = [
     path("mailboxes/<int:pk>/pause/", mailboxes.mailbox_pause_view, name="mailbox_pause"),
     path("mailboxes/<int:pk>/resume/", mailboxes.mailbox_resume_view, name="mailbox_resume"),
     path("mailboxes/<int:pk>/cancel/", mailboxes.mailbox_cancel_view, name="mailbox_cancel"),
-    path("mailboxes/<int:pk>/retire/", readiness.mailbox_retire_view, name="mailbox_retire"),
-    path("mailboxes/<int:pk>/reinstate/", readiness.mailbox_reinstate_view, name="mailbox_reinstate"),
+    path("mailboxes/<int:pk>/retire/", mailboxes.mailbox_retire_view, name="mailbox_retire"),
+    path("mailboxes/<int:pk>/reinstate/", mailboxes.mailbox_reinstate_view, name="mailbox_reinstate"),
     path(
         "organisations/<ods:ods_code>/readiness-check/",
         readiness.organisation_readiness_check_view,
@@ -83,6 +84,11 @@ urlpatterns = [
         name="organisation_blocked_csv",
     ),
     path("organisations/<ods:ods_code>/close/", readiness.organisation_close_view, name="organisation_close"),
+    path(
+        "organisations/<ods:ods_code>/mailbox-settings.csv",
+        mailbox_settings.organisation_settings_csv,
+        name="organisation_settings_csv",
+    ),
     path(
         "readiness-checks/<int:pk>/progress/",
         readiness.readiness_check_progress,
@@ -159,6 +165,7 @@ urlpatterns = [
     path("waves/<int:pk>/live/", waves.wave_live, name="wave_live"),
     path("waves/<int:pk>/retry-failures/", waves.wave_retry_failures_view, name="wave_retry_failures"),
     path("waves/<int:pk>/mailboxes.csv", waves.wave_mailboxes_csv, name="wave_mailboxes_csv"),
+    path("waves/<int:pk>/mailbox-settings.csv", mailbox_settings.wave_settings_csv, name="wave_settings_csv"),
     path("waves/<int:pk>/move/", waves.wave_move, name="wave_move"),
     path("waves/<int:pk>/move-mailbox/", waves.wave_move_mailbox_view, name="wave_move_mailbox"),
     path(

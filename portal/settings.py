@@ -274,6 +274,11 @@ CELERY_BEAT_SCHEDULE = {
     "idempotency-keys-purge": {"task": "migrations_app.tasks.idempotency_keys_purge", "schedule": 3600.0},
     # empties delivered webhook bodies older than WEBHOOK_PAYLOAD_RETENTION_DAYS
     "webhook-payloads-purge": {"task": "migrations_app.tasks.webhook_payloads_purge", "schedule": 3600.0},
+    # makes the event table's coming monthly partitions (PostgreSQL), EVENT_PARTITIONS_MONTHS_AHEAD ahead
+    "event-partitions-ensure": {
+        "task": "migrations_app.tasks.event_partitions_ensure",
+        "schedule": 6 * 3600.0,
+    },
     # turns new events into webhook deliveries and sends the ones that are due
     "webhooks-dispatch": {"task": "migrations_app.tasks.webhooks_dispatch", "schedule": 10.0},
     # import jobs and readiness checks whose task was lost or whose worker died (services/sweeps.py)
@@ -345,7 +350,9 @@ if DEBUG or TESTING:
     STATIC_ROOT.mkdir(exist_ok=True)  # whitenoise serves from the finders then, but wants the folder
 STATICFILES_DIRS = [
     BASE_DIR / "static",
-    # nhsuk-frontend's compiled CSS, JS and images, installed by `npm ci` (never committed)
+    # nhsuk-frontend's JS and images, installed by `npm ci`, and its CSS compiled without the remote web font
+    # by `make setup` (frontend/nhsuk-portal.scss); neither is committed
+    ("nhsuk", BASE_DIR / "build" / "nhsuk"),
     ("nhsuk", BASE_DIR / "node_modules" / "nhsuk-frontend" / "dist" / "nhsuk"),
 ]
 STORAGES = {
@@ -480,6 +487,9 @@ OUTBOUND_ALLOWED_HTTP_HOSTS = env_list("OUTBOUND_ALLOWED_HTTP_HOSTS") or env_lis
 )
 OUTBOUND_ALLOWED_PORTS = env_list("OUTBOUND_ALLOWED_PORTS")
 OUTBOUND_ALLOWED_INTERNAL_HOSTS = env_list("OUTBOUND_ALLOWED_INTERNAL_HOSTS")
+# Private networks (CIDR) that any host may resolve into: where the trusts' Exchange servers are reached (HSCN,
+# a VPN). Loopback, link-local (the metadata address), unspecified and multicast addresses are never allowed.
+OUTBOUND_ALLOWED_INTERNAL_NETWORKS = env_list("OUTBOUND_ALLOWED_INTERNAL_NETWORKS")
 # An endpoint's options.ca_file must be inside this directory (unset: no extra CA files accepted).
 ENDPOINT_CA_DIR = env_str("ENDPOINT_CA_DIR")
 
@@ -493,6 +503,12 @@ WEBHOOK_CLAIM_SECONDS = env_int("WEBHOOK_CLAIM_SECONDS", 120)
 # A delivered webhook's body is emptied this many days after it was delivered (the event itself is kept for
 # ever: the body can be rebuilt from it); failed and pending deliveries keep theirs.
 WEBHOOK_PAYLOAD_RETENTION_DAYS = env_int("WEBHOOK_PAYLOAD_RETENTION_DAYS", 30)
+
+# --- the event table's monthly partitions (PostgreSQL; services/event_partitions.py, docs/adr/029) -----------
+# Beat keeps this month's partition and this many following months' made ahead (0-120).
+EVENT_PARTITIONS_MONTHS_AHEAD = env_int("EVENT_PARTITIONS_MONTHS_AHEAD", 3)
+if not 0 <= EVENT_PARTITIONS_MONTHS_AHEAD <= 120:
+    raise ImproperlyConfigured("EVENT_PARTITIONS_MONTHS_AHEAD must be between 0 and 120")
 
 # --- the switch (migrations_app/switchers, docs/adr/013-the-switch.md) --------------------------------------------
 # The PowerShell remoting client: "pypsrp", or a module offering the same WSMan / RunspacePool / PowerShell

@@ -2,7 +2,6 @@
 listener on loopback proving that a refused URL never gets as far as a connection."""
 
 import socket
-import threading
 
 import pytest
 
@@ -12,42 +11,7 @@ from migrations_app.outbound import (
     outbound_check_url,
     outbound_request,
 )
-
-
-class Listener:
-    """A TCP listener that counts connections and answers each with a fixed HTTP response."""
-
-    def __init__(self, host: str, answer: bytes = b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n"):
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.sock = socket.socket(family, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((host, 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-        self.connections = 0
-        self.requests: list[bytes] = []
-        self.answer = answer
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.connections += 1
-            conn.settimeout(2)
-            try:
-                data = conn.recv(65536)
-                self.requests.append(data)
-                conn.sendall(self.answer)
-            except OSError:
-                pass
-            finally:
-                conn.close()
-
-    def close(self):
-        self.sock.close()
+from tests.tcp_listener import Listener
 
 
 @pytest.fixture
@@ -261,3 +225,40 @@ def test_it_follows_no_redirect_and_reads_no_body(settings):
         assert redirect.connections == 1 and "secret" not in repr(result)
     finally:
         redirect.close()
+
+
+def test_a_named_private_network_is_reachable_but_never_loopback_or_metadata(settings, monkeypatch):
+    """Exchange servers on HSCN: the programme office names the network; no network naming opens loopback,
+    link-local (the metadata address) or the unspecified address, even one that spans everything."""
+    from migrations_app import outbound
+    from migrations_app.outbound import outbound_resolve
+
+    answers = {
+        "cas.trust.example": "10.20.1.5",
+        "evil.example": "127.0.0.1",
+        "meta.example": "169.254.169.254",
+    }
+    monkeypatch.setattr(outbound, "resolver", lambda host, port: [answers[host]])
+    with pytest.raises(OutboundRefused, match="internal network"):
+        outbound_resolve("https://cas.trust.example/EWS/Exchange.asmx")
+    settings.OUTBOUND_ALLOWED_INTERNAL_NETWORKS = ["10.20.0.0/16", "0.0.0.0/0", "not a network"]
+    assert outbound_resolve("https://cas.trust.example/EWS/Exchange.asmx").addresses == ("10.20.1.5",)
+    for host in ("evil.example", "meta.example"):
+        with pytest.raises(OutboundRefused, match="internal network"):
+            outbound_resolve(f"https://{host}/")
+    assert outbound_check_url("https://10.20.9.9/EWS/Exchange.asmx")  # a literal in the network, when saved
+    with pytest.raises(OutboundRefused, match="internal network"):
+        outbound_check_url("https://169.254.169.254/")
+
+
+def test_without_django_settings_the_exceptions_come_from_the_environment(monkeypatch):
+    """The copy benchmarks run the engines as plain Python: the same names, from the environment."""
+    from django.conf import LazySettings
+
+    from migrations_app import outbound
+
+    monkeypatch.setattr(outbound, "settings", LazySettings())  # not configured
+    monkeypatch.setenv("OUTBOUND_ALLOWED_PORTS", "a.example:8443, b.example:9443")
+    assert outbound.outbound_setting("OUTBOUND_ALLOWED_PORTS") == ["a.example:8443", "b.example:9443"]
+    monkeypatch.delenv("OUTBOUND_ALLOWED_INTERNAL_HOSTS", raising=False)
+    assert outbound.outbound_setting("OUTBOUND_ALLOWED_INTERNAL_HOSTS") == []

@@ -37,7 +37,17 @@ from tests.production.server import _database, _free_port
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 LINKED = [".venv", "node_modules", "manage.py", "Makefile", "Procfile.dev", "pyproject.toml", "package.json"]
-LINKED += ["package-lock.json", "portal", "migrations_app", "templates", "static", "bench", "tests", "docs"]
+LINKED += [
+    "package-lock.json",
+    "portal",
+    "migrations_app",
+    "templates",
+    "static",
+    "frontend",
+    "bench",
+    "tests",
+    "docs",
+]
 BLOCK = re.compile(r"(?:<!-- (readme-[a-z]+): ?(.*?) -->\s*)?```(\w+)\n(.*?)\n```", re.DOTALL)
 
 

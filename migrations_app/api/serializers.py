@@ -317,6 +317,8 @@ class MailboxSerializer(serializers.ModelSerializer):
             "paused",
             "carried_over",
             "skipped_items",
+            "settings_report",
+            "preflight_report",
             "blocked_code",
             "blocked_reason",
             "blocked_advice",

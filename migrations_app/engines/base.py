@@ -155,6 +155,9 @@ class PreflightResult:
     source_item_count: int | None = None
     target_free_bytes: int | None = None  # None: the target does not say (no quota)
     target_kind: str | None = None  # what the target says the mailbox is (graph: user, shared, room, ...)
+    # What the engine found, kept on the mailbox for its page (exchange: {"classes": {mail: n, ...},
+    # "too_large": [{folder, subject, size}]}); None when the engine says nothing more.
+    details: dict | None = None
 
 
 @dataclass

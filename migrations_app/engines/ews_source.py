@@ -24,26 +24,25 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import requests
-
 from migrations_app.engines.base import (
     AUTH_FAILED,
-    IMPERSONATION_REFUSED,
-    NETWORK,
-    PROTOCOL,
     SERVER_BUSY,
-    SOURCE_MISSING,
-    TLS_FAILED,
     EndpointSpec,
     EngineError,
     PermanentError,
     RetryableError,
 )
+from migrations_app.engines.ews_transport import (  # noqa: F401 - EWS_PATH, service_endpoint: used from here
+    EWS_PATH,
+    _ca_files,
+    ews_error,
+    install_exchange_adapter,
+    service_endpoint,
+)
 from migrations_app.engines.pipeline.protocols import Folder, Item, Page, Payload
 
 log = logging.getLogger(__name__)
 
-EWS_PATH = "/EWS/Exchange.asmx"
 # Archive folders go under one folder of the primary mailbox on the target (docs/adr/014-exchange-engine.md).
 ARCHIVE_FOLDER = "In-Place Archive (Exchange 2013)"
 SEARCH_KEY_TAG = 0x300B
@@ -132,7 +131,6 @@ class ChangePage:
 
 _registered = False
 _register_lock = threading.Lock()
-_ca_files: dict[str, str] = {}  # host -> private CA file, read by the HTTP adapter below
 
 
 def _exchangelib():
@@ -159,59 +157,9 @@ def _exchangelib():
 
             for cls in (Message, CalendarItem, Contact, DistributionList, Task, PostItem):
                 cls.register("migration_search_key", SearchKey)
-            _install_ca_adapter()
+            install_exchange_adapter()
             _registered = True
     return exchangelib
-
-
-def _install_ca_adapter() -> None:
-    """exchangelib makes its own sessions; a private CA is given per host through its HTTP adapter class."""
-    from exchangelib.protocol import BaseProtocol
-
-    class PrivateCAAdapter(requests.adapters.HTTPAdapter):
-        def cert_verify(self, conn, url, verify, cert):
-            host = requests.utils.urlparse(url).hostname or ""
-            super().cert_verify(conn, url, _ca_files.get(host, verify), cert)
-
-    BaseProtocol.HTTP_ADAPTER_CLS = PrivateCAAdapter
-
-
-def service_endpoint(endpoint: EndpointSpec) -> str:
-    if endpoint.options.get("service_endpoint"):
-        return endpoint.options["service_endpoint"]
-    scheme = "http" if endpoint.security == "plain" else "https"
-    port = f":{endpoint.port}" if endpoint.port else ""
-    return f"{scheme}://{endpoint.host}{port}{EWS_PATH}"
-
-
-def ews_error(exc: Exception, where: str = "source") -> EngineError:
-    """An exchangelib or transport error as our typed error."""
-    from exchangelib import errors
-
-    name = type(exc).__name__
-    text = f"{where}: {name}: {exc}"
-    if isinstance(exc, errors.ErrorServerBusy):
-        return RetryableError(SERVER_BUSY, text, retry_after=getattr(exc, "back_off", None))
-    if isinstance(exc, (errors.ErrorImpersonateUserDenied, errors.ErrorImpersonationFailed)):
-        return PermanentError(
-            IMPERSONATION_REFUSED,
-            f"{where}: the service account may not impersonate this mailbox (grant the ApplicationImpersonation "
-            f"role to it): {exc}",
-        )
-    if isinstance(exc, (errors.ErrorNonExistentMailbox, errors.ErrorMailboxMoveInProgress)):
-        return PermanentError(SOURCE_MISSING, f"{where}: no such mailbox on Exchange: {exc}")
-    if isinstance(exc, errors.UnauthorizedError):
-        return PermanentError(AUTH_FAILED, f"{where}: Exchange refused the service account's credentials")
-    if isinstance(exc, requests.exceptions.SSLError):
-        return PermanentError(TLS_FAILED, text)
-    if isinstance(exc, (requests.RequestException, errors.TransportError, OSError)):
-        if isinstance(exc, errors.ResponseMessageError):
-            return PermanentError(PROTOCOL, text)
-        return RetryableError(NETWORK, text)
-    return PermanentError(PROTOCOL, text)
-
-
-# --- the reader ----------------------------------------------------------------------------------------------
 
 
 class EwsMailbox:

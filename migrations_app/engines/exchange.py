@@ -5,9 +5,11 @@ An EWS reader (ews_source.EwsReader: SyncFolderItems pages, ExportItems) and a G
 pipeline (engines.pipeline), which owns batching, the worker threads, the checkpoint, dedupe against the target,
 the cutover delta (moves and deletions under the target's delete_policy) and the lease check before every write.
 
-What this engine adds around the pipeline: pre-flight (impersonation granted, target licensed, counts by class),
-search folders listed as skipped, and per-class counts (mail, calendar, contacts, tasks, notes, journal) in the
-checkpoint's `classes`, which the mailbox page shows.
+What this engine adds around the pipeline: pre-flight (impersonation granted, target licensed, counts by class,
+items over Exchange Online's 150 MB), search folders listed as skipped, per-class counts (mail, calendar, contacts,
+tasks, notes, journal) in the checkpoint's `classes`, which the mailbox page shows, and the mailbox's settings
+(exchange_settings.move_settings) after every pass: pre-stage, final delta and catch-up alike, so automatic replies
+switched on between pre-stage and cutover arrive, and each pass updates what the last one wrote.
 
 Dedupe, in three layers: the pipeline's cursor (the SyncFolderItems state) and `done` ids; the writer's map of
 source item id -> target item id (an item changed on the source is re-imported in place); and, where the target
@@ -18,10 +20,11 @@ checkpoint), the target's items are indexed by PR_SEARCH_KEY, which the stream c
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 
 from migrations_app.engines.base import (
+    ITEM_TOO_LARGE,
     SKIP_SEARCH_FOLDER,
+    EngineError,
     MailboxSpec,
     PermanentError,
     PreflightResult,
@@ -29,7 +32,9 @@ from migrations_app.engines.base import (
     SkippedItem,
     SyncResult,
 )
+from migrations_app.engines.ews_preflight import counts_by_class, large_items
 from migrations_app.engines.ews_source import EwsReader
+from migrations_app.engines.exchange_settings import move_settings
 from migrations_app.engines.graph_client import MAILBOX_CONCURRENCY, GraphClient
 from migrations_app.engines.graph_import_target import (
     MAX_ITEM_BYTES,
@@ -100,26 +105,39 @@ class ExchangeEngine(PipelineEngine):
     # --- pre-flight ------------------------------------------------------------------------------------------
 
     def preflight(self, spec: MailboxSpec) -> PreflightResult:
-        """Source reachable, impersonation granted, the mailbox there; the target provisioned and licensed.
-        The source's item count is summed from its folders (search folders left out)."""
+        """Source reachable, impersonation granted, the mailbox there; the target provisioned and licensed; the
+        items by class and any item over the target's limit (ITEM_TOO_LARGE, naming them: the copy could only
+        skip them). The details are kept on the mailbox for its page."""
         try:
             reader = self.reader(spec)
             reader.open()
             folders = [f for f in reader.source_folders() if not f.search]
             writer = self.writer(spec)
             writer.open()
+            too_large = large_items(reader.mailbox, folders, self.max_item_bytes)
         except PermanentError as exc:
             return PreflightResult(ok=False, code=exc.code, message=exc.message or str(exc))
-        return PreflightResult(ok=True, source_item_count=sum(f.total_count for f in folders))
+        details = {"classes": counts_by_class(folders), "too_large": too_large}
+        count = sum(f.total_count for f in folders)
+        if too_large:
+            named = "; ".join(
+                f"{i['subject'] or '(no subject)'!r} in {i['folder']} ({i['size'] / 1048576:,.0f} MB)"
+                for i in too_large[:5]
+            )
+            more = f" and {len(too_large) - 5} more" if len(too_large) > 5 else ""
+            return PreflightResult(
+                ok=False,
+                code=ITEM_TOO_LARGE,
+                message=f"{len(too_large)} item(s) over Exchange Online's 150 MB: {named}{more}",
+                source_item_count=count,
+                details=details,
+            )
+        return PreflightResult(ok=True, source_item_count=count, details=details)
 
     def counts_by_class(self, spec: MailboxSpec) -> dict[str, int]:
         reader = self.reader(spec)
         reader.open()
-        counts: dict[str, int] = defaultdict(int)
-        for folder in reader.source_folders():
-            if not folder.search:
-                counts[folder.kind] += folder.total_count
-        return dict(counts)
+        return counts_by_class(reader.source_folders())
 
     # --- passes ----------------------------------------------------------------------------------------------
 
@@ -179,6 +197,20 @@ class ExchangeEngine(PipelineEngine):
                 target = writer.shared["target"]
                 self.last_stats.update(target=dict(target.stats), graph=dict(target.graph.stats))
         result.checkpoint = self._with_classes(result.checkpoint, reader, writer)
+        if spec.source.options.get("move_settings", True):
+            try:
+                writer.open()
+                result.checkpoint["settings"] = move_settings(
+                    reader.mailbox,
+                    writer.target,
+                    result.checkpoint,
+                    phase="cutover" if delta else "pre-stage",
+                )
+            except (
+                EngineError
+            ) as exc:  # busy or unreachable: the items are copied; the retry starts from here
+                exc.checkpoint = exc.checkpoint or result.checkpoint
+                raise
         return result
 
     @staticmethod

@@ -34,6 +34,7 @@ from migrations_app.engines.base import (
     PermanentError,
     RetryableError,
 )
+from migrations_app.outbound_transport import OutboundRefusedError, outbound_session
 
 log = logging.getLogger(__name__)
 
@@ -91,13 +92,51 @@ def authority_for(tenant: str, host: str = DEFAULT_AUTHORITY_HOST) -> str:
     return f"https://{host}/{tenant}"
 
 
+_ca_sessions: dict[str, requests.Session] = {}
+
+
+class _PrivateCASession(requests.Session):
+    """Trusts one CA file and nothing else, whatever a request or the environment says (requests lets
+    REQUESTS_CA_BUNDLE win over a session's own `verify` when the session trusts the environment)."""
+
+    def __init__(self, ca_file: str):
+        super().__init__()
+        self.ca_file = self.verify = ca_file
+
+    def request(self, method, url, *args, **kwargs):
+        if kwargs.get("verify") in (None, True):
+            kwargs["verify"] = self.ca_file
+        return super().request(method, url, *args, **kwargs)
+
+
+def http_session(
+    endpoint: EndpointSpec, http_client: requests.Session | None = None
+) -> requests.Session | None:
+    """The HTTP session for an endpoint: the one given (tests, the workers' options), else, when the endpoint
+    names a private CA (options.ca_file, a file under ENDPOINT_CA_DIR: a test tenant or a proxy that terminates
+    TLS), one session per CA file for the process that trusts only it; else None (MSAL's and requests' own)."""
+    if http_client is not None:
+        return http_client
+    ca_file = endpoint.options.get("ca_file")
+    if not ca_file:
+        return None
+    with _apps_lock:
+        if ca_file not in _ca_sessions:
+            _ca_sessions[ca_file] = outbound_session(_PrivateCASession(ca_file))
+        return _ca_sessions[ca_file]
+
+
 def msal_app(endpoint: EndpointSpec, http_client: requests.Session | None = None):
     """The process's MSAL app for this endpoint (made once; MSAL fetches the tenant's OpenID configuration
-    when it is made). Keyed by a hash of the credential, never the credential itself."""
+    when it is made). Keyed by a hash of the credential, never the credential itself. An authority host that
+    is not one of Microsoft's (options.authority_host: a test tenant) is used as it is, without asking
+    login.microsoftonline.com to vouch for it (MSAL's instance discovery)."""
     import msal
+    from msal.authority import WELL_KNOWN_AUTHORITY_HOSTS
 
     credential = client_credential(endpoint)
-    authority = authority_for(endpoint.host, endpoint.options.get("authority_host", DEFAULT_AUTHORITY_HOST))
+    authority_host = endpoint.options.get("authority_host", DEFAULT_AUTHORITY_HOST)
+    authority = authority_for(endpoint.host, authority_host)
     fingerprint = hashlib.sha256(repr(credential).encode()).hexdigest()
     key = (authority, endpoint.username, fingerprint, id(http_client))
     with _apps_lock:
@@ -108,11 +147,16 @@ def msal_app(endpoint: EndpointSpec, http_client: requests.Session | None = None
                     endpoint.username,
                     client_credential=credential,
                     authority=authority,
-                    http_client=http_client,
+                    # every call to Entra obeys the outbound rules (authority_host is an endpoint option);
+                    # the session is the app's own, as MSAL's default would be
+                    http_client=http_client or outbound_session(),
                     token_cache=msal.TokenCache(),
+                    instance_discovery=authority_host in WELL_KNOWN_AUTHORITY_HOSTS,
                 )
             except ValueError as exc:  # tenant unknown to Entra, or a malformed key
                 raise PermanentError(AUTH_FAILED, f"target: {exc}") from exc
+            except OutboundRefusedError as exc:
+                raise PermanentError(NETWORK, f"target: reaching Entra ID: refused: {exc}") from exc
             except requests.RequestException as exc:
                 raise RetryableError(NETWORK, f"target: reaching Entra ID: {exc}") from exc
             _apps[key] = app
@@ -197,7 +241,12 @@ class GraphClient:
             raise ValueError(f"Graph allows at most {MAILBOX_CONCURRENCY} concurrent requests per mailbox")
         self.endpoint = endpoint
         self.user = user
-        self.http = http_client or requests.Session()
+        # Every request (graph_url, @odata.nextLink, the import session's importUrl) is checked when it is sent
+        # (migrations_app/outbound_transport.py): a saved graph_url that rebinds to an internal address later
+        # gets no connection. A session given by the caller is used as it is (the tests' fakes build theirs on
+        # outbound_session too); a private CA (options.ca_file) gets an outbound session of its own.
+        http_client = http_session(endpoint, http_client)
+        self.http = http_client or outbound_session()
         self._app_http = http_client
         self.base = endpoint.options.get("graph_url", GRAPH_URL).rstrip("/")
         self.slots = threading.BoundedSemaphore(concurrency)
@@ -224,6 +273,8 @@ class GraphClient:
         app = msal_app(self.endpoint, self._app_http)
         try:
             result = app.acquire_token_for_client(scopes=GRAPH_SCOPE)
+        except OutboundRefusedError as exc:
+            raise PermanentError(NETWORK, f"target: reaching Entra ID: refused: {exc}") from exc
         except requests.RequestException as exc:
             raise RetryableError(NETWORK, f"target: reaching Entra ID: {exc}") from exc
         if "access_token" not in result:
@@ -343,6 +394,9 @@ class GraphClient:
                         params=params,
                         timeout=self.timeout,
                     )
+                except OutboundRefusedError as exc:
+                    # configuration, not a blip: retrying would only ask the resolver again
+                    raise PermanentError(NETWORK, f"target: {method}: refused: {exc}") from exc
                 except requests.RequestException as exc:
                     raise RetryableError(NETWORK, f"target: {method} {path}: {exc}") from exc
                 finally:

@@ -1,14 +1,18 @@
 """Event.txid, the inserting transaction's id, for the feed's visibility horizon (selectors/feed.py).
 
 Added with the constant default 0 first (no table rewrite: existing events keep 0 and stay in id order
-before every new one), then given the per-transaction default, which applies to new rows only."""
+before every new one), then given the per-transaction default, which applies to new rows only. The feed's indexes are built
+CONCURRENTLY on PostgreSQL (atomic = False), so writing events goes on while they build (ADR 029); the schema
+is the same as before that change, and a database that applied the earlier version is not touched."""
 
 from django.db import migrations, models
 
 import migrations_app.expressions
+from migrations_app.migration_ops import AddIndexSafely
 
 
 class Migration(migrations.Migration):
+    atomic = False
     dependencies = [("migrations_app", "0009_merge_pages")]
 
     operations = [
@@ -24,11 +28,11 @@ class Migration(migrations.Migration):
                 db_default=migrations_app.expressions.CurrentTransactionId(), editable=False
             ),
         ),
-        migrations.AddIndex(
+        AddIndexSafely(
             model_name="event",
             index=models.Index(fields=["txid", "id"], name="event_feed_idx"),
         ),
-        migrations.AddIndex(
+        AddIndexSafely(
             model_name="event",
             index=models.Index(fields=["organisation", "txid", "id"], name="event_org_feed_idx"),
         ),

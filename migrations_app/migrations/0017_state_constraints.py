@@ -1,23 +1,30 @@
 """Check constraints for every state and status column, built from the models' enums, and the cross-field rules
-that must always hold (constraints.py, docs/adr/021-state-constraints.md)."""
+that must always hold (constraints.py, docs/adr/021-state-constraints.md).
+
+On PostgreSQL each is added NOT VALID and validated afterwards, each step committed on its own (atomic = False),
+so a full production table is never locked against writes for the length of a scan (ADR 029). The schema it
+leaves is the same as before that change: a database that applied the earlier version is not touched."""
 
 from django.db import migrations, models
 
+from migrations_app.migration_ops import AddCheckConstraintSafely, ValidateConstraintSafely
+
 
 class Migration(migrations.Migration):
+    atomic = False
     dependencies = [
         ("migrations_app", "0016_event_protection_triggers"),
     ]
 
     operations = [
-        migrations.AddConstraint(
+        AddCheckConstraintSafely(
             model_name="importjob",
             constraint=models.CheckConstraint(
                 condition=models.Q(("status__in", ["queued", "running", "succeeded", "rejected", "failed"])),
                 name="importjob_status_valid",
             ),
         ),
-        migrations.AddConstraint(
+        AddCheckConstraintSafely(
             model_name="mailbox",
             constraint=models.CheckConstraint(
                 condition=models.Q(
@@ -42,14 +49,14 @@ class Migration(migrations.Migration):
                 name="mailbox_state_valid",
             ),
         ),
-        migrations.AddConstraint(
+        AddCheckConstraintSafely(
             model_name="mailbox",
             constraint=models.CheckConstraint(
                 condition=models.Q(("cutover_step__in", ["final_delta", "switch", "catch_up", "verify", ""])),
                 name="mailbox_cutover_step_valid",
             ),
         ),
-        migrations.AddConstraint(
+        AddCheckConstraintSafely(
             model_name="mailbox",
             constraint=models.CheckConstraint(
                 condition=models.Q(
@@ -58,7 +65,7 @@ class Migration(migrations.Migration):
                 name="mailbox_switch_status_valid",
             ),
         ),
-        migrations.AddConstraint(
+        AddCheckConstraintSafely(
             model_name="mailbox",
             constraint=models.CheckConstraint(
                 condition=models.Q(
@@ -75,7 +82,7 @@ class Migration(migrations.Migration):
                 name="mailbox_in_wave_state_has_wave",
             ),
         ),
-        migrations.AddConstraint(
+        AddCheckConstraintSafely(
             model_name="mailbox",
             constraint=models.CheckConstraint(
                 condition=models.Q(
@@ -86,7 +93,7 @@ class Migration(migrations.Migration):
                 name="mailbox_lease_only_while_copying",
             ),
         ),
-        migrations.AddConstraint(
+        AddCheckConstraintSafely(
             model_name="notification",
             constraint=models.CheckConstraint(
                 condition=models.Q(
@@ -108,21 +115,21 @@ class Migration(migrations.Migration):
                 name="notification_status_valid",
             ),
         ),
-        migrations.AddConstraint(
+        AddCheckConstraintSafely(
             model_name="organisation",
             constraint=models.CheckConstraint(
                 condition=models.Q(("status__in", ["invited", "enrolled", "ready", "migrating", "migrated"])),
                 name="organisation_status_valid",
             ),
         ),
-        migrations.AddConstraint(
+        AddCheckConstraintSafely(
             model_name="readinesscheck",
             constraint=models.CheckConstraint(
                 condition=models.Q(("status__in", ["queued", "running", "succeeded", "failed"])),
                 name="readinesscheck_status_valid",
             ),
         ),
-        migrations.AddConstraint(
+        AddCheckConstraintSafely(
             model_name="wave",
             constraint=models.CheckConstraint(
                 condition=models.Q(
@@ -143,7 +150,7 @@ class Migration(migrations.Migration):
                 name="wave_status_valid",
             ),
         ),
-        migrations.AddConstraint(
+        AddCheckConstraintSafely(
             model_name="wave",
             constraint=models.CheckConstraint(
                 condition=models.Q(
@@ -154,14 +161,14 @@ class Migration(migrations.Migration):
                 name="wave_paused_from_known",
             ),
         ),
-        migrations.AddConstraint(
+        AddCheckConstraintSafely(
             model_name="webhookdelivery",
             constraint=models.CheckConstraint(
                 condition=models.Q(("status__in", ["pending", "succeeded", "failed"])),
                 name="webhookdelivery_status_valid",
             ),
         ),
-        migrations.AddConstraint(
+        AddCheckConstraintSafely(
             model_name="webhookdelivery",
             constraint=models.CheckConstraint(
                 condition=models.Q(
@@ -173,3 +180,4 @@ class Migration(migrations.Migration):
             ),
         ),
     ]
+    operations += [ValidateConstraintSafely(op.model_name, op.constraint.name) for op in operations]

@@ -151,6 +151,13 @@ class Mailbox(models.Model):
     paused = models.BooleanField(default=False, db_default=False)
     # What the engine could not copy (too big for the target, rejected): folder, subject, size, reason.
     skipped_items = models.JSONField(null=True, blank=True)
+    # The exchange engine's mailbox settings after its last pass: {"at", "phase", "records": [{"setting", "name",
+    # "outcome": applied|skipped, "detail"}]} (engines/exchange_settings.py); the skipped ones are the CSV for the
+    # tenant's Exchange admin.
+    settings_report = models.JSONField(null=True, blank=True)
+    # What the last pre-flight found on the source: {"classes": {mail: n, ...}, "too_large": [{folder, subject,
+    # size}]} (the exchange engine; other engines say nothing).
+    preflight_report = models.JSONField(null=True, blank=True)
     # Set for good the first time the mailbox fails or is retried: "the share that needed attention".
     needed_attention = models.BooleanField(default=False, db_default=False)
     # The last readiness check (services.readiness): a stable code (readiness/codes.py) and the engine's
@@ -209,6 +216,17 @@ class Mailbox(models.Model):
             # the webhook switches waiting for confirmation, by deadline (the tick fails the late ones)
             models.Index(
                 fields=["switch_deadline"], name="mailbox_switch_deadline_idx", condition=Q(state="switching")
+            ),
+            # the skipped-settings CSV of an organisation or a wave: only mailboxes with a settings report
+            models.Index(
+                fields=["organisation", "id"],
+                name="mailbox_settings_org_idx",
+                condition=Q(settings_report__isnull=False),
+            ),
+            models.Index(
+                fields=["wave", "id"],
+                name="mailbox_settings_wave_idx",
+                condition=Q(settings_report__isnull=False),
             ),
             # the planner's one GROUP BY (organisation, affinity group) and its chunking pass by id, over
             # the plannable mailboxes only (ready, in no wave); an index-only scan on PostgreSQL

@@ -142,6 +142,7 @@ class ProgrammeSettings(models.Model):
     evening_days = models.CharField(
         max_length=7,
         default="0123",
+        blank=True,  # none: weekend windows only
         validators=[RegexValidator(r"^[0-6]{0,7}$", "Digits 0 (Monday) to 6 (Sunday)")],
         help_text="Days an evening window starts on: 0 = Monday ... 6 = Sunday (default 0123, Monday to Thursday)",
     )

@@ -16,6 +16,7 @@ from django.db.models import Count, Q, QuerySet, Sum
 from django.utils import timezone
 
 from migrations_app.models import Mailbox, MailboxCounter, Organisation, User, Wave
+from migrations_app.planning.calendar import LONDON
 from migrations_app.selectors.scoping import counters_visible_to, organisations_visible_to
 
 M = Mailbox.State
@@ -102,6 +103,7 @@ def totals(counts: list[StateCount]) -> dict[str, int]:
         "migrated_bytes": by_state[M.MIGRATED].bytes,
         "failed": by_state[M.FAILED].mailboxes,
         "in_flight": sum(by_state[s].mailboxes for s in IN_FLIGHT),
+        "queued": by_state[M.SCHEDULED].mailboxes,
         "prestaged_bytes": sum(by_state[s].bytes for s in (M.SYNCED, M.CUTOVER, M.VERIFYING)),
         "percent": math.floor(100 * migrated / total) if total else 0,
     }
@@ -129,16 +131,35 @@ def waves_overview(waves: QuerySet[Wave], *, now: dt.datetime | None = None, lim
     }
 
 
+# A window that opens after midnight and before this hour (London) belongs to the evening before: moves at
+# Monday 01:24 are Sunday night's.
+NIGHT_STARTS_BY = dt.time(6, 0)
+
+
+def night_of(starts_at: dt.datetime) -> dt.date:
+    """The London date of the night (evening or weekend) a window opening at that instant belongs to."""
+    local = starts_at.astimezone(LONDON)
+    return local.date() - dt.timedelta(days=1) if local.time() < NIGHT_STARTS_BY else local.date()
+
+
+def _per_night(per_wave: dict[int, tuple[int, int]], waves: list[tuple[int, dt.datetime]]) -> dict:
+    """{night: [mailboxes, bytes]} migrated by the waves (id, starts_at) given, each dated by night_of."""
+    nights: dict[dt.date, list[int]] = {}
+    for wave_id, starts_at in waves:
+        moved, size = per_wave.get(wave_id, (0, 0))
+        if not moved:
+            continue
+        entry = nights.setdefault(night_of(starts_at), [0, 0])
+        entry[0] += moved
+        entry[1] += size
+    return nights
+
+
 def moved_per_night(per_wave: dict[int, tuple[int, int]], *, nights: int = 14) -> list[dict]:
-    """Mailboxes and bytes migrated per night (a wave's window is a night or a weekend, dated by its start),
-    for the last `nights` nights that moved anything, oldest first."""
-    per_night: dict[dt.date, list[int]] = {}
-    for wave_id, starts_at in Wave.objects.filter(pk__in=list(per_wave)).values_list("id", "starts_at"):
-        night = timezone.localtime(starts_at).date()
-        entry = per_night.setdefault(night, [0, 0])
-        entry[0] += per_wave[wave_id][0]
-        entry[1] += per_wave[wave_id][1]
-    chosen = sorted(per_night.items())[-nights:]
+    """Mailboxes and bytes migrated per night, the night being the London date of the window each wave belongs
+    to (night_of its start), for the last `nights` nights that moved anything, oldest first."""
+    waves = list(Wave.objects.filter(pk__in=list(per_wave)).values_list("id", "starts_at"))
+    chosen = sorted(_per_night(per_wave, waves).items())[-nights:]
     top_n = max((n for _, (n, _) in chosen), default=0)
     top_b = max((b for _, (_, b) in chosen), default=0)
     return [
@@ -146,7 +167,6 @@ def moved_per_night(per_wave: dict[int, tuple[int, int]], *, nights: int = 14) -
             "night": night,
             "mailboxes": n,
             "bytes": b,
-            "terabytes": b / 1024**4,
             "mailbox_percent": round(100 * n / top_n) if top_n else 0,
             "bytes_percent": round(100 * b / top_b) if top_b else 0,
         }
@@ -154,11 +174,17 @@ def moved_per_night(per_wave: dict[int, tuple[int, int]], *, nights: int = 14) -
     ]
 
 
+def _finish(today: dt.date, remaining: int, per_day: float) -> dt.date:
+    return today + dt.timedelta(days=math.ceil(remaining / per_day))
+
+
 def forecast(
     per_wave: dict[int, tuple[int, int]], summary: dict[str, int], *, now: dt.datetime | None = None
 ) -> dict:
-    """The finish date from measured throughput: mailboxes migrated in the waves that started in the last
-    28 days, per day, applied to what remains. No date when nothing has been measured yet."""
+    """The finish date from measured throughput, with its basis and a range. The basis: mailboxes migrated by
+    the waves that started in the last 28 days (or since the first, if the programme is younger), per day.
+    The range: the same days moving at the pace of the slowest and of the fastest of those nights. No date
+    with too little history (FORECAST_MIN_DAYS, FORECAST_MIN_WAVES): minutes of one pilot forecast nothing."""
     now = now or timezone.now()
     since = now - dt.timedelta(days=THROUGHPUT_DAYS)
     recent = list(
@@ -166,20 +192,37 @@ def forecast(
     )
     measured = sum(per_wave.get(pk, (0, 0))[0] for pk, _ in recent)
     remaining = summary["mailboxes"] - summary["migrated"]
+    nights = _per_night(per_wave, recent)
     result = {"measured": measured, "remaining": remaining, "per_day": 0.0, "finish": None}
-    result.update({"waves": sum(1 for pk, _ in recent if per_wave.get(pk, (0, 0))[0]), "days": 0.0})
+    result.update(
+        {
+            "waves": sum(1 for pk, _ in recent if per_wave.get(pk, (0, 0))[0]),
+            "days": 0.0,
+            "nights": len(nights),
+            "slowest_night": min((n for n, _ in nights.values()), default=0),
+            "fastest_night": max((n for n, _ in nights.values()), default=0),
+        }
+    )
+    if remaining <= 0 and summary["mailboxes"]:
+        result["done"] = True  # nothing to forecast
+        return result
     if not recent or not measured:
         return result
-    # over the 28 days, or since the first wave if the programme is younger than that
     first = min(starts for _, starts in recent)
     days = max(1.0, min(THROUGHPUT_DAYS, (now - first).total_seconds() / 86400))
     result["days"] = days
     if days < FORECAST_MIN_DAYS or result["waves"] < FORECAST_MIN_WAVES:
         result["too_little_history"] = True
         return result
+    today = now.astimezone(LONDON).date()
     per_day = measured / days
+    nights_per_day = len(nights) / days  # how often a window moved mail over those days
     result["per_day"] = per_day
-    result["finish"] = timezone.localtime(now).date() + dt.timedelta(days=math.ceil(remaining / per_day))
+    result["per_day_text"] = f"{per_day:,.1f}" if per_day < 10 else f"{round(per_day):,}"
+    result["finish"] = _finish(today, remaining, per_day)
+    # at the slowest night's pace every night: the latest date; at the fastest's: the earliest
+    result["latest"] = _finish(today, remaining, result["slowest_night"] * nights_per_day)
+    result["earliest"] = _finish(today, remaining, result["fastest_night"] * nights_per_day)
     return result
 
 

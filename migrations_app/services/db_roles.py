@@ -13,7 +13,9 @@ ROLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 def app_role_statements(*, role: str) -> list[str]:
     """The GRANTs that let `role` run the portal: read and write every table of the schema except the event
-    table, which it may only read and append to; use every sequence."""
+    table, which it may only read and append to; use every sequence. On a partitioned event table the role gets
+    nothing on the partitions themselves (reads and inserts through the table need no more), and may call the
+    function that makes the coming months' partitions (services/event_partitions.py)."""
     if not ROLE_NAME.fullmatch(role):
         raise ValueError(f"Not a plain role name: {role!r} (lower-case letters, digits and _)")
     quoted, events = connection.ops.quote_name(role), connection.ops.quote_name(Event._meta.db_table)
@@ -22,6 +24,13 @@ def app_role_statements(*, role: str) -> list[str]:
         f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {quoted}",
         f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {quoted}",
         f"REVOKE UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER ON {events} FROM {quoted}",
+        # "ALL TABLES" took in the existing partitions: nothing on them directly (a plain table: no rows here)
+        "DO $$ DECLARE p regclass; BEGIN"
+        f" FOR p IN SELECT inhrelid::regclass FROM pg_inherits WHERE inhparent = '{events}'::regclass LOOP"
+        f" EXECUTE format('REVOKE ALL ON %s FROM %I', p, '{role}'); END LOOP;"
+        " IF to_regprocedure('portal_event_partitions_ensure(date, integer)') IS NOT NULL THEN"
+        f" GRANT EXECUTE ON FUNCTION portal_event_partitions_ensure(date, integer), portal_event_default_rows()"
+        f" TO {quoted}; END IF; END $$",
     ]
 
 

@@ -67,14 +67,23 @@ def endpoint_save(*, actor: User, data: Mapping[str, Any], endpoint: Endpoint | 
 
 def _check_fetched_options(options: Mapping[str, Any]) -> None:
     """What the server will fetch or open from an endpoint's options is held to the outbound rules:
-    graph_url is a URL to a public address over https (migrations_app/outbound.py), ca_file a file inside
+    graph_url, service_endpoint and authority_host are URLs (a host) to a public address over https
+    (migrations_app/outbound.py), ca_file a file inside
     ENDPOINT_CA_DIR (never an arbitrary path on the server)."""
     errors: dict[str, str] = {}
-    if options.get("graph_url"):
-        try:
-            outbound_check_url(str(options["graph_url"]))
-        except OutboundRefused as exc:
-            errors["options"] = f"graph_url: {exc}"
+    # every URL or host an option names is checked again at every request (outbound_transport.py); here only
+    # its form, so a mistake is told to the person saving it rather than found by the night's copy
+    fetched = {
+        "graph_url": options.get("graph_url"),
+        "service_endpoint": options.get("service_endpoint"),  # EWS's URL, when not built from the address
+        "authority_host": options.get("authority_host") and f"https://{options['authority_host']}/",
+    }
+    for name, url in fetched.items():
+        if url:
+            try:
+                outbound_check_url(str(url))
+            except OutboundRefused as exc:
+                errors["options"] = f"{name}: {exc}"
     if options.get("ca_file"):
         ca_dir = Path(settings.ENDPOINT_CA_DIR).resolve() if settings.ENDPOINT_CA_DIR else None
         path = Path(str(options["ca_file"]))

@@ -3,7 +3,8 @@ one wave, once its cause is fixed. Used by the failures page, the API and the wa
 
 Set-based: one SELECT ... FOR UPDATE of the mailboxes, one UPDATE per 5,000 of them, and one INSERT of their
 events, whatever the number of waves and mailboxes (it was one conditional UPDATE, one read and one event
-INSERT per mailbox, inside the web request)."""
+INSERT per mailbox, inside the web request). The waves are pumped as soon as it commits, and a wave that had
+completed with these failures runs again (execution/completion.py)."""
 
 from django.db import transaction
 from django.db.models import Case, Value, When
@@ -12,6 +13,8 @@ from django.utils import timezone
 from migrations_app.models import Mailbox, User, Wave
 from migrations_app.selectors.scoping import require_programme_office
 from migrations_app.services.events import event_record_many
+from migrations_app.services.execution.clock import wave_pump_later
+from migrations_app.services.execution.completion import waves_after_retry, waves_lock_for_retry
 
 M = Mailbox.State
 CHUNK = 5_000
@@ -34,6 +37,7 @@ def failures_retry(*, actor: User, code: str, reason: str = "", wave: Wave | Non
         .values_list("id", "organisation_id", "wave_id", "email")
     )
     now = timezone.now()
+    waves = waves_lock_for_retry(r[2] for r in rows)
     for start in range(0, len(rows), CHUNK):
         Mailbox.objects.filter(pk__in=[r[0] for r in rows[start : start + CHUNK]], state=M.FAILED).update(
             state=Case(When(wave__isnull=True, then=Value(M.READY)), default=Value(M.SCHEDULED)),
@@ -56,4 +60,7 @@ def failures_retry(*, actor: User, code: str, reason: str = "", wave: Wave | Non
         )
         for pk, organisation_id, wave_id, email in rows
     )
+    # queued now, not at the beat's next tick: the page shows them scheduled and then moving within seconds
+    for wave_id in waves_after_retry(waves=waves, retried=rows, actor=actor, now=now):
+        transaction.on_commit(lambda wave_id=wave_id: wave_pump_later(wave_id))
     return len(rows)

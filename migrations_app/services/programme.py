@@ -10,6 +10,7 @@ from django.db import transaction
 from migrations_app.models import ClosedPeriod, Organisation, ProgrammeSettings, User
 from migrations_app.selectors.scoping import require_programme_office
 from migrations_app.services.events import event_record
+from migrations_app.templatetags import filesizeformat_binary
 
 SETTINGS_FIELDS = (
     "evening_days",
@@ -33,6 +34,19 @@ SETTINGS_FIELDS = (
 )
 
 
+def _shown(name: str, value) -> str:
+    """A setting as people read it in the audit trail: "Monday, Tuesday", "18:00", "30.0 TB", "22000"."""
+    if name == "evening_days":
+        return ", ".join(ProgrammeSettings.Weekday(int(d)).label for d in value) or "none"
+    if name.endswith("_bytes"):
+        return filesizeformat_binary(value)
+    if isinstance(value, dt.time):
+        return value.strftime("%H:%M")
+    if name.endswith("_day"):
+        return ProgrammeSettings.Weekday(value).label
+    return str(value)
+
+
 @transaction.atomic
 def programme_settings_update(*, actor: User, **changes) -> ProgrammeSettings:
     """Change the windows and planning rules. Waves already planned keep their capacity; the next plan uses
@@ -52,13 +66,16 @@ def programme_settings_update(*, actor: User, **changes) -> ProgrammeSettings:
     settings.full_clean()
     settings.save()
     changed = {
-        n: [str(before[n]), str(getattr(settings, n))]
+        n: [_shown(n, before[n]), _shown(n, getattr(settings, n))]
         for n in SETTINGS_FIELDS
         if before[n] != getattr(settings, n)
     }
     if changed:
         event_record(
-            action="programme.settings_changed", actor=actor, subject="Programme settings", data=changed
+            action="programme.settings_changed",
+            actor=actor,
+            subject=", ".join(ProgrammeSettings._meta.get_field(n).verbose_name for n in changed),
+            data=changed,
         )
     return settings
 

@@ -17,6 +17,7 @@ from migrations_app.planning.calendar import LONDON
 from migrations_app.selectors.scoping import require_programme_office
 from migrations_app.selectors.waves import organisation_allowed_kinds, wave_totals
 from migrations_app.services.events import event_record
+from migrations_app.templatetags import filesizeformat_binary
 
 MOVABLE_INTO = (Wave.Status.DRAFT, Wave.Status.PROPOSED, Wave.Status.APPROVED)
 
@@ -38,7 +39,8 @@ def _capacity_warnings(wave: Wave, add_mailboxes: int, add_bytes: int) -> list[s
         )
     if size > wave.capacity_bytes:
         warnings.append(
-            f"{wave.name} would hold {size:,} bytes, over its capacity of {wave.capacity_bytes:,}"
+            f"{wave.name} would hold {filesizeformat_binary(size)}, over its capacity of "
+            f"{filesizeformat_binary(wave.capacity_bytes)}"
         )
     return warnings
 

@@ -32,6 +32,7 @@ from migrations_app.selectors.waves import (
 from migrations_app.services.events import event_record
 from migrations_app.services.gate import gate_check_approval
 from migrations_app.services.readiness.stages import organisations_stage_on_approval
+from migrations_app.templatetags import filesizeformat_binary
 
 S = Wave.Status
 
@@ -159,8 +160,9 @@ def _check_capacity(wave: Wave) -> dict[str, int]:
     totals = wave_totals(wave)
     if totals["mailboxes"] > wave.capacity_mailboxes or totals["bytes"] > wave.capacity_bytes:
         raise ValidationError(
-            f"{wave.name} holds {totals['mailboxes']:,} mailboxes and {totals['bytes']:,} bytes, over its "
-            f"capacity of {wave.capacity_mailboxes:,} mailboxes and {wave.capacity_bytes:,} bytes: move an "
+            f"{wave.name} holds {totals['mailboxes']:,} mailboxes and {filesizeformat_binary(totals['bytes'])}, "
+            f"over its capacity of {wave.capacity_mailboxes:,} mailboxes and "
+            f"{filesizeformat_binary(wave.capacity_bytes)}: move an "
             "organisation out first"
         )
     return totals

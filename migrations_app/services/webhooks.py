@@ -221,12 +221,15 @@ def webhooks_fan_out(*, batch: int = 1000) -> int:
     delivered, exactly once: the (webhook, event) unique constraint makes a second look harmless too.
     One query finds the subscriptions with new events (event_org_feed_idx); then per such subscription one
     read of at most `batch` events and one INSERT."""
-    newer = events_visible_below_horizon(
-        Event.objects.filter(
-            organisation_id=OuterRef("organisation_id"), txid__gte=OuterRef("last_event_txid")
-        )
-    ).exclude(txid=OuterRef("last_event_txid"), id__lte=OuterRef("last_event_id"))
-    pending = Webhook.objects.filter(Exists(newer), active=True).values_list("pk", flat=True)
+    # (txid, id) > cursor as two index ranges: a later transaction's events, or the cursor's own after it (a
+    # row comparison against outer columns is not expressible here; one range minus the cursor's transaction
+    # would read every event that transaction wrote)
+    mine = Event.objects.filter(organisation_id=OuterRef("organisation_id"))
+    later = events_visible_below_horizon(mine.filter(txid__gt=OuterRef("last_event_txid")))
+    same = events_visible_below_horizon(
+        mine.filter(txid=OuterRef("last_event_txid"), id__gt=OuterRef("last_event_id"))
+    )
+    pending = Webhook.objects.filter(Exists(later) | Exists(same), active=True).values_list("pk", flat=True)
     made = 0
     for webhook_id in list(pending):
         with transaction.atomic():

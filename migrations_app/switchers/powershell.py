@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 from typing import Any
 
+from migrations_app.outbound_transport import OutboundRefusedError, outbound_session
 from migrations_app.switchers.base import (
     ACCESS_DENIED,
     MAILBOX_NOT_FOUND,
@@ -84,6 +85,8 @@ def error_from_transport(exc: Exception) -> EngineError:
     from pypsrp.exceptions import AuthenticationError, WinRMTransportError, WSManFaultError
 
     text = str(exc)
+    if isinstance(exc, OutboundRefusedError):  # the outbound rules refused the address: configuration
+        return PermanentError(SWITCH_FAILED, f"refused: {text}")
     if isinstance(exc, AuthenticationError):
         return PermanentError(ACCESS_DENIED, text)
     if isinstance(exc, WinRMTransportError):
@@ -103,12 +106,23 @@ def error_from_transport(exc: Exception) -> EngineError:
     return PermanentError(SWITCH_FAILED, f"{type(exc).__name__}: {text}")
 
 
+def _outbound_transport(wsman: Any) -> None:
+    """pypsrp's WinRM transport gets a requests session built as pypsrp builds it (auth, certificate checks),
+    with the outbound adapter mounted on it: the server's name resolved once per request and checked, the
+    connection made to that address with the name as SNI and Host (migrations_app/outbound_transport.py). The
+    address and port must be allowed by the programme office like any other internal service."""
+    transport = getattr(wsman, "transport", None)
+    if transport is not None and hasattr(transport, "_build_session"):
+        transport.session = outbound_session(transport._build_session())
+
+
 class Session:
     """One open runspace pool on Exchange's PowerShell endpoint."""
 
     def __init__(self, classes: SimpleNamespace, *, server: str, username: str, password: str, **wsman: Any):
         self.classes = classes
         self.wsman = classes.WSMan(server, username=username, password=password, path=PATH, **wsman)
+        _outbound_transport(self.wsman)
         self.pool = classes.RunspacePool(self.wsman, configuration_name=CONFIGURATION_NAME)
         self.pool.open()
 

@@ -1,4 +1,5 @@
-"""GET /healthz: is the database reachable, is the broker reachable, when did a worker last run?
+"""GET /healthz: is the database reachable, is the broker reachable, when did a worker last run, are the event
+table's partitions in order (PostgreSQL: this and next month made, nothing in the default partition)?
 
 Anonymous callers (load balancers, monitors) get up or down only; the details (database vendor, broker
 transport, error class names, worker heartbeat) are for a signed-in programme office: they describe the
@@ -14,6 +15,7 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
+from migrations_app.services.event_partitions import event_partitions_status
 from migrations_app.tasks import WORKER_HEARTBEAT_KEY
 from portal.celery import app as celery_app
 
@@ -40,6 +42,13 @@ def _broker() -> dict:
     return {"ok": True, "transport": transport, "ms": round((time.monotonic() - started) * 1000, 1)}
 
 
+def _event_partitions() -> dict:
+    try:
+        return event_partitions_status()
+    except Exception as exc:  # reported, not raised
+        return {"ok": False, "error": type(exc).__name__}
+
+
 def _worker() -> dict:
     seen = cache.get(WORKER_HEARTBEAT_KEY)
     if not seen:
@@ -54,7 +63,12 @@ def healthz(request):
     database, broker = _database(), _broker()
     healthy = database["ok"] and broker["ok"]
     body = {"status": "ok" if healthy else "unavailable"}
+    # not an outage (events are still written and read), but a person must act: said to every monitor as a
+    # bare flag, the details only to the programme office
+    partitions = _event_partitions() if database["ok"] else {"ok": True}
+    if not partitions["ok"]:
+        body["attention"] = ["event_partitions"]
     user = request.user
     if user.is_authenticated and user.is_programme_office:
-        body.update(database=database, broker=broker, worker=_worker())
+        body.update(database=database, broker=broker, worker=_worker(), event_partitions=partitions)
     return JsonResponse(body, status=200 if healthy else 503)

@@ -1,5 +1,6 @@
 """Mailbox pages: search by address or display-name prefix, one mailbox with its timeline, skipped items and
-last error, retry and roll-back (services.execution), and the CSV of search results.
+last error, its actions (retry, roll back, pause, resume, cancel, switch: services.execution; retire and bring
+back: services.readiness.leavers), each button one line through _act, and the CSV of search results.
 
 A mailbox outside the user's scope is a 404 (its existence is not revealed); an action the user may not take
 on one they can see is a 403 (the services check require_administer)."""
@@ -15,6 +16,7 @@ from migrations_app.models import Event, Mailbox
 
 # the rows live beside the background exports' (selectors/exports.py); other views import them from here too
 from migrations_app.selectors.exports import MAILBOX_CSV_HEADER, mailbox_csv_rows  # noqa: E402, I001
+from migrations_app.selectors.mailbox_settings import mailbox_settings
 from migrations_app.selectors.mailboxes import (
     mailbox_class_progress,
     mailbox_search,
@@ -38,7 +40,7 @@ from migrations_app.services.execution import (
 )
 from migrations_app.services.execution.switch import MANUAL_CHECKLIST, switch_target
 from migrations_app.services.readiness.codes import blocked_reason
-from migrations_app.services.readiness.leavers import RETIRABLE
+from migrations_app.services.readiness.leavers import RETIRABLE, mailbox_reinstate, mailbox_retire
 from migrations_app.views._csv import csv_response
 from migrations_app.views.support import mailbox_notifications_context
 
@@ -81,6 +83,8 @@ def mailbox_detail(request, pk: int):
         # of the current round, which a person's retry resets, so it went down on the page)
         "copy_attempts": Event.objects.filter(mailbox_id=mailbox.pk, action="mailbox.claimed").count(),
         "class_progress": mailbox_class_progress(mailbox),
+        "settings_report": mailbox_settings(mailbox),
+        "preflight": mailbox.preflight_report,
         "can_retry": may_act and mailbox.state in RETRYABLE,
         "can_rollback": may_act and mailbox.state in ROLLBACKABLE,
         "can_cancel": may_act and mailbox.wave_id is not None and mailbox.state in CANCELLABLE,
@@ -169,3 +173,17 @@ def mailbox_switch_confirm_view(request, pk: int):
 @require_POST
 def mailbox_unswitch_view(request, pk: int):
     return _act(request, pk, mailbox_unswitch, "is being switched back: its mail goes to the source again")
+
+
+@login_required
+@require_POST
+def mailbox_retire_view(request, pk: int):
+    return _act(request, pk, mailbox_retire, "is retired: kept with its history, never planned")
+
+
+@login_required
+@require_POST
+def mailbox_reinstate_view(request, pk: int):
+    return _act(
+        request, pk, mailbox_reinstate, "is back in the inventory: check it again before it is planned"
+    )

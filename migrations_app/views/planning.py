@@ -12,6 +12,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
 from migrations_app.forms import DatePartsField
+from migrations_app.forms_settings import ProgrammeSettingsForm, next_windows
 from migrations_app.models import ClosedPeriod, Organisation, ProgrammeSettings, Wave
 from migrations_app.planning.calendar import LONDON
 from migrations_app.selectors.scoping import (
@@ -23,7 +24,6 @@ from migrations_app.selectors.waves import (
 from migrations_app.services.pilots import pilot_wave_create
 from migrations_app.services.plans import plan_commit, plan_preview, wave_name
 from migrations_app.services.programme import (
-    SETTINGS_FIELDS,
     closed_period_add,
     closed_period_remove,
     programme_settings_update,
@@ -159,25 +159,6 @@ def pilot_create_view(request):
     return render(request, "waves/planner.html", context, status=400)
 
 
-class ProgrammeSettingsForm(forms.ModelForm):
-    required_gates = forms.MultipleChoiceField(
-        label="Readiness gates an organisation must meet before it is planned",
-        required=False,
-        widget=forms.CheckboxSelectMultiple,
-        choices=[(g, Organisation._meta.get_field(g).verbose_name) for g in Organisation.GATES],
-    )
-
-    class Meta:
-        model = ProgrammeSettings
-        fields = list(SETTINGS_FIELDS)
-        widgets = {
-            "evening_starts": forms.TimeInput(format="%H:%M"),
-            "evening_ends": forms.TimeInput(format="%H:%M"),
-            "weekend_starts": forms.TimeInput(format="%H:%M"),
-            "weekend_ends": forms.TimeInput(format="%H:%M"),
-        }
-
-
 class ClosedPeriodForm(forms.Form):
     kind = forms.ChoiceField(label="Kind", choices=ClosedPeriod.Kind.choices)
     name = forms.CharField(label="Name", max_length=200)
@@ -190,7 +171,11 @@ class ClosedPeriodForm(forms.Form):
 def programme_settings_view(request):
     require_planner(request.user)
     settings = ProgrammeSettings.load()
-    form = ProgrammeSettingsForm(request.POST or None, instance=settings, prefix="settings")
+    form = ProgrammeSettingsForm(
+        request.POST if request.method == "POST" and "closed-kind" not in request.POST else None,
+        instance=settings,
+        prefix="settings",
+    )
     closed_form = (
         ClosedPeriodForm(request.POST or None, prefix="closed")
         if "closed-kind" in request.POST
@@ -198,7 +183,6 @@ def programme_settings_view(request):
     )
     if request.method == "POST":
         if "closed-kind" in request.POST:
-            form = ProgrammeSettingsForm(instance=settings, prefix="settings")
             if closed_form.is_valid():
                 try:
                     closed_period_add(actor=request.user, **closed_form.cleaned_data)
@@ -209,9 +193,7 @@ def programme_settings_view(request):
                     return redirect("programme_settings")
         elif form.is_valid():
             try:
-                programme_settings_update(
-                    actor=request.user, **{n: form.cleaned_data[n] for n in SETTINGS_FIELDS}
-                )
+                programme_settings_update(actor=request.user, **form.settings_changes())
             except ValidationError as exc:
                 add_service_errors(form, exc)
             else:
@@ -221,6 +203,7 @@ def programme_settings_view(request):
         "nav": NAV,
         "form": form,
         "closed_form": closed_form,
+        "next_windows": next_windows(settings),
         "errors": error_summary_items(form, closed_form),
         "closed_periods": list(
             ClosedPeriod.objects.filter(ends_on__gte=dt.date.today() - dt.timedelta(days=30))[:200]

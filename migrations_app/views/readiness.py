@@ -1,6 +1,6 @@
 """Readiness on the pages: run an organisation's readiness check and watch it (polled, pretix-style), its blocked
-mailboxes by reason with a filter and a CSV, closing an organisation, retiring and bringing back a mailbox.
-Every action calls the same service as the API (services.readiness)."""
+mailboxes by reason with a filter and a CSV, closing an organisation (retiring and bringing back a mailbox are
+mailbox actions: views/mailboxes.py). Every action calls the same service as the API (services.readiness)."""
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -19,10 +19,8 @@ from migrations_app.selectors.scoping import (
 )
 from migrations_app.services.readiness.checks import readiness_check_start
 from migrations_app.services.readiness.codes import blocked_reason
-from migrations_app.services.readiness.leavers import mailbox_reinstate, mailbox_retire
 from migrations_app.services.readiness.stages import ENTRY, organisation_close
 from migrations_app.views._csv import CHUNK_SIZE, csv_response
-from migrations_app.views.mailboxes import _act
 
 BLOCKED_PER_PAGE = 50
 BLOCKED_CSV_HEADER = [
@@ -134,17 +132,3 @@ def organisation_close_view(request, ods_code: str):
     else:
         messages.success(request, f"{organisation.ods_code} is closed.")
     return redirect("organisation_detail", ods_code=organisation.ods_code)
-
-
-@login_required
-@require_POST
-def mailbox_retire_view(request, pk: int):
-    return _act(request, pk, mailbox_retire, "is retired: kept with its history, never planned")
-
-
-@login_required
-@require_POST
-def mailbox_reinstate_view(request, pk: int):
-    return _act(
-        request, pk, mailbox_reinstate, "is back in the inventory: check it again before it is planned"
-    )

@@ -431,9 +431,13 @@ def wave_retry_failures_view(request, pk: int):
     retried = wave_retry_failures(
         wave=wave, actor=request.user, code=code, reason=request.POST.get("reason", "")
     )
-    messages.success(request, f"{retried:,} mailbox(es) with {code} will be retried")
+    done = f"{retried:,} mailbox(es) with {code or 'no code'} queued to be retried now"
     if request.htmx:
-        return render(request, "waves/_live.html", _live_context(request, wave))
+        # the live part again, now showing them scheduled (and the wave running again if it had completed)
+        wave.refresh_from_db()
+        context = {**_live_context(request, wave), "retried": done}
+        return render(request, "waves/_live.html", context)
+    messages.success(request, done)
     return redirect("wave_detail", pk=wave.pk)
 
 

@@ -89,6 +89,22 @@ def test_a_graph_url_to_an_internal_address_is_refused(api, officer):
     assert ok.status_code == 201, ok.content
 
 
+def test_an_authority_host_or_ews_url_to_an_internal_address_is_refused(api, officer):
+    """Every option the server will connect to is held to the same rules when saved (and again when used)."""
+    for options in (
+        {"authority_host": "169.254.169.254"},
+        {"authority_host": "login.example.org:6379"},
+        {"service_endpoint": "https://10.0.0.8/EWS/Exchange.asmx"},
+        {"service_endpoint": "http://cas.example.org/EWS/Exchange.asmx"},
+    ):
+        response = post(api(officer), "/api/v1/endpoints/", _graph(options))
+        name = next(iter(options))
+        assert response.status_code == 400 and name in response.content.decode(), options
+    assert not Endpoint.objects.exists()
+    ok = post(api(officer), "/api/v1/endpoints/", _graph({"authority_host": "login.microsoftonline.us"}))
+    assert ok.status_code == 201, ok.content
+
+
 def test_a_ca_file_must_be_in_the_configured_directory(api, officer, settings, tmp_path):
     settings.ENDPOINT_CA_DIR = str(tmp_path)
     outside = post(api(officer), "/api/v1/endpoints/", _graph({"ca_file": "/etc/shadow"}))

@@ -104,6 +104,20 @@ def test_the_readme_database_roles_block(fresh_cluster_names):
         )
         assert "must be owner" in _refused(app, "ALTER TABLE migrations_app_event DISABLE TRIGGER ALL")
 
+        # the monthly partitions: nothing on them directly, but beat's function makes the coming months
+        month = app.execute("SELECT 'migrations_app_event_' || to_char(now() AT TIME ZONE 'UTC', 'YYYY_MM')")
+        month = month.fetchone()[0]
+        for sql in (
+            f"UPDATE {month} SET message = 'rewritten'",
+            f"TRUNCATE {month}",
+            "TRUNCATE migrations_app_event_default",
+            f"ALTER TABLE migrations_app_event DETACH PARTITION {month}",
+        ):
+            assert "permission denied" in _refused(app, sql) or "must be owner" in _refused(app, sql)
+        assert app.execute("SELECT portal_event_partitions_ensure(current_date, 6)").fetchone()[0] >= 1
+        assert app.execute("SELECT portal_event_default_rows()").fetchone()[0] == 0
+        app.commit()
+
     with _session(names, "migrator") as owner:
         for sql in (
             "UPDATE migrations_app_event SET message = 'x'",
@@ -111,6 +125,13 @@ def test_the_readme_database_roles_block(fresh_cluster_names):
             "TRUNCATE migrations_app_event",
         ):
             assert "append-only" in _refused(owner, sql)
+        assert "append-only" in _refused(owner, "TRUNCATE migrations_app_event_default")
+        # the partitions beat made through the function belong to the migration role, not the portal's
+        owners = owner.execute(
+            "SELECT DISTINCT pg_get_userbyid(c.relowner) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+            " WHERE i.inhparent = 'migrations_app_event'::regclass"
+        ).fetchall()
+        assert owners == [(names["migrator"],)]
         assert owner.execute("SELECT message FROM migrations_app_event").fetchall() == [("",)]
 
     # the portal's role must own nothing: the command refuses the migration role

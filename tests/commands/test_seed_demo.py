@@ -1,6 +1,9 @@
+import datetime as dt
 import json
 from io import StringIO
+from zoneinfo import ZoneInfo
 
+import pytest
 from django.contrib.auth import authenticate
 from django.core.management import call_command
 
@@ -92,3 +95,54 @@ def test_it_leaves_an_approved_pilot_wave_whose_window_is_open_now(db, settings,
     )
     assert set(Mailbox.objects.filter(wave=wave).values_list("state", flat=True)) == {"scheduled"}
     assert wave_tick()["started"] == 1  # the beat's first tick starts it
+
+
+LONDON = ZoneInfo("Europe/London")
+
+
+@pytest.mark.parametrize(
+    "at, kind, first_day, opened_early",
+    [
+        # Monday 01:07: inside the weekend window (Friday 18:00 to Monday 06:00), not a "weekday evening"
+        (dt.datetime(2026, 11, 30, 1, 7, tzinfo=LONDON), "weekend", dt.date(2026, 11, 27), False),
+        # Tuesday 23:00: inside Tuesday evening's window
+        (dt.datetime(2026, 12, 1, 23, 0, tzinfo=LONDON), "evening", dt.date(2026, 12, 1), False),
+        # Tuesday 14:00: Tuesday evening's window, opened early
+        (dt.datetime(2026, 12, 1, 14, 0, tzinfo=LONDON), "evening", dt.date(2026, 12, 1), True),
+        # Tuesday 05:30: Monday evening's closes in half an hour: kept open for the demo (charted as Monday's)
+        (dt.datetime(2026, 12, 1, 5, 30, tzinfo=LONDON), "evening", dt.date(2026, 11, 30), False),
+        # Tuesday 06:10: Monday evening's has closed: Tuesday evening's, opened early
+        (dt.datetime(2026, 12, 1, 6, 10, tzinfo=LONDON), "evening", dt.date(2026, 12, 1), True),
+        # a summer Thursday 19:00 BST (18:00 UTC): the evening window that opened at 18:00 BST
+        (dt.datetime(2026, 7, 2, 18, 0, tzinfo=dt.UTC), "evening", dt.date(2026, 7, 2), False),
+    ],
+)
+def test_the_demo_pilot_runs_in_the_window_its_name_says(db, at, kind, first_day, opened_early):
+    from migrations_app.management.commands.seed_demo import demo_window
+    from migrations_app.models import ProgrammeSettings
+    from migrations_app.planning.calendar import WindowRules
+    from migrations_app.selectors.progress import night_of
+
+    window, opens, closes = demo_window(WindowRules.from_settings(ProgrammeSettings.load()), [], at)
+    assert window.kind == kind and window.first_day == first_day
+    assert (opens != window.starts_at) is opened_early
+    assert opens <= at and closes - at >= dt.timedelta(hours=2)
+    if not opened_early:
+        assert window.starts_at.astimezone(LONDON).strftime("%H:%M") == "18:00"
+    assert night_of(opens) == window.first_day  # the dashboard charts it under the night its name gives
+
+
+def test_the_seeded_pilots_name_and_kind_agree_with_its_london_times(db, settings, tmp_path):
+    from migrations_app.models import Wave
+
+    _seed(settings, tmp_path)
+    wave = Wave.objects.get(status=Wave.Status.APPROVED)
+    starts = wave.starts_at.astimezone(LONDON)
+    if wave.kind == Wave.Kind.EVENING:
+        assert f"Evening {starts:%a} {starts.day} {starts:%b %Y}" in wave.name or "opened early" in wave.name
+    if "opened early" in wave.name:
+        assert wave.name.endswith(f"opened early for the demo at {starts:%H:%M}")
+    elif "kept open" in wave.name:
+        assert wave.name.endswith(f"kept open for the demo until {wave.ends_at.astimezone(LONDON):%H:%M}")
+    else:
+        assert starts.strftime("%H:%M") == "18:00"

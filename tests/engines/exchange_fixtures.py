@@ -13,6 +13,7 @@ import pytest
 from migrations_app.engines import EndpointSpec, MailboxSpec
 from tests.fakes.exchange import FakeExchange
 from tests.fakes.graph import FakeGraph
+from tests.fakes.outbound import allow_fake
 
 _n = itertools.count(1)
 
@@ -87,15 +88,17 @@ def event_bytes(n: int, summary: str = "") -> bytes:
 
 
 @pytest.fixture
-def fake_ews():
+def fake_ews(settings):
     server = FakeExchange().start()
+    allow_fake(settings, server.url)
     yield server
     server.stop()
 
 
 @pytest.fixture
-def fake_graph():
+def fake_graph(settings):
     server = FakeGraph()
+    allow_fake(settings, server.base)
     yield server
     server.stop()
 

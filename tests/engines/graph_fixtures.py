@@ -12,13 +12,15 @@ from migrations_app.engines import EndpointSpec, MailboxSpec
 from tests.engines import mailgen
 from tests.engines.conftest import endpoint
 from tests.fakes.microsoft import FakeMicrosoft
+from tests.fakes.outbound import allow_fake
 
 _n = itertools.count(1)
 
 
 @pytest.fixture
-def fake():
+def fake(settings):
     server = FakeMicrosoft()
+    allow_fake(settings, server.base)
     yield server
     server.stop()
 

@@ -1,12 +1,14 @@
 """A fake Exchange 2013 at the HTTP level: SOAP over HTTP at /EWS/Exchange.asmx, answering the EWS operations the
-exchange engine sends through exchangelib (GetFolder, SyncFolderHierarchy, SyncFolderItems, ExportItems), shaped
-like Microsoft's documented requests and responses (docs/adr/014-exchange-engine.md).
+exchange engine sends through exchangelib (GetFolder, SyncFolderHierarchy, SyncFolderItems, ExportItems, FindItem by
+size, and the mailbox settings: GetUserOofSettings, GetInboxRules, GetUserConfiguration WorkHours, GetDelegate, the
+calendar's PermissionSet; tests/fakes/exchange_settings.py), shaped like Microsoft's documented requests and
+responses (docs/adr/014-exchange-engine.md).
 
     python -m tests.fakes.exchange serve --seed DIR --port N [--username svc --password pw]
 
 Mailboxes are seeded from ordinary files (tests/fakes/exchange_store.py says the layout). Knobs a test turns:
 `busy(count=, every=, back_off_ms=)` (ErrorServerBusy SOAP faults with a BackOffMilliseconds hint),
-`refuse_impersonation(address)` (ErrorImpersonateUserDenied), `latency`, an item's `corrupt` / `reported_size`
+`refuse_impersonation(address)` (ErrorImpersonateUserDenied), `fail(operation, code)`, `latency`, an item's `corrupt` / `reported_size`
 (a partial failure inside an ExportItems batch; an item over the size limit). What it observes: `requests`
 (operation counts), `max_concurrency`.
 """
@@ -23,6 +25,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from xml.sax.saxutils import escape
 
+from tests.fakes import exchange_settings as settings
 from tests.fakes.exchange_store import Folder, Item, Store, seed
 
 S = "http://schemas.xmlsoap.org/soap/envelope/"
@@ -74,15 +77,18 @@ def _error_message(operation: str, code: str, text: str) -> str:
     )
 
 
-def _folder_xml(store: Store, folder: Folder) -> str:
+def _folder_xml(store: Store, folder: Folder, *, permissions: bool = False) -> str:
     tag = "SearchFolder" if folder.search else FOLDER_TAG.get(folder.folder_class, "Folder")
+    permission_set = ""
+    if permissions and folder.distinguished == "calendar":
+        permission_set = settings.permission_set_xml(store)
     parent = f'<t:ParentFolderId Id="{folder.parent_id}" ChangeKey="AQAAAA=="/>' if folder.parent_id else ""
     children = sum(1 for f in store.folders.values() if f.parent_id == folder.id)
     return (
         f'<t:{tag}><t:FolderId Id="{folder.id}" ChangeKey="AQAAAA=="/>{parent}'
         f"<t:FolderClass>{folder.folder_class}</t:FolderClass><t:DisplayName>{escape(folder.name)}</t:DisplayName>"
         f"<t:TotalCount>{len(folder.items)}</t:TotalCount><t:ChildFolderCount>{children}</t:ChildFolderCount>"
-        f"</t:{tag}>"
+        f"{permission_set}</t:{tag}>"
     )
 
 
@@ -108,6 +114,7 @@ class FakeExchange:
         self.stores: dict[str, Store] = stores or {}
         self.username, self.password = username, password
         self.refused: set[str] = set()  # mailboxes the service account may not impersonate
+        self.faults: dict[str, tuple[str, int | None]] = {}  # operation -> (EWS response code, back-off ms)
         self.latency = 0.0
         self.requests: Counter = Counter()
         self.max_concurrency = 0
@@ -133,6 +140,11 @@ class FakeExchange:
 
     def refuse_impersonation(self, address: str) -> None:
         self.refused.add(address.lower())
+
+    def fail(self, operation: str, code: str, *, back_off_ms: int | None = None) -> None:
+        """Every request of `operation` (GetInboxRules, GetUserOofSettingsRequest, ...) gets a SOAP fault with
+        that response code (ErrorAccessDenied, ErrorServerBusy with a back-off, ...) until cleared."""
+        self.faults[operation] = (code, back_off_ms)
 
     def start(self, port: int = 0) -> FakeExchange:
         self.server = ThreadingHTTPServer(("127.0.0.1", port), _handler_for(self))
@@ -204,6 +216,9 @@ class FakeExchange:
             return 500, _fault(
                 "ErrorNonExistentMailbox", f"The SMTP address has no mailbox associated with it: {address}"
             )
+        if operation in self.faults:
+            code, back_off = self.faults[operation]
+            return 500, _fault(code, f"The fake was told to answer {operation} with {code}.", back_off)
         handler = getattr(self, f"_{operation}", None)
         if handler is None:
             return 500, _fault("ErrorInvalidRequest", f"The fake does not answer {operation}.")
@@ -219,6 +234,7 @@ class FakeExchange:
         return store.folders.get(folder_id.get("Id")) if folder_id is not None else None
 
     def _GetFolder(self, store: Store, request) -> str:
+        permissions = settings.wants_permissions(request)
         out = []
         for ref in request.find(f"{{{M}}}FolderIds"):
             wrapper = ET.Element("w")
@@ -235,7 +251,8 @@ class FakeExchange:
             else:
                 out.append(
                     '<m:GetFolderResponseMessage ResponseClass="Success"><m:ResponseCode>NoError</m:ResponseCode>'
-                    f"<m:Folders>{_folder_xml(store, folder)}</m:Folders></m:GetFolderResponseMessage>"
+                    f"<m:Folders>{_folder_xml(store, folder, permissions=permissions)}</m:Folders>"
+                    "</m:GetFolderResponseMessage>"
                 )
         return f"<m:GetFolderResponse><m:ResponseMessages>{''.join(out)}</m:ResponseMessages></m:GetFolderResponse>"
 
@@ -324,6 +341,23 @@ class FakeExchange:
                 "</m:ExportItemsResponseMessage>"
             )
         return f"<m:ExportItemsResponse><m:ResponseMessages>{''.join(out)}</m:ResponseMessages></m:ExportItemsResponse>"
+
+    # --- mailbox settings (tests/fakes/exchange_settings.py) -------------------------------------------------
+
+    def _GetUserOofSettingsRequest(self, store: Store, request) -> str:
+        return settings.oof_response(store)
+
+    def _GetInboxRules(self, store: Store, request) -> str:
+        return settings.rules_response(store)
+
+    def _GetUserConfiguration(self, store: Store, request) -> str:
+        return settings.user_configuration_response(store, request)
+
+    def _GetDelegate(self, store: Store, request) -> str:
+        return settings.delegate_response(store)
+
+    def _FindItem(self, store: Store, request) -> str:
+        return settings.find_items_response(store, request, _item_xml)
 
 
 def _handler_for(fake: FakeExchange):

@@ -6,6 +6,7 @@ Seed layout (any corpus can be dropped in):
     DIR/<primary smtp address>/<folder>/<sub folder>/...        files: .eml mail, .ics calendar items,
     DIR/<primary smtp address>/_archive/<folder>/...            .vcf contacts, .json tasks / notes / journal
                                                                 ({"class": "IPM.Task", "subject": ...})
+DIR/<primary smtp address>/_settings.json holds the mailbox's settings (tests/fakes/exchange_settings.py).
 A folder holding a file named `.search` is a search folder (listed, never exported). A folder's class comes
 from its well-known name (Calendar, Contacts, Tasks, Notes, Journal) or else from its first file's kind.
 
@@ -122,6 +123,8 @@ class Store:
     folders: dict[str, Folder] = field(default_factory=dict)
     root_id: str = ""
     archive_root_id: str = ""
+    # automatic replies, rules, working hours, calendar permissions, delegates (tests/fakes/exchange_settings.py)
+    settings: dict = field(default_factory=dict)
     lock: threading.RLock = field(default_factory=threading.RLock)
 
     def __post_init__(self):
@@ -301,5 +304,7 @@ def seed(directory: Path) -> dict[str, Store]:
     for mailbox_dir in sorted(p for p in Path(directory).iterdir() if p.is_dir()):
         store = Store(mailbox_dir.name.lower())
         seed_store(store, mailbox_dir)
+        if (mailbox_dir / "_settings.json").is_file():
+            store.settings = json.loads((mailbox_dir / "_settings.json").read_text())
         stores[store.address] = store
     return stores

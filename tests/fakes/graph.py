@@ -13,11 +13,14 @@ extends, so tokens, users, licences and the rest behave the same):
 - POST {importUrl} {"FolderId", "Mode": "create" | "update", "Data", "ItemId"?} -> {"itemId", "changeKey"}; 401 once
        the session has expired; 429 / 503 with Retry-After when a test says so
 - DELETE /users/{id}/messages/{itemId}                        an imported item removed (the cutover delta, delete_policy copied)
+- /users/{id}/mailboxSettings, .../mailFolders/inbox/messageRules, .../calendar/calendarPermissions: the mailbox's
+  settings (tests/fakes/graph_settings.py)
 
-    python -m tests.fakes.graph serve --port N --dump DIR
+    python -m tests.fakes.graph serve --port N --dump DIR [--user UPN] [--tls-dir DIR] [--client-secret S]
 
-writes every imported item to DIR/<user>/<folder path>/<item id>.<class>.fts and prints the tenant, client id and
-secret to put in the target endpoint.
+answers over TLS at https://127.0.0.1:N for Entra ID, Graph and the import URLs at once (a private CA and a
+certificate it signs, made in --tls-dir: trust ca.pem), writes every imported item to DIR/<user>/<folder path>/<item id>.<class>.fts, and prints
+the tenant, client id, secret, CA file and the graph:// target URL for manage.py copy_mailbox.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from dataclasses import dataclass, field
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 
+from tests.fakes import graph_settings
 from tests.fakes.exchange_store import parse_fts
 from tests.fakes.microsoft import (
     GRAPH,
@@ -94,6 +98,10 @@ class ImportMailbox:
     upn: str
     folders: dict[str, ImportFolder] = field(default_factory=dict)
     lock: threading.RLock = field(default_factory=threading.RLock)
+    # settings (tests/fakes/graph_settings.py)
+    mailbox_settings: dict = field(default_factory=graph_settings.default_settings)
+    rules: dict = field(default_factory=dict)  # id -> messageRule
+    calendar_permissions: dict = field(default_factory=graph_settings.default_permissions)  # id -> permission
 
     def __post_init__(self):
         root = ImportFolder(
@@ -150,8 +158,9 @@ class ImportSession(RewritingSession):
 
 
 class FakeGraph(FakeMicrosoft):
-    def __init__(self, *args, port: int = 0, dump: Path | None = None, **kwargs):
+    def __init__(self, *args, port: int = 0, dump: Path | None = None, tls_dir: Path | None = None, **kwargs):
         super().__init__(*args, **kwargs)
+        self.ca_file: Path | None = None
         if port:
             self.server.shutdown()
             self.server.server_close()
@@ -159,6 +168,8 @@ class FakeGraph(FakeMicrosoft):
             self.server.daemon_threads = True
             self.port = port
             self.base = f"http://127.0.0.1:{port}"
+            if tls_dir is not None:
+                self._serve_public(tls_dir)
             threading.Thread(target=self.server.serve_forever, name="fake-graph", daemon=True).start()
         self.dump = dump
         self.import_mailboxes: dict[str, ImportMailbox] = {}  # user id -> mailbox
@@ -170,6 +181,25 @@ class FakeGraph(FakeMicrosoft):
         self.import_max_concurrency: Counter = Counter()
         self.crash_at: int | None = None
         self.import_attempts = 0
+        self.settings_requests: Counter = Counter()  # (method, first segment) -> count
+        self.unknown_grantees: set[str] = (
+            set()
+        )  # calendar permissions for them are refused (not in the tenant)
+
+    def _serve_public(self, tls_dir: Path) -> None:
+        """Answer over TLS at https://127.0.0.1:PORT for Entra ID, Graph and the import URLs at once, as a
+        process of its own that the engine reaches with the endpoint options authority_host, graph_url and
+        ca_file (a private CA made here, ca.pem: the file to trust)."""
+        import ssl
+
+        from tests.fakes.tls import make_ca_and_certificate
+
+        ca, cert, key = make_ca_and_certificate(tls_dir)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.ca_file = ca
+        self.base = self.public_base = f"https://127.0.0.1:{self.port}"
 
     # --- knobs -----------------------------------------------------------------------------------------------
 
@@ -215,6 +245,12 @@ class FakeGraph(FakeMicrosoft):
                 return self._admin_route(version, method, mailbox, parts[4:], query, body)
         if parts[0] == "users" and len(parts) >= 3:
             user = self.mailbox(parts[1])
+            if user is not None and user.licensed:
+                mailbox = self.import_mailbox(user.upn)
+                with mailbox.lock:
+                    answer = graph_settings.route(self, version, method, mailbox, parts[2:], body)
+                if answer is not None:
+                    return answer
             if (
                 user is not None
                 and user.licensed
@@ -404,11 +440,26 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--dump", type=Path, required=True, help="where imported items are written")
     serve.add_argument("--user", action="append", default=[], help="a licensed user (UPN); repeat for more")
     serve.add_argument("--latency-ms", type=float, default=0)
+    serve.add_argument(
+        "--tls-dir",
+        type=Path,
+        default=Path("var/fake-graph-tls"),
+        help="where its private CA and certificate are written (ca.pem: the CA file to trust)",
+    )
+    serve.add_argument("--client-secret", default="", help="the app's secret (default: a new one, printed)")
     args = parser.parse_args(argv)
-    fake = FakeGraph(port=args.port, dump=args.dump, tenant_id="00000000-0000-0000-0000-00000000fa4e")
+    fake = FakeGraph(
+        port=args.port,
+        dump=args.dump,
+        tls_dir=args.tls_dir,
+        tenant_id="00000000-0000-0000-0000-00000000fa4e",
+        client_id="00000000-0000-0000-0000-0000000c11e7",
+    )
+    fake.client_secret = args.client_secret or fake.client_secret
     fake.latency = args.latency_ms / 1000
     for upn in args.user:
         fake.add_user(upn)
+    host = f"127.0.0.1:{fake.port}"
     print(
         json.dumps(
             {
@@ -417,6 +468,10 @@ def main(argv: list[str] | None = None) -> None:
                 "client_id": fake.client_id,
                 "client_secret": fake.client_secret,
                 "users": args.user,
+                "ca_file": str(fake.ca_file),
+                # the target URL for manage.py copy_mailbox (the secret from COPY_TARGET_PASSWORD)
+                "target": f"graph://{fake.client_id}@{fake.tenant_id}/?user={args.user[0] if args.user else ''}"
+                f"&authority_host={host}&graph_url=https://{host}&ca_file={fake.ca_file}",
             }
         ),
         flush=True,

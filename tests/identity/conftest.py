@@ -11,13 +11,15 @@ from django.db import connections
 
 from tests.conftest import skip_or_fail
 from tests.fakes.microsoft import LOGIN, FakeMicrosoft
+from tests.fakes.outbound import allow_fake
 
 CHROMIUM = os.environ.get("PORTAL_CHROMIUM", "/usr/bin/chromium")
 
 
 @pytest.fixture
-def fake_entra():
+def fake_entra(settings):
     fake = FakeMicrosoft()
+    allow_fake(settings, fake.base)
     yield fake
     fake.stop()
 

@@ -2,6 +2,7 @@
 
 import datetime as dt
 import re
+from zoneinfo import ZoneInfo
 
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -123,3 +124,65 @@ def test_a_trust_admins_dashboard_is_titled_for_their_organisations_and_sizes_sc
     assert f"<h1>Dashboard: {org_a.name}</h1>".replace("'", "&#39;") in html
     # 3 small mailboxes: their size in a unit that fits, not "0.00 TB"
     assert "0.00 TB" not in html and re.search(r'portal-bar__text">[\d.,]+ (bytes|KB|MB|GB)<', html)
+
+
+def test_the_forecast_says_what_it_is_computed_from_and_gives_a_range(client_for, officer, org_a):
+    # three nights over 27 days: 10, 8 and 19 moved; 70 to go
+    for moved, days_ago in [(10, 27), (8, 20), (19, 10)]:
+        wave_in_states([org_a], {"migrated": moved}, hours_ago=24 * days_ago)
+    ready_mailboxes(org_a, 70)
+    html = client_for(officer).get("/dashboard/").content.decode()
+    today = timezone.localtime().date()
+    # 37 in 27 days: 1.37 a day -> 51.1 days; a night every 9 days, at 8 a night -> 78.75 days, at 19 -> 33.2
+    expected = {"forecast": 52, "latest": 79, "earliest": 34}
+    days = {k: today + dt.timedelta(days=n) for k, n in expected.items()}
+    assert f'<span class="portal-figure">{days["forecast"].day} {days["forecast"]:%B %Y}</span>' in html
+    shown = re.search(r'id="forecast-range">([^<]*)<', html)[1]
+    assert shown == (
+        f"between {days['earliest'].day} {days['earliest']:%b %Y} and {days['latest'].day} {days['latest']:%b %Y}"
+    )
+    basis = re.search(r'id="forecast-basis">([^<]*)<', html)[1]
+    assert (
+        "From 37 mailboxes moved by 3 waves in 3 night(s) over the last 27 days: 1.4 a day on average"
+        in basis
+    )
+    assert "slowest (8)" in basis and "fastest (19)" in basis
+
+
+def test_nights_are_the_london_date_of_the_window_they_belong_to(db):
+    from migrations_app.selectors.progress import night_of
+
+    london = ZoneInfo("Europe/London")
+    sunday = dt.date(2026, 11, 29)
+    # an evening window opened on Sunday at 18:00; one opened at Monday 01:24 belongs to Sunday night too
+    assert night_of(dt.datetime(2026, 11, 29, 18, 0, tzinfo=london)) == sunday
+    assert night_of(dt.datetime(2026, 11, 30, 1, 24, tzinfo=london)) == sunday
+    # in summer 23:30 UTC on Sunday is 00:30 BST on Monday: still Sunday night, not Monday's
+    assert night_of(dt.datetime(2026, 6, 28, 23, 30, tzinfo=dt.UTC)) == dt.date(2026, 6, 28)
+    # 18:30 UTC on a summer Sunday is 19:30 BST that evening
+    assert night_of(dt.datetime(2026, 6, 28, 18, 30, tzinfo=dt.UTC)) == dt.date(2026, 6, 28)
+
+
+def test_the_chart_dates_a_window_by_its_london_night(client_for, officer, org_a):
+    from migrations_app.selectors.progress import night_of
+
+    wave = wave_in_states([org_a], {"migrated": 4}, hours_ago=48)
+    night = night_of(wave.starts_at)
+    chart = client_for(officer).get("/dashboard/").content.decode().split('id="per-night"')[1]
+    assert re.search(r'<th class="nhsuk-table__header" scope="row">([^<]*)</th>', chart)[1] == (
+        f"{night:%a} {night.day} {night:%b}"
+    )
+
+
+def test_a_trust_admins_dashboard_does_not_say_programme_for_their_figures(client_for, admin_a, org_a):
+    wave_in_states([org_a], {"migrated": 2}, hours_ago=30)
+    html = client_for(admin_a).get("/dashboard/").content.decode()
+    assert "Programme: " not in html and "Your organisations: " in html
+    assert "programme-wide" not in html
+
+
+def test_no_forecast_once_every_mailbox_has_moved(client_for, officer, org_a):
+    for moved, days_ago in [(10, 27), (8, 20), (19, 10)]:
+        wave_in_states([org_a], {"migrated": moved}, hours_ago=24 * days_ago)
+    html = client_for(officer).get("/dashboard/").content.decode()
+    assert "Every mailbox has moved" in html and 'id="forecast-range"' not in html

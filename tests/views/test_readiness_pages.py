@@ -120,6 +120,32 @@ def test_another_organisations_admin_cannot_retire(client_for, org_a, admin_b):
     assert box.state == M.INVENTORIED
 
 
+def test_another_organisations_admin_cannot_bring_a_retired_mailbox_back(client_for, org_a, admin_b):
+    [box] = inventoried(org_a, 1)
+    Mailbox.objects.filter(pk=box.pk).update(state=M.RETIRED)
+    assert client_for(admin_b).post(f"/mailboxes/{box.pk}/reinstate/", {"reason": "x"}).status_code == 404
+    box.refresh_from_db()
+    assert box.state == M.RETIRED
+
+
+def test_a_viewer_sees_the_mailbox_but_may_neither_retire_nor_bring_back(client_for, org_a, viewer):
+    [box] = inventoried(org_a, 1)
+    client = client_for(viewer)
+    assert "Retire: never move this mailbox" not in client.get(f"/mailboxes/{box.pk}/").content.decode()
+    assert client.post(f"/mailboxes/{box.pk}/retire/", {"reason": "x"}).status_code == 403
+    Mailbox.objects.filter(pk=box.pk).update(state=M.RETIRED)
+    assert client.post(f"/mailboxes/{box.pk}/reinstate/", {"reason": "x"}).status_code == 403
+    box.refresh_from_db()
+    assert box.state == M.RETIRED
+
+
+def test_retiring_is_a_post_only(client_for, org_a, admin_a):
+    [box] = inventoried(org_a, 1)
+    assert client_for(admin_a).get(f"/mailboxes/{box.pk}/retire/").status_code == 405
+    box.refresh_from_db()
+    assert box.state == M.INVENTORIED
+
+
 def test_the_programme_office_closes_an_organisation_with_everything_moved(client_for, org_a, officer):
     Organisation.objects.filter(pk=org_a.pk).update(stage="mop_up")
     [box] = inventoried(org_a, 1)

@@ -110,3 +110,34 @@ def test_a_trust_admin_sees_the_carried_over_count_but_cannot_place_them(client_
     assert "2 mailboxes had not finished" in html and "Place carried-over mailboxes" not in html
     assert client.post(f"/waves/{wave.pk}/place-carried-over/", {"target": target.pk}).status_code == 403
     assert not Mailbox.objects.filter(wave=target).exists()
+
+
+def test_retry_these_by_htmx_shows_them_queued_at_once(
+    client_for, officer, org_a, django_capture_on_commit_callbacks, monkeypatch
+):
+    pumped = []
+    monkeypatch.setattr("migrations_app.services.failures.wave_pump_later", pumped.append)
+    wave = wave_in_states([org_a], {"migrated": 1, ("failed", "AUTH_FAILED"): 2})
+    Wave.objects.filter(pk=wave.pk).update(status=Wave.Status.COMPLETED)  # completed with its failures
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client_for(officer).post(
+            f"/waves/{wave.pk}/retry-failures/", {"code": "AUTH_FAILED"}, headers={"HX-Request": "true"}
+        )
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert 'id="wave-retried"' in html and "2 mailbox(es) with AUTH_FAILED queued to be retried now" in html
+    assert "2 queued to start" in html and "every 3s" in html  # running again, and followed
+    assert "No failed mailboxes." in html
+    assert pumped == [wave.pk]
+    wave.refresh_from_db()
+    assert wave.status == Wave.Status.RUNNING
+
+
+def test_a_finished_wave_is_not_shown_running_with_nothing_moving(client_for, officer, org_a):
+    from migrations_app.services.execution import wave_tick
+
+    wave = wave_in_states([org_a], {"migrated": 3, ("failed", "OVER_QUOTA"): 1})
+    wave_tick()
+    response = client_for(officer).get(f"/waves/{wave.pk}/live/", headers={"HX-Request": "true"})
+    assert response.status_code == 286  # no more polling
+    assert "Completed" in response.content.decode()

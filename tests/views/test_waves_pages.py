@@ -211,17 +211,19 @@ def test_the_programme_office_edits_windows_and_closed_dates(client_for, officer
     data = {
         f"settings-{k}": v
         for k, v in {
-            "evening_days": "0123",
+            "evening_days": ["0", "1", "2", "3"],
             "evening_starts": "19:00",
             "evening_ends": "06:00",
             "evening_capacity_mailboxes": "20000",
-            "evening_capacity_bytes": str(30 * 1024**4),
+            "evening_capacity_amount": "30",
+            "evening_capacity_unit": "TB",
             "weekend_start_day": "4",
             "weekend_starts": "18:00",
             "weekend_end_day": "0",
             "weekend_ends": "06:00",
             "weekend_capacity_mailboxes": "83000",
-            "weekend_capacity_bytes": str(110 * 1024**4),
+            "weekend_capacity_amount": "110",
+            "weekend_capacity_unit": "TB",
             "single_wave_organisation_max": "5000",
             "large_organisation_chunk": "2000",
             "pilot_mailboxes_per_organisation": "5",

@@ -87,6 +87,20 @@ class Command(BaseCommand):
                 items_moved=sum(f.items_moved for f in result.folders),
                 items_deleted=sum(f.items_deleted for f in result.folders),
             )
+            if result.checkpoint.get("settings"):  # the exchange engine: what moved and what could not
+                records = result.checkpoint["settings"]["records"]
+                summary["settings"] = {
+                    "applied": [
+                        f"{r['setting']}:{r['name']}".rstrip(":")
+                        for r in records
+                        if r["outcome"] == "applied"
+                    ],
+                    "skipped": [
+                        {"setting": r["setting"], "name": r["name"], "why": r["detail"]}
+                        for r in records
+                        if r["outcome"] == "skipped"
+                    ],
+                }
             if options["verify"]:
                 verified = engine.verify(spec)
                 ok = verified.ok

@@ -13,13 +13,15 @@ import secrets
 from pathlib import Path
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from django.utils import timezone
 
 from migrations_app.engines import get_engine
-from migrations_app.models import Contact, Organisation, User, Wave
+from migrations_app.models import Contact, Organisation, ProgrammeSettings, User, Wave
+from migrations_app.planning.calendar import LONDON, Window, WindowRules, windows_between
+from migrations_app.selectors.planning import closed_periods
+from migrations_app.selectors.progress import NIGHT_STARTS_BY
 from migrations_app.services.affinity import permissions_import
 from migrations_app.services.imports import inventory_import
 from migrations_app.services.pilots import pilot_wave_create
@@ -265,27 +267,49 @@ class Command(BaseCommand):
         _demo_wave(User.objects.get(username="programme"), User.objects.get(username="approver"))
 
 
+# A window closing sooner than this would carry the demo's mailboxes over before they move: the next one is
+# opened early instead.
+DEMO_TIME_NEEDED = dt.timedelta(hours=2)
+
+
+def demo_window(rules: WindowRules, closed, now: dt.datetime) -> tuple[Window, dt.datetime, dt.datetime]:
+    """The programme window the demo pilot runs in, and when it opens and closes: the window open now if it
+    has two hours or more left (at Monday 01:07 that is the weekend's, Friday 18:00 to Monday 06:00, London
+    time); in the small hours, the one open now kept open longer (the night it is charted under is its own:
+    progress.night_of); else the next one, opened early so the demo moves at once. The wave's name says so."""
+    today = now.astimezone(LONDON).date()
+    windows = windows_between(rules, today - dt.timedelta(days=7), today + dt.timedelta(days=14), closed)
+    current = [w for w in windows if w.starts_at <= now < w.ends_at]
+    for window in current:
+        if window.ends_at - now >= DEMO_TIME_NEEDED:
+            return window, window.starts_at, window.ends_at
+    if current and now.astimezone(LONDON).time() < NIGHT_STARTS_BY:
+        return current[0], current[0].starts_at, now + DEMO_TIME_NEEDED
+    upcoming = [w for w in windows if w.starts_at > now]
+    if not upcoming:
+        raise CommandError("no window in the next fortnight for the demo wave: check the programme settings")
+    return upcoming[0], now - dt.timedelta(minutes=1), upcoming[0].ends_at
+
+
 def _demo_wave(officer: User, approver: User) -> Wave:
     """A pilot wave through the real workflow (created, proposed, go from every organisation in it,
-    approved by a second person), its window moved to open now, so the beat starts it within a minute of
-    `make run` and the workers are seen moving mailboxes."""
-    today = timezone.localdate()
-    for offset in range(14):
-        try:
-            wave = pilot_wave_create(
-                actor=officer, starts_on=today + dt.timedelta(days=offset), per_organisation=15
-            )
-            break
-        except ValidationError:
-            continue  # no evening window that day (weekend, bank holiday)
-    else:
-        raise CommandError("no evening window in the next fortnight for the demo wave")
+    approved by a second person) in the programme window open now (or the next one, opened early), so the
+    beat starts it within a minute of `make run` and the workers are seen moving mailboxes."""
     now = timezone.now()
-    Wave.objects.filter(pk=wave.pk).update(
-        name="Demo pilot (runs now)",
-        starts_at=now - dt.timedelta(minutes=1),
-        ends_at=now + dt.timedelta(hours=4),
+    rules = WindowRules.from_settings(ProgrammeSettings.load())
+    today = now.astimezone(LONDON).date()
+    window, opens, closes = demo_window(
+        rules, closed_periods(today - dt.timedelta(days=7), today + dt.timedelta(days=14)), now
     )
+    wave = pilot_wave_create(actor=officer, starts_on=window.first_day, kind=window.kind, per_organisation=15)
+    if opens != window.starts_at:
+        at = opens.astimezone(LONDON)
+        name = f"{wave.name}, opened early for the demo at {at:%H:%M}"
+        Wave.objects.filter(pk=wave.pk).update(name=name, starts_at=opens)
+    elif closes != window.ends_at:
+        at = closes.astimezone(LONDON)
+        name = f"{wave.name}, kept open for the demo until {at:%H:%M}"
+        Wave.objects.filter(pk=wave.pk).update(name=name, ends_at=closes)
     wave.refresh_from_db()
     wave_propose(wave=wave, actor=officer, reason="demo: the first pilot")
     for organisation in Organisation.objects.filter(mailboxes__wave=wave).distinct():

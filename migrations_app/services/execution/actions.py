@@ -11,6 +11,7 @@ from migrations_app.models import Mailbox, User, Wave
 from migrations_app.selectors.scoping import require_administer
 from migrations_app.services.events import event_record
 from migrations_app.services.execution.clock import wave_pump_later
+from migrations_app.services.execution.completion import waves_after_retry, waves_lock_for_retry
 from migrations_app.services.execution.states import (
     ACTIVE_STATES,
     CANCELLABLE,
@@ -68,7 +69,14 @@ def mailbox_retry(*, mailbox: Mailbox, actor: User, reason: str = "") -> Mailbox
     their own organisation's mailboxes; the programme office for any."""
     require_administer(actor, mailbox.organisation)
     to_state = M.SCHEDULED if mailbox.wave_id else M.READY
-    return _person_move(mailbox, actor, RETRYABLE, to_state, "mailbox.retried", reason, **_CLEARED)
+    waves = waves_lock_for_retry([mailbox.wave_id])
+    mailbox = _person_move(mailbox, actor, RETRYABLE, to_state, "mailbox.retried", reason, **_CLEARED)
+    retried = [(mailbox.pk, mailbox.organisation_id, mailbox.wave_id, mailbox.email)]
+    # a completed wave runs again (window open) or carries it over (closed); a running one takes it now
+    for wave_id in waves_after_retry(waves=waves, retried=retried, actor=actor, now=timezone.now()):
+        transaction.on_commit(lambda wave_id=wave_id: wave_pump_later(wave_id))
+    mailbox.refresh_from_db()
+    return mailbox
 
 
 _RUNNING_MESSAGE = "it is being copied now: pause it first, and act once it has stopped (within seconds)"

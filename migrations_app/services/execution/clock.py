@@ -8,12 +8,12 @@ import datetime as dt
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from migrations_app.models import Mailbox, Wave
 from migrations_app.services.events import event_record, event_record_many
 from migrations_app.services.execution.claims import _queue, mailbox_claim
+from migrations_app.services.execution.completion import waves_complete_if_done
 from migrations_app.services.execution.states import ACTIVE_STATES, CUTOVER, PHASES, SYNC, M, W
 from migrations_app.services.execution.switch import switch_timeouts
 
@@ -35,29 +35,12 @@ def wave_pump(*, wave: Wave, now: dt.datetime | None = None) -> dict[str, int]:
     return {"cutover": len(cutover), "sync": len(synced), "completed": int(completed)}
 
 
-def _unfinished(wave: Wave):
-    return Mailbox.objects.filter(wave=wave, carried_over=False).exclude(state=M.MIGRATED)
-
-
 def wave_complete_if_done(*, wave: Wave) -> bool:
-    """running -> completed when every mailbox is migrated or carried over: one conditional UPDATE."""
-    with transaction.atomic():
-        done = (
-            Wave.objects.filter(pk=wave.pk, status=W.RUNNING)
-            .exclude(Exists(_unfinished(wave).filter(wave=OuterRef("pk"))))
-            .update(status=W.COMPLETED, updated_at=timezone.now())
-        )
-        if done:
-            wave.status = W.COMPLETED
-            event_record(
-                action="wave.completed",
-                wave=wave,
-                subject=wave.name,
-                from_state=W.RUNNING,
-                to_state=W.COMPLETED,
-                data={"carried_over": Mailbox.objects.filter(wave=wave, carried_over=True).count()},
-            )
-    return bool(done)
+    """running -> completed when none of its mailboxes has anything left to do (execution/completion.py)."""
+    done = bool(waves_complete_if_done(wave_ids=[wave.pk]))
+    if done:
+        wave.status = W.COMPLETED
+    return done
 
 
 def wave_carry_over(*, wave: Wave, now: dt.datetime | None = None, why: str = "") -> int:
@@ -117,6 +100,9 @@ def wave_tick(*, now: dt.datetime | None = None) -> dict[str, int]:
                     from_state=W.APPROVED,
                     to_state=W.RUNNING,
                 )
+    # the backstop: every running wave with nothing left to do, in one pass (the run that records a wave's last
+    # mailbox completes it at once; this catches one whose last mailbox ended another way)
+    stats["completed"] += len(waves_complete_if_done(now=now))
     for wave in Wave.objects.filter(status=W.RUNNING).select_related("source_endpoint", "target_endpoint"):
         if now >= wave.ends_at:
             stats["carried_over"] += wave_carry_over(wave=wave, now=now)

@@ -20,6 +20,7 @@ from migrations_app.engines import THROTTLED, Engine, PermanentError, RetryableE
 from migrations_app.models import Mailbox, Wave
 from migrations_app.services.events import event_record_many
 from migrations_app.services.execution.clock import wave_pump_later
+from migrations_app.services.execution.completion import waves_complete_if_done
 from migrations_app.services.execution.lease import LeaseKeeper, connection_release, lease_renew
 from migrations_app.services.execution.poison import run_ended, run_started, worker_lost
 from migrations_app.services.execution.specs import mailbox_spec, wave_engine
@@ -313,6 +314,9 @@ def _done(mailbox: Mailbox, result: SyncResult, progress: _Progress) -> dict:
         "last_error_code": "",
         "last_error_message": "",
     }
+    if result.checkpoint.get("settings"):
+        # the mailbox's settings as this pass left them (the exchange engine): the page and the CSV read them here
+        fields["settings_report"] = mailbox.settings_report = result.checkpoint["settings"]
     mailbox.checkpoint = result.checkpoint
     mailbox.skipped_items = fields.get("skipped_items", mailbox.skipped_items)
     return fields
@@ -518,7 +522,10 @@ def mailboxes_run(*, mailbox_ids: Iterable[int], phase: str, engine: Engine | No
         for mailbox in cutover_switch(to_switch, journal, on_error):
             _run_one(mailbox, CUTOVER, engine or engines.get(mailbox.wave_id), journal, waves)
     journal.flush()
-    for wave_id in {m.wave_id for m in mailboxes if m.wave_id}:
+    wave_ids = {m.wave_id for m in mailboxes if m.wave_id}
+    # the wave whose last mailbox this run ended is completed now, not at the beat's next tick
+    finished = set(waves_complete_if_done(wave_ids=wave_ids)) if wave_ids else set()
+    for wave_id in wave_ids - finished:
         transaction.on_commit(lambda wave_id=wave_id: wave_pump_later(wave_id))
     return [m for m in mailboxes if m.pk not in journal.lost]
 

@@ -20,7 +20,7 @@ import logging
 import random
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.core.cache import cache
@@ -286,11 +286,14 @@ class _Outcome:
     ready: list[int]
     blocked: dict[int, tuple[str, str]]  # id -> (code, engine's words)
     retry: list[int]
+    reports: dict[int, dict] = field(
+        default_factory=dict
+    )  # id -> what the engine found (counts by class, ...)
 
 
 def _preflight(rows: list[tuple], sides: _Sides, engine: Engine) -> _Outcome:
     source, target = _endpoint_spec(sides.source), _endpoint_spec(sides.target)
-    outcome = _Outcome([], {}, [])
+    outcome = _Outcome([], {}, [], {})
     for pk, email, size, items, source_identity, target_upn in rows:
         spec = MailboxSpec(
             email=email,
@@ -314,6 +317,8 @@ def _preflight(rows: list[tuple], sides: _Sides, engine: Engine) -> _Outcome:
             logger.exception("readiness: pre-flight of mailbox %s raised", pk)
             outcome.retry.append(pk)
             continue
+        if result.details is not None:
+            outcome.reports[pk] = result.details
         if result.ok:
             outcome.ready.append(pk)
         else:
@@ -416,6 +421,9 @@ def _write(check_id: int, outcome: _Outcome, now: dt.datetime) -> dict[str, int]
             )
         )
     event_record_many(events)
+    reports = [Mailbox(pk=pk, preflight_report=r) for pk, r in outcome.reports.items() if pk in before]
+    if reports:  # one UPDATE ... CASE for the batch
+        Mailbox.objects.bulk_update(reports, ["preflight_report"])
     newly_blocked = {before[pk][0] for pk in blocked if before[pk][2] == M.READY}
     if newly_blocked:  # ready mailboxes planned in a draft or proposed wave are no longer in it
         from migrations_app.services.wave_moves import waves_refresh_planned
