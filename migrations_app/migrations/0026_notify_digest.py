@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('migrations_app', '0022_merge_notify_reliability'),
+        ('migrations_app', '0025_merge_reliability'),
     ]
 
     operations = [
