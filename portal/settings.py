@@ -297,7 +297,7 @@ MIGRATION_RETRY_LIMIT = env_int("MIGRATION_RETRY_LIMIT", 5)
 MIGRATION_RETRY_BASE_SECONDS = env_int("MIGRATION_RETRY_BASE_SECONDS", 30)
 MIGRATION_RETRY_MAX_SECONDS = env_int("MIGRATION_RETRY_MAX_SECONDS", 3600)
 # A mailbox whose heartbeat is older than this is taken to have lost its worker (or its task was lost with
-# the broker) and is requeued. The heartbeat comes from the run's own LeaseKeeper thread every
+# the broker) and is requeued. The heartbeat comes from the worker process's lease thread (LeaseHub) every
 # MIGRATION_HEARTBEAT_SECONDS whatever the engine is doing, so three missed beats mean the run is gone; the
 # reconciler looks every MIGRATION_RECONCILE_SECONDS: lost work is requeued within 60 + 15 s, well inside the
 # two minutes the drills hold it to (tests/test_recovery_drills.py). A run that is alive but cut off is

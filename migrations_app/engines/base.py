@@ -25,7 +25,8 @@ PROTOCOL = "PROTOCOL"  # the server answered something we cannot work with
 SOURCE_MISSING = "SOURCE_MISSING"  # the source has no such mailbox (exchange: ErrorNonExistentMailbox)
 IMPERSONATION_REFUSED = "IMPERSONATION_REFUSED"  # the service account may not impersonate the mailbox
 
-# Found by pre-flight only (a mailbox blocked before it is planned), never raised by a copy.
+# Found by pre-flight (a mailbox blocked before it is planned). NOT_LICENSED is also what a copy raises when
+# Graph answers MailboxNotEnabledForRESTAPI (a licence removed after pre-flight).
 NOT_LICENSED = "NOT_LICENSED"  # the target exists but has no Exchange Online licence (no mailbox enabled)
 ITEM_TOO_LARGE = "ITEM_TOO_LARGE"  # the source holds items larger than the target accepts
 PREFLIGHT_CODES = frozenset(
@@ -34,7 +35,16 @@ PREFLIGHT_CODES = frozenset(
 
 RETRYABLE_CODES = frozenset({NETWORK, THROTTLED, SERVER_BUSY})
 PERMANENT_CODES = frozenset(
-    {AUTH_FAILED, TARGET_MISSING, OVER_QUOTA, TLS_FAILED, PROTOCOL, SOURCE_MISSING, IMPERSONATION_REFUSED}
+    {
+        AUTH_FAILED,
+        TARGET_MISSING,
+        NOT_LICENSED,
+        OVER_QUOTA,
+        TLS_FAILED,
+        PROTOCOL,
+        SOURCE_MISSING,
+        IMPERSONATION_REFUSED,
+    }
 )
 ERROR_CODES = RETRYABLE_CODES | PERMANENT_CODES
 

@@ -5,9 +5,10 @@
   task of a worker reuses MSAL's token cache instead of asking Entra for a token per mailbox.
 - Limits (Outlook service limits in Graph): at most 4 concurrent requests per mailbox (a semaphore: a $batch
   whose sub-requests are chained with dependsOn runs one at a time, so it takes one slot); at most 150 MB
-  uploaded per mailbox in any 5 minutes (a sliding window; a wait longer than `max_wait` becomes a
-  RetryableError with the wait); 429 / 503 honoured with Retry-After, exponential back-off with jitter when
-  the header is missing; a 401 from an expired token drops MSAL's cached token and retries once.
+  uploaded per mailbox in any 5 minutes (a sliding window, waited for exactly: pacing, never an error;
+  the writer fills what is left of a window with the part of a batch that fits); 429 / 503 honoured with
+  Retry-After, exponential back-off with jitter when the header is missing; a 401 from an expired token drops
+  MSAL's cached token and retries once.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import requests
 from migrations_app.engines.base import (
     AUTH_FAILED,
     NETWORK,
+    NOT_LICENSED,
     OVER_QUOTA,
     PROTOCOL,
     SERVER_BUSY,
@@ -182,7 +184,7 @@ def graph_error(response: requests.Response | dict, status: int | None = None, w
     code = error.get("code", "") or str(status)
     message = f"{where}: {status} {code}: {error.get('message', '')}".rstrip(": ")
     if code == "MailboxNotEnabledForRESTAPI":
-        return PermanentError(TARGET_MISSING, f"{where}: " + NO_MAILBOX_MESSAGE.format(user="the user"))
+        return PermanentError(NOT_LICENSED, f"{where}: " + NO_MAILBOX_MESSAGE.format(user="the user"))
     if code in ("ErrorQuotaExceeded", "ErrorQuotaExceededOnDelete") or "quota" in code.lower():
         return PermanentError(OVER_QUOTA, message)
     if status in (401, 403):
@@ -296,35 +298,68 @@ class GraphClient:
         with self._stats_lock:
             self.stats[name] += n
 
+    def _room(self, now: float) -> int:
+        """Bytes free in the window now. Under the lock. An upload counts from when it finished arriving (so
+        the server, which counts what it received, never sees more in a window than we allowed ourselves)
+        and, while in flight, until it has."""
+        self._uploads = [u for u in self._uploads if u[2] or u[0] > now - self.upload_window]
+        return self.upload_budget_bytes - sum(u[1] for u in self._uploads)
+
+    def upload_room(self) -> int:
+        """Bytes that can be sent now without waiting (the writer fills the window with what fits)."""
+        with self._upload_lock:
+            return max(0, self._room(time.monotonic()))
+
+    def upload_wait(self, size: int) -> float:
+        """Seconds until `size` more bytes fit in the window (0: now): until the oldest finished uploads that
+        must leave it have left. While only in-flight uploads could make room, their end is not known yet: a
+        short wait, asked again."""
+        with self._upload_lock:
+            now = time.monotonic()
+            free = self._room(now)
+            if size <= free or not self._uploads:
+                return 0.0
+            short = size - free
+            for at, n, in_flight in sorted(self._uploads):
+                if in_flight:
+                    continue
+                short -= n
+                if short <= 0:
+                    return max(at + self.upload_window - now, 0.001)
+            return 0.02
+
+    def wait_for_budget(self, size: int) -> None:
+        """Sleep until `size` more bytes fit in the window: exactly until the uploads that must leave it
+        have left, not a poll. Waiting is pacing, not failing (see reserve_upload)."""
+        while wait := self.upload_wait(size):
+            self._count("paced_seconds", wait)
+            time.sleep(min(wait, self.upload_window))
+
+    def try_reserve(self, size: int) -> list | None:
+        """Take `size` bytes of the window now, or None when they do not fit (no waiting)."""
+        with self._upload_lock:
+            now = time.monotonic()
+            free = self._room(now)
+            if size > free and self._uploads:
+                return None
+            entry = [now, size, True]
+            self._uploads.append(entry)
+            self._count("uploaded_bytes", size)
+            return entry
+
     def reserve_upload(self, size: int) -> list:
-        """Wait until `size` more bytes fit in the mailbox's 150 MB / 5 min upload window. Waiting is pacing,
-        not failing: the wait is at most one window, the copy goes on at the budget's rate, and the run's
-        lease is kept meanwhile (the pipeline's heartbeat), so a mailbox of any size gets through without
-        spending its retries. The window is the mailbox's: upload_state() / restore_uploads() carry it in the
-        checkpoint across runs and workers."""
+        """Wait until `size` more bytes fit in the mailbox's 150 MB / 5 min upload window and take them.
+        Waiting is pacing, not failing: the wait is at most one window, the copy goes on at the budget's
+        rate, and the run's lease is kept meanwhile (the pipeline's heartbeat), so a mailbox of any size
+        gets through without spending its retries. The window is the mailbox's: upload_state() /
+        restore_uploads() carry it in the checkpoint across runs and workers. request() waits without
+        holding a request slot and reserves once it holds one, right before sending: no idle gap between
+        the reservation and the bytes on the wire."""
         while True:
-            with self._upload_lock:
-                now = time.monotonic()
-                # [time, bytes, in flight]: an upload counts from when it finished arriving (so the server,
-                # which counts what it received, never sees more in a window than we allowed ourselves).
-                self._uploads = [u for u in self._uploads if u[2] or u[0] > now - self.upload_window]
-                used = sum(u[1] for u in self._uploads)
-                if used + size <= self.upload_budget_bytes or not self._uploads:
-                    entry = [now, size, True]
-                    self._uploads.append(entry)
-                    self._count("uploaded_bytes", size)
-                    return entry
-                # the oldest uploads that must leave the window before this one fits
-                freed, wait = used + size - self.upload_budget_bytes, 0.05
-                for at, n, in_flight in sorted(self._uploads):
-                    if in_flight:
-                        continue
-                    freed -= n
-                    wait = at + self.upload_window - now
-                    if freed <= 0:
-                        break
-            self._count("paced_seconds", max(wait, 0.01))
-            time.sleep(min(max(wait, 0.01), self.upload_window))
+            self.wait_for_budget(size)
+            entry = self.try_reserve(size)
+            if entry is not None:
+                return entry
 
     def upload_done(self, entry: list | None) -> None:
         if entry is not None:
@@ -381,8 +416,12 @@ class GraphClient:
             send_headers = dict(headers or {})
             if authorize:
                 send_headers["Authorization"] = f"Bearer {self.token()}"
-            reserved = self.reserve_upload(upload) if upload else None
+            if upload:
+                self.wait_for_budget(upload)
             with self.slots:
+                reserved = self.try_reserve(upload) if upload else None
+                if upload and reserved is None:
+                    continue  # another thread took the room meanwhile: wait again, without the slot
                 self._count("requests")
                 try:
                     response = self.http.request(

@@ -1,7 +1,7 @@
 """The exchange engine's target writer: Exchange Online through Microsoft Graph's mailbox import API. Plain Python.
 
 - The mailbox id from the user: GET /users/{user}/settings/exchange -> primaryMailboxId (no licensed mailbox:
-  TARGET_MISSING, as the graph engine says it).
+  NOT_LICENSED, as the graph engine says it).
 - Folders: well-known ones by their names (inbox, sentitems, calendar, contacts, tasks, notes, ...) under
   /admin/exchange/mailboxes/{id}/folders/{name}; the others found or created with their class (`type`) and
   hierarchy through childFolders.
@@ -101,9 +101,9 @@ class GraphImportTarget:
             )
             if response.status_code == 404:
                 error = graph_error(response)
-                if error.code == "TARGET_MISSING" or "MailboxNotEnabled" in response.text:
+                if error.code == "NOT_LICENSED" or "MailboxNotEnabled" in response.text:
                     raise PermanentError(
-                        "TARGET_MISSING", "target: " + NO_MAILBOX_MESSAGE.format(user=self.user)
+                        "NOT_LICENSED", "target: " + NO_MAILBOX_MESSAGE.format(user=self.user)
                     )
                 raise PermanentError("TARGET_MISSING", f"target: no such user {self.user} in the tenant")
             mailbox_id = response.json().get("primaryMailboxId")

@@ -12,11 +12,10 @@ from migrations_app.engines import (
     AUTH_FAILED,
     IMPERSONATION_REFUSED,
     SOURCE_MISSING,
-    TARGET_MISSING,
     RetryableError,
     get_engine,
 )
-from migrations_app.engines.base import SERVER_BUSY
+from migrations_app.engines.base import NOT_LICENSED, SERVER_BUSY
 from tests.engines.exchange_fixtures import (  # noqa: F401 - fixtures
     ExchangeBox,
     event_bytes,
@@ -216,7 +215,7 @@ def test_preflight_says_why_with_a_stable_code(exbox, fake_ews, fake_graph, tmp_
     assert missing.code == SOURCE_MISSING
 
     fake_graph.mailbox(other.upn).licensed = False
-    assert eng.preflight(other.spec()).code == TARGET_MISSING
+    assert eng.preflight(other.spec()).code == NOT_LICENSED
 
     spec = other.spec()
     wrong = dataclasses.replace(spec, source=dataclasses.replace(spec.source, password="nope"))

@@ -59,3 +59,43 @@ def test_it_never_asks_a_multi_tenant_authority():
 def test_more_than_four_concurrent_requests_per_mailbox_is_refused(fake):  # noqa: F811
     with pytest.raises(ValueError):
         GraphClient(graph_endpoint(fake), "u@x", concurrency=5)
+
+
+def test_a_request_waiting_for_upload_room_holds_no_request_slot(fake):  # noqa: F811
+    import threading
+
+    mailbox = fake.add_user("slots@trust.onmicrosoft.com")
+    client = GraphClient(
+        graph_endpoint(fake),
+        mailbox.upn,
+        http_client=fake.session(),
+        concurrency=1,
+        upload_budget_bytes=1000,
+        upload_window=1.5,
+    )
+    client.upload_done(client.reserve_upload(900))  # the window is full for 1.5 s
+    waited = []
+
+    def upload():
+        started = time.monotonic()
+        client.request("GET", f"users/{mailbox.upn}", upload=500)  # stands in for an upload
+        waited.append(time.monotonic() - started)
+
+    uploader = threading.Thread(target=upload)
+    uploader.start()
+    time.sleep(0.1)
+    started = time.monotonic()
+    client.get(f"users/{mailbox.upn}/mailboxSettings")  # the only slot is free meanwhile
+    assert time.monotonic() - started < 0.5
+    uploader.join()
+    assert waited and 1.2 <= waited[0] < 3  # the upload went when the 900 bytes left the window
+
+
+def test_the_wait_for_room_is_exact_and_the_room_is_what_is_left(fake):  # noqa: F811
+    client = GraphClient(graph_endpoint(fake), "u@x", upload_budget_bytes=1000, upload_window=2.0)
+    client.upload_done(client.reserve_upload(700))
+    assert client.upload_room() == 300
+    assert client.upload_wait(300) == 0
+    assert 1.8 < client.upload_wait(301) <= 2.0  # until the 700 bytes leave, not a poll
+    assert client.try_reserve(301) is None and client.try_reserve(300) is not None
+    assert client.upload_room() == 0

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from migrations_app.engines import TARGET_MISSING, THROTTLED, PermanentError, RetryableError, get_engine
+from migrations_app.engines import TARGET_MISSING, THROTTLED, RetryableError, get_engine
 from migrations_app.engines.graph import MARKER, PR_MESSAGE_DELIVERY_TIME, PR_MESSAGE_FLAGS
 from tests.engines import mailgen
 from tests.engines.graph_fixtures import fake, graphbox, when  # noqa: F401 - fixtures
@@ -198,21 +198,6 @@ def test_one_token_serves_many_mailboxes_of_an_endpoint(dovecots, fake):  # noqa
     assert fake.tokens_issued["client_credentials"] == 1
 
 
-def test_an_unlicensed_target_is_a_clear_permanent_error(graphbox, fake):  # noqa: F811
-    graphbox.mailbox.licensed = False
-    _seed(graphbox, "INBOX", 1)
-
-    result = _engine(fake).preflight(graphbox.spec())
-    assert result.ok is False
-    assert result.code == TARGET_MISSING
-    assert "no Exchange Online mailbox" in result.message and "licence" in result.message
-
-    with pytest.raises(PermanentError) as error:
-        _engine(fake).sync(graphbox.spec())
-    assert error.value.code == TARGET_MISSING
-    assert "MailboxNotEnabledForRESTAPI" in error.value.message
-
-
 def test_preflight_reports_the_mailbox_kind_and_a_missing_user(graphbox, fake):  # noqa: F811
     _seed(graphbox, "INBOX", 2)
     graphbox.mailbox.purpose = "shared"
@@ -321,3 +306,20 @@ def test_a_forwarded_message_arrives_as_an_item_attachment_not_an_empty_file(gra
     assert attachment["@odata.type"] == "#microsoft.graph.itemAttachment"
     assert attachment["item"]["subject"] == "Referral from Ward 7"
     assert "notes for item 5" in attachment["item"]["body"]["content"]
+
+
+def test_the_end_of_an_upload_window_is_filled_with_the_part_of_a_batch_that_fits(graphbox, fake):  # noqa: F811
+    from migrations_app.engines.graph.writer import GraphWriter
+    from migrations_app.engines.graph_client import GraphClient
+    from migrations_app.engines.pipeline.protocols import Item, Payload
+    from tests.engines.graph_fixtures import graph_endpoint
+
+    graph = GraphClient(graph_endpoint(fake), graphbox.upn, upload_budget_bytes=10_000, upload_window=5.0)
+    writer = GraphWriter(lambda: graph, graphbox.upn, mode="mime", shared={"graph": graph})
+    batch = [(Item(n, 1000, key=f"k{n}"), Payload(b"x" * 1000)) for n in range(6)]
+
+    graph.upload_done(graph.reserve_upload(6_000))  # 4,000 bytes left for 5 s
+    assert [len(part) for part in writer._fitting(batch)] == [4, 2]  # 4 now, 2 when room comes
+
+    graph.upload_done(graph.reserve_upload(3_500))  # 500 left: under half the batch
+    assert [len(part) for part in writer._fitting(batch)] == [6]  # not worth a request: waits, goes whole

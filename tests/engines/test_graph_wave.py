@@ -9,7 +9,7 @@ import pytest
 from celery.contrib.testing.worker import start_worker
 from django.utils import timezone
 
-from migrations_app.engines import TARGET_MISSING
+from migrations_app.engines.base import NOT_LICENSED
 from migrations_app.engines.graph import GraphEngine
 from migrations_app.models import Endpoint, Event, Mailbox
 from migrations_app.services.execution import mailbox_run_sync, wave_engine, wave_tick
@@ -89,7 +89,7 @@ def test_an_unlicensed_target_fails_the_mailbox_with_a_clear_reason(db, org_a, e
 
     mailbox.refresh_from_db()
     assert mailbox.state == M.FAILED
-    assert mailbox.last_error_code == TARGET_MISSING
+    assert mailbox.last_error_code == NOT_LICENSED
     assert "Exchange Online licence" in mailbox.last_error_message
 
 

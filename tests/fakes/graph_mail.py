@@ -13,14 +13,12 @@ import email.policy
 import email.utils
 import json
 import re
-import secrets
 import time
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from tests.fakes.microsoft_data import (
     GRAPH,
     MAILBOX_CONCURRENCY,
-    OUTLOOK,
     PR_CLIENT_SUBMIT_TIME,
     PR_MESSAGE_DELIVERY_TIME,
     PR_MESSAGE_FLAGS,
@@ -204,6 +202,8 @@ class FakeGraphMail:
                     "displayName": mailbox.display_name,
                 },
             )
+        if rest == ["licenseDetails"] and method == "GET":
+            return 200, {}, self._license_details(mailbox, version)
         if not mailbox.licensed:
             return (
                 404,
@@ -272,77 +272,11 @@ class FakeGraphMail:
                 return 201, {}, self._message_json(moved, {})
             if len(rest) == 2 and method == "GET":
                 return 200, {}, self._message_json(message, query)
-            if rest[2:] == ["attachments"] and method == "POST":
-                attachment = json.loads(body)
-                message["attachments"].append(attachment)
-                message["_size"] += len(base64.b64decode(attachment.get("contentBytes", "")))
-                return 201, {}, {"id": _id("att"), "name": attachment.get("name")}
-            if rest[2:] == ["attachments", "createUploadSession"] and method == "POST":
-                item = json.loads(body)["AttachmentItem"]
-                session = _id("upload")
-                self._uploads[session] = {
-                    "mailbox": mailbox,
-                    "message": message["id"],
-                    "item": item,
-                    "data": bytearray(),
-                }
-                return (
-                    201,
-                    {},
-                    {
-                        "@odata.context": f"https://{GRAPH}/{version}/$metadata#microsoft.graph.uploadSession",
-                        "uploadUrl": f"https://{OUTLOOK}/api/v2.0/Users('{mailbox.user_id}')/Messages('{message['id']}')/AttachmentSessions('{session}')?authtoken={secrets.token_urlsafe(12)}",
-                        "expirationDateTime": (dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).strftime(
-                            "%Y-%m-%dT%H:%M:%SZ"
-                        ),
-                        "nextExpectedRanges": ["0-"],
-                    },
-                )
+            if rest[2:3] == ["attachments"]:
+                answer = self._attachments(version, method, mailbox, message, rest[2:], body)
+                if answer is not None:
+                    return answer
         return 400, {}, _graph_error("BadRequest", f"Unsupported request: {method} {'/'.join(rest)}")
-
-    def upload(self, path: str, headers: dict, body: bytes):
-        match = re.search(r"AttachmentSessions\('([^']+)'\)", path)
-        session = self._uploads.get(match.group(1)) if match else None
-        if session is None:
-            return 404, {}, {"error": {"code": "ErrorItemNotFound", "message": "Upload session not found."}}
-        if "authorization" in headers:
-            # The documented rule: the upload URL carries its own token; an Authorization header fails.
-            return (
-                401,
-                {},
-                {"error": {"code": "InvalidAuthenticationToken", "message": "Do not send a token."}},
-            )
-        mailbox = session["mailbox"]
-        self.enter(mailbox.user_id)
-        try:
-            rng = re.match(r"bytes (\d+)-(\d+)/(\d+)", headers.get("content-range", ""))
-            start, end, total = (int(x) for x in rng.groups())
-            if start != len(session["data"]) or end - start + 1 != len(body):
-                return 416, {}, {"error": {"code": "InvalidRange", "message": "Unexpected range."}}
-            session["data"] += body
-            if len(session["data"]) < total:
-                return (
-                    200,
-                    {},
-                    {"expirationDateTime": _now(), "nextExpectedRanges": [f"{len(session['data'])}-"]},
-                )
-            with mailbox.lock:
-                _, message = mailbox.message(session["message"])
-                item = session["item"]
-                message["attachments"].append(
-                    {
-                        "@odata.type": "#microsoft.graph.fileAttachment",
-                        "name": item["name"],
-                        "contentType": item.get("contentType", "application/octet-stream"),
-                        "size": total,
-                        "contentBytes": base64.b64encode(bytes(session["data"])).decode(),
-                        "isInline": item.get("isInline", False),
-                    }
-                )
-                message["_size"] += total
-            return 201, {}, None
-        finally:
-            self.leave(mailbox.user_id)
 
     def _folders(self, version, method, mailbox: Mailbox, rest, query, headers, body):
         if not rest:  # top-level folders: the children of msgfolderroot
@@ -425,9 +359,11 @@ class FakeGraphMail:
 
     def limit_uploads(self, budget_bytes: int | None, window_seconds: float = 300.0) -> None:
         """Graph's per-mailbox upload limit (150 MB in 5 minutes), scaled down for a test: importMime bytes
-        over the budget within the window are refused with 429 and a Retry-After, and counted in
-        upload_over_budget; upload_peak is the most a mailbox had in one window."""
+        and upload-session ranges over the budget within the window are refused with 429 and a Retry-After,
+        and counted in upload_over_budget; upload_peak is the most a mailbox had in one window, and
+        upload_history every upload accepted, as (monotonic time, bytes) per user id."""
         self.upload_budget, self.upload_window = budget_bytes, window_seconds
+        self.upload_history = {}
 
     upload_budget: int | None = None
     upload_window = 300.0
@@ -451,6 +387,7 @@ class FakeGraphMail:
                     _graph_error("ApplicationThrottled", "The mailbox's upload limit is reached."),
                 )
             log.append((now, size))
+            self.upload_history.setdefault(mailbox.user_id, []).append((now, size))
             peaks[mailbox.user_id] = max(peaks[mailbox.user_id], used + size)
         return None
 

@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from migrations_app.outbound_transport import outbound_session
 from tests.fakes.entra import FakeEntra
+from tests.fakes.graph_attachments import FakeGraphAttachments
 from tests.fakes.graph_mail import FakeGraphMail
 
 # The names tests and the other fakes import from here, wherever they live now.
@@ -61,7 +62,7 @@ from tests.fakes.microsoft_data import (  # noqa: F401
 )
 
 
-class FakeMicrosoft(FakeEntra, FakeGraphMail):
+class FakeMicrosoft(FakeEntra, FakeGraphMail, FakeGraphAttachments):
     def __init__(self, tenant_id: str | None = None, client_id: str | None = None):
         self.tenant_id = tenant_id or str(uuid.uuid4())
         self.client_id = client_id or str(uuid.uuid4())
@@ -88,6 +89,8 @@ class FakeMicrosoft(FakeEntra, FakeGraphMail):
         self._creates = 0
         self._uploads: dict = {}
         self._upload_log: dict[str, list] = {}
+        # user id -> [(monotonic time, bytes)]: every upload the limit accepted (limit_uploads)
+        self.upload_history: dict[str, list] = {}
         self.upload_peak: Counter = Counter()  # the most a mailbox uploaded within one window (limit_uploads)
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self.server.daemon_threads = True
@@ -222,6 +225,12 @@ def _handler_for(fake: FakeMicrosoft):
                 time.sleep(fake.latency)
             if host == LOGIN:
                 status, out_headers, out = fake.login(self.command, path, query, headers, body)
+            elif host == GRAPH and len(body) > MAX_REQUEST_BYTES:  # Graph's 4 MB a request, $batch included
+                status, out_headers, out = (
+                    413,
+                    {},
+                    _graph_error("RequestEntityTooLarge", "The maximum request length supported is 4MB."),
+                )
             elif host == GRAPH:
                 status, out_headers, out = fake.graph(self.command, path, query, headers, body)
             elif host == OUTLOOK:

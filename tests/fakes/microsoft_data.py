@@ -83,6 +83,8 @@ class Mailbox:
     display_name: str
     purpose: str = "user"
     licensed: bool = True
+    # Exchange Online service plans of the user's licences (licenseDetails); none when not licensed
+    plans: tuple[str, ...] = ("EXCHANGE_S_ENTERPRISE",)
     folders: dict[str, Folder] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 

@@ -32,10 +32,12 @@ from migrations_app.engines.graph.message import (
     PR_MESSAGE_FLAGS,
     message_json,
 )
+from migrations_app.engines.graph.quota import mailbox_quota
 from migrations_app.engines.graph.writer import GraphWriter, check_target, import_mode
 from migrations_app.engines.graph_client import UPLOAD_BUDGET_BYTES, UPLOAD_WINDOW_SECONDS, GraphClient
 from migrations_app.engines.imap import ImapReader, engine_error
 from migrations_app.engines.pipeline import PipelineEngine
+from migrations_app.engines.preflight import items_too_large, over_quota
 
 
 class GraphEngine(PipelineEngine):
@@ -90,13 +92,16 @@ class GraphEngine(PipelineEngine):
             )
         return ImapReader(spec.source, spec.source_user or spec.email, timeout=self.timeout)
 
+    @staticmethod
+    def _size_limit(spec: MailboxSpec) -> int:
+        return int(spec.target.options.get("max_message_bytes", EXCHANGE_MAX_MESSAGE_BYTES))
+
     def writer(self, spec: MailboxSpec) -> GraphWriter:
-        limit = int(spec.target.options.get("max_message_bytes", EXCHANGE_MAX_MESSAGE_BYTES))
         return GraphWriter(
             lambda: self._graph(spec),
             self._user(spec),
             mode=import_mode(spec.target.options),
-            size_limit=limit,
+            size_limit=self._size_limit(spec),
         )
 
     def translate(self, exc: BaseException) -> BaseException:
@@ -107,10 +112,14 @@ class GraphEngine(PipelineEngine):
         return exc
 
     def preflight(self, spec: MailboxSpec) -> PreflightResult:
+        """The target user has a mailbox Graph reaches (TARGET_MISSING / NOT_LICENSED), the mailbox fits its
+        quota (OVER_QUOTA, the quota from the user's Exchange service plan or options.quota_bytes) and no
+        source message is over the target's message limit, 150 MB by default (ITEM_TOO_LARGE)."""
         reader = None
         try:
             import_mode(spec.target.options)
-            kind = check_target(self._graph(spec), self._user(spec))
+            graph = self._graph(spec)
+            kind = check_target(graph, self._user(spec))
             reader = self.reader(spec)
             reader.open()
             size, count = spec.size_bytes, spec.item_count
@@ -119,7 +128,20 @@ class GraphEngine(PipelineEngine):
                 for folder in reader.folders():
                     n, b = reader.totals(folder)
                     count, size = count + n, size + b
-            return PreflightResult(ok=True, source_size_bytes=size, source_item_count=count, target_kind=kind)
+            quota = mailbox_quota(graph, self._user(spec), kind, spec.target.options)
+            blocked = over_quota(size, quota, count=count, what="quota") or items_too_large(
+                reader, self._size_limit(spec), size=size, count=count
+            )
+            if blocked is not None:
+                blocked.target_kind = kind
+                return blocked
+            return PreflightResult(
+                ok=True,
+                source_size_bytes=size,
+                source_item_count=count,
+                target_free_bytes=quota,
+                target_kind=kind,
+            )
         except PermanentError as exc:
             return PreflightResult(ok=False, code=exc.code, message=exc.message)
         except EngineError:

@@ -28,6 +28,7 @@ INLINE_BYTES = 2_500_000
 BATCH_MESSAGES = 20
 EXCHANGE_MAX_MESSAGE_BYTES = 150 * 1024 * 1024
 UPLOAD_CHUNK = 10 * 320 * 1024  # upload session chunks: multiples of 320 KiB, under 4 MB
+SIMPLE_ATTACHMENT_BYTES = 3 * 1024 * 1024  # a file under 3 MB is POSTed whole; larger: an upload session
 
 
 def marker_value(key: str, message_id: str) -> str:

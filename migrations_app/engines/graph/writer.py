@@ -21,12 +21,14 @@ deleted when indexed and made again.
 from __future__ import annotations
 
 import base64
+import json
 import threading
 from dataclasses import dataclass
 from typing import Any
 
 from migrations_app.engines.base import (
     AUTH_FAILED,
+    NOT_LICENSED,
     OVER_QUOTA,
     PROTOCOL,
     SKIP_REJECTED,
@@ -35,17 +37,19 @@ from migrations_app.engines.base import (
     RetryableError,
     SkippedItem,
 )
+from migrations_app.engines.graph.attachments import attach, file_json, spooled
 from migrations_app.engines.graph.message import (
     EXCHANGE_MAX_MESSAGE_BYTES,
     INLINE_BYTES,
     MARKER,
     PENDING,
-    UPLOAD_CHUNK,
+    SIMPLE_ATTACHMENT_BYTES,
     Attachment,
     marker_key,
     marker_value,
     message_json,
 )
+from migrations_app.engines.graph.mime_split import split_message
 from migrations_app.engines.graph_client import NO_MAILBOX_MESSAGE, BatchItem, GraphClient, graph_error
 from migrations_app.engines.pipeline.protocols import (
     ANSWERED,
@@ -262,13 +266,35 @@ class GraphWriter:
         small = [(i, p) for i, p in items if not (p.streamed or p.size >= INLINE_BYTES)]
         for item, payload in large:
             out[id(item)] = self._write_large(target, item, payload)
-        if small:
+        for part in self._fitting(small):
             written = (
-                self._write_mime(target, small) if self.mode == "mime" else self._write_json(target, small)
+                self._write_mime(target, part) if self.mode == "mime" else self._write_json(target, part)
             )
             for w in written:
                 out[id(w.item)] = w
         return [out[id(item)] for item, _ in items]
+
+    def _fitting(self, items: list[tuple[Item, Payload]]):
+        """The batch in parts that fit the mailbox's upload window: when room for the whole batch is more
+        than a tenth of a window away (the end of a window whose uploads all went at its start) and the
+        room there is now holds half the batch or more, that part goes now and the rest when room comes, so
+        the end of a window is used rather than idled through. While the window slides (room coming every
+        moment), the batch waits and goes whole: no request spent on splitting it."""
+        graph = self.graph
+        while items:
+            whole = sum(p.size for _, p in items)
+            if graph.upload_wait(whole) <= graph.upload_window / 10:
+                yield items
+                return
+            room, taken, n = graph.upload_room(), 0, 0
+            while n < len(items) and taken + items[n][1].size <= room:
+                taken += items[n][1].size
+                n += 1
+            if n == 0 or 2 * taken < whole:
+                yield items  # request() waits for the room
+                return
+            yield items[:n]
+            items = items[n:]
 
     @staticmethod
     def _marker(item: Item, header: bytes) -> str:
@@ -297,7 +323,12 @@ class GraphWriter:
         if 200 <= status < 300:
             return None
         error = graph_error(body, status)
-        if isinstance(error, RetryableError) or error.code in (OVER_QUOTA, TARGET_MISSING, AUTH_FAILED):
+        if isinstance(error, RetryableError) or error.code in (
+            OVER_QUOTA,
+            TARGET_MISSING,
+            NOT_LICENSED,
+            AUTH_FAILED,
+        ):
             raise error  # about the mailbox or the app, not this message
         skipped = SkippedItem(
             "", subject_of(header), item.size, f"{SKIP_REJECTED}: {error.message}", uid=None
@@ -359,50 +390,53 @@ class GraphWriter:
                     raise graph_error(body, status)
 
     def _write_large(self, target: TargetFolder, item: Item, payload: Payload) -> Written:
-        """One message: JSON create (inline attachments up to the request limit, a pending marker), then
-        every large attachment through an upload session, then the final marker."""
-        raw = payload.open().read()  # Graph's JSON create needs the parsed message; see README's limits
-        request, large = self._create(target, item, raw)
-        response = self.graph.request(
-            "POST", request.url, json=request.body, upload=min(len(raw), INLINE_BYTES), ok=(400, 413)
-        )
-        if response.status_code >= 400:
-            return self._judge(item, payload.header(), response.status_code, response.json())
-        created = response.json()["id"]
-        for attachment in large:
-            session = self.graph.request(
+        """One big message, streamed (engines/graph/mime_split.py): the message created from its skeleton
+        (headers, body, forwarded messages) with as many small files inline as the request holds and a
+        pending marker, then every other file added (under 3 MB by a POST, up to 150 MB through an upload
+        session in chunks read from its spool), then the final marker. Memory holds the skeleton and one
+        chunk, never the whole message."""
+        header = payload.header()
+        with split_message(payload.open()) as split:
+            data, extra = message_json(
+                split.skeleton,
+                seen=SEEN in item.flags,
+                flagged=FLAGGED in item.flags,
+                answered=ANSWERED in item.flags,
+                draft=DRAFT in item.flags,
+                received=item.date,
+            )
+            files = [*(spooled(a) for a in extra), *split.attachments]
+            room = INLINE_BYTES - len(json.dumps(data))
+            later = []
+            for attachment in files:
+                if attachment.size <= room and attachment.size < SIMPLE_ATTACHMENT_BYTES:
+                    data.setdefault("attachments", []).append(file_json(attachment))
+                    room -= attachment.size * 4 // 3 + 200
+                else:
+                    later.append(attachment)
+            marker = self._marker(item, header)
+            data["singleValueExtendedProperties"].append(
+                {"id": MARKER, "value": (PENDING if later else "") + marker}
+            )
+            sent = INLINE_BYTES - max(room, 0)
+            response = self.graph.request(
                 "POST",
-                f"users/{self.user}/messages/{created}/attachments/createUploadSession",
-                json={
-                    "AttachmentItem": {
-                        "attachmentType": "file",
-                        "name": attachment.name,
-                        "size": len(attachment.data),
-                        "contentType": attachment.content_type,
-                        "isInline": attachment.inline,
-                        **({"contentId": attachment.content_id} if attachment.content_id else {}),
-                    }
-                },
-            ).json()
-            total = len(attachment.data)
-            for start in range(0, total, UPLOAD_CHUNK):
-                chunk = attachment.data[start : start + UPLOAD_CHUNK]
-                self.graph.request(
-                    "PUT",
-                    session["uploadUrl"],
-                    data=chunk,
-                    headers={
-                        "Content-Type": "application/octet-stream",
-                        "Content-Range": f"bytes {start}-{start + len(chunk) - 1}/{total}",
-                    },
-                    upload=len(chunk),
-                    authorize=False,  # the upload URL carries its own token; sending ours is refused
-                )
-        if large:
+                f"users/{self.user}/mailFolders/{target.id}/messages",
+                json=data,
+                upload=sent,
+                ok=(400, 413),
+            )
+            del data
+            if response.status_code >= 400:
+                return self._judge(item, header, response.status_code, response.json())
+            created = response.json()["id"]
+            for attachment in later:
+                attach(self.graph, self.user, created, attachment)
+        if later:
             self.graph.request(
                 "PATCH",
                 f"users/{self.user}/messages/{created}",
-                json={"singleValueExtendedProperties": [{"id": MARKER, "value": self._marker(item, raw)}]},
+                json={"singleValueExtendedProperties": [{"id": MARKER, "value": marker}]},
             )
         return Written(item, created, size=payload.size)
 
@@ -481,8 +515,8 @@ def check_target(graph: GraphClient, user: str) -> str:
     try:
         settings = graph.get(f"users/{user}/mailboxSettings")
     except PermanentError as exc:
-        if "MailboxNotEnabledForRESTAPI" in exc.message or exc.code == TARGET_MISSING:
-            raise PermanentError(TARGET_MISSING, "target: " + NO_MAILBOX_MESSAGE.format(user=user)) from exc
+        if "MailboxNotEnabledForRESTAPI" in exc.message or exc.code == NOT_LICENSED:
+            raise PermanentError(NOT_LICENSED, "target: " + NO_MAILBOX_MESSAGE.format(user=user)) from exc
         raise
     return settings.get("userPurpose") or "user"
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 from imapclient import exceptions as imap_errors
 
 from migrations_app.engines.base import (
-    OVER_QUOTA,
     TARGET_MISSING,
     EngineError,
     MailboxSpec,
@@ -33,10 +32,12 @@ from migrations_app.engines.imap.client import (
     engine_error,
     map_folder_name,
     quota_free,
+    size_limit,
 )
 from migrations_app.engines.imap.reader import ImapReader
 from migrations_app.engines.imap.writer import ImapWriter
 from migrations_app.engines.pipeline import PipelineEngine
+from migrations_app.engines.preflight import items_too_large, over_quota
 
 _Namespace = Namespace  # the name the tests and older code know
 
@@ -111,15 +112,13 @@ class ImapEngine(PipelineEngine):
                     n, b = reader.totals(folder)
                     count, size = count + n, size + b
             free = quota_free(tgt)
-            if free is not None and size > free:
-                return PreflightResult(
-                    ok=False,
-                    code=OVER_QUOTA,
-                    message=f"the mailbox holds {size} bytes, the target has {free} free",
-                    source_size_bytes=size,
-                    source_item_count=count,
-                    target_free_bytes=free,
-                )
+            blocked = over_quota(size, free, count=count)
+            if blocked is None:
+                reader = self.reader(spec)
+                reader.client = src  # already logged in
+                blocked = items_too_large(reader, size_limit(spec.target, tgt), size=size, count=count)
+            if blocked is not None:
+                return blocked
             return PreflightResult(
                 ok=True, source_size_bytes=size, source_item_count=count, target_free_bytes=free
             )

@@ -16,6 +16,7 @@ from migrations_app.engines.imap.client import (
     fetch_bodies,
     fetch_items,
     fetch_keys,
+    fetch_subjects,
     folder_totals,
     header_field,
     personal_namespace,
@@ -232,3 +233,21 @@ class ImapReader:
     def totals(self, folder: Folder) -> tuple[int, int]:
         self.selected = None
         return folder_totals(self.client, folder.key)
+
+    def larger_than(self, limit: int, *, examples: int = 5) -> tuple[int, list[tuple[str, int, str]]]:
+        """Messages over `limit` bytes in every folder (IMAP SEARCH LARGER, the server's work): how many, and
+        the biggest few as (folder, size, subject) for the person who must deal with them."""
+        found: list[tuple[str, int, str]] = []
+        count = 0
+        for folder in self.folders():
+            self._select(folder)
+            uids = self.client.search(["LARGER", limit])
+            if not uids:
+                continue
+            count += len(uids)
+            sizes = fetch_items(self.client, uid_set(sorted(uids)[:200]), [b"RFC822.SIZE"])
+            biggest = sorted(sizes, key=lambda uid: -sizes[uid][b"RFC822.SIZE"])[:examples]
+            subjects = fetch_subjects(self.client, biggest)
+            found += [(folder.label, sizes[u][b"RFC822.SIZE"], subjects.get(u, "")) for u in biggest]
+        found.sort(key=lambda f: -f[1])
+        return count, found[:examples]
