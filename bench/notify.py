@@ -1,19 +1,23 @@
 """What does telling an 83,000-mailbox weekend cost the portal? Schedule the T-3 reminders of one weekend wave
-(set-based, at most once per mailbox) and hand them all to a fake GOV.UK Notify over HTTP, with Notify's rate
-limit lifted (at its real 3,000 a minute the same work takes 83,000 / 3,000 = 27.7 minutes, whatever the
-portal does).
+(set-based, at most once per mailbox) and hand them all over HTTP to a fake GOV.UK Notify in another process,
+through notifications-python-client, as production does: NOTIFY_SEND_THREADS (8) at a time, Notify's limits
+of 3,000 requests a minute and 250,000 emails a day honoured by the portal.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/portal_notify_bench .venv/bin/python -m bench.notify
 
-DATABASE_URL must name a scratch database containing "bench" (its schema is dropped). Three figures:
+DATABASE_URL must name a scratch database containing "bench" (its schema is dropped). At Notify's 3,000 a
+minute the 83,000 take 27.7 minutes whatever the portal does; the issue's goal leaves that out ("portal time
+not counting Notify's own rate limit"). So the clock the portal sees is simulated: each send pass
+(notifications_send_due, as beat runs it) stops when the minute's 3,000 are used, and the next pass runs
+"a minute later" without sleeping. The fake Notify's own token bucket is lifted (it runs on the real clock);
+its JWT check, JSON and 201 bodies are Notify's. Figures:
 
 - schedule_s: notifications_schedule(), the beat's scheduling pass (one INSERT ... SELECT for the wave);
-- send_portal_s: notifications_send_due() through the log backend: everything the portal does to send (claim,
-  render, record, timeline events) without HTTP; schedule_s + send_portal_s is the portal time the issue asks
-  to keep under 60 s;
-- http_s: the same notifications (--http of them, all by default) sent again through
-  notifications-python-client to the fake Notify (a separate process on this machine, JWT checked on every
-  request), --threads at a time: wall time, the fake's own work included.
+- send_s: every send pass until the queue is empty: claim, render, HTTP to the fake Notify, write outcomes
+  and timeline events; portal_s = schedule_s + send_s is what the issue asks to keep under 60 s;
+- portal_cpu_s: CPU the portal used in the send (this process and its PostgreSQL backend), i.e. portal_s
+  less waiting for the fake Notify and for the other engineers' processes on the machine;
+- passes: send passes (one per simulated minute), each holding the per-minute limit (max_per_minute).
 
 Baseline: the same scheduling as a Python loop of one get-or-create per mailbox (what one would write first),
 timed on --baseline mailboxes and scaled to the wave. Prints one JSON line with os.getloadavg().
@@ -24,7 +28,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import logging
 import multiprocessing
 import os
 import time
@@ -33,7 +36,7 @@ from bench._scratch import log, reset_schema, scratch_database_url
 
 
 def serve_fake(port_queue) -> None:
-    """The fake Notify in its own process, with its limits lifted."""
+    """The fake Notify in its own process, its token bucket and daily limit lifted (the portal holds them)."""
     from tests.fakes.notify import start_fake_notify
 
     fake, server = start_fake_notify(per_minute=10**9, daily_limit=10**9)
@@ -45,7 +48,7 @@ def serve_fake(port_queue) -> None:
 def generate(*, mailboxes: int, orgs: int):
     from django.utils import timezone
 
-    from migrations_app.models import Mailbox, Organisation, Wave
+    from migrations_app.models import Contact, Mailbox, Organisation, Wave
 
     # Through the ORM (only 400 rows), so new columns with Python defaults keep working.
     Organisation.objects.bulk_create(
@@ -59,6 +62,10 @@ def generate(*, mailboxes: int, orgs: int):
         for i in range(1, orgs + 1)
     )
     org_ids = list(Organisation.objects.order_by("ods_code").values_list("id", flat=True))
+    Contact.objects.bulk_create(
+        Contact(organisation_id=pk, role=Contact.Role.PRIMARY, name="IT lead", email=f"it.lead{i}@nhs.uk")
+        for i, pk in enumerate(org_ids)
+    )
     starts = timezone.now() + dt.timedelta(days=2, hours=12)
     wave = Wave.objects.create(
         name="Weekend",
@@ -118,9 +125,6 @@ def main() -> None:
     parser.add_argument("--organisations", type=int, default=400)
     parser.add_argument("--baseline", type=int, default=5_000, help="mailboxes the baseline loop is timed on")
     parser.add_argument("--threads", type=int, default=8)
-    parser.add_argument(
-        "--http", type=int, default=83_000, help="how many of them to send again over HTTP to the fake Notify"
-    )
     args = parser.parse_args()
 
     os.environ["DATABASE_URL"] = scratch_database_url("portal_notify_bench")
@@ -135,30 +139,35 @@ def main() -> None:
 
     django.setup()
     from django.conf import settings
+    from django.utils import timezone
 
     from migrations_app.models import Moment, Notification, NotificationSettings, NotificationTemplate
     from migrations_app.services.notifications.scheduling import notifications_schedule
-    from migrations_app.services.notifications.sending import (
-        LogBackend,
-        NotifyBackend,
-        notifications_send_due,
-    )
+    from migrations_app.services.notifications.sending import NotifyBackend, notifications_send_due
     from migrations_app.services.notifications.templates import DEFAULTS
     from tests.fakes.notify import API_KEY, TEMPLATE_ID
 
-    # The log backend logs a line per message; here it stands in for the HTTP call, so it stays quiet.
-    logging.getLogger("migrations_app.services.notifications.sending").setLevel(logging.WARNING)
     reset_schema()
     wave = generate(mailboxes=args.mailboxes, orgs=args.organisations)
-    subject, body = DEFAULTS[Moment.REMINDER]
-    NotificationTemplate.objects.create(moment=Moment.REMINDER, subject=subject, body=body, enabled=True)
+    for moment in (Moment.REMINDER, Moment.DIGEST):
+        subject, body = DEFAULTS[moment]
+        NotificationTemplate.objects.create(moment=moment, subject=subject, body=body, enabled=True)
+    # Notify's documented limits, held by the portal (the defaults, set here so the figure does not move
+    # with someone's settings)
     NotificationSettings.objects.update_or_create(
-        pk=1, defaults={"per_minute": 10**9, "daily_allowance": 10**9}
+        pk=1, defaults={"per_minute": 3000, "daily_allowance": 250_000}
     )
     log(
         f"{args.mailboxes:,} mailboxes in {args.organisations} organisations, one weekend wave 2.5 days ahead"
     )
 
+    # A production database has statistics on its tables (autovacuum analyses them after an import); the
+    # freshly bulk-loaded ones here have none, and the scheduling pass then ran 87-433 s instead of 3.
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        for table in ("migrations_app_organisation", "migrations_app_contact", "migrations_app_mailbox"):
+            cursor.execute(f"ANALYZE {table}")
     base_s = baseline(wave=wave, count=args.baseline)
     Notification.objects.all().delete()
     log(f"baseline: {args.baseline:,} get_or_create in {base_s:.1f} s")
@@ -166,32 +175,36 @@ def main() -> None:
     started = time.perf_counter()
     scheduled = notifications_schedule().total
     schedule_s = time.perf_counter() - started
-    assert scheduled == args.mailboxes, scheduled
+    assert scheduled == args.mailboxes + args.organisations, scheduled
     assert notifications_schedule().total == 0  # at most once
     log(f"scheduled {scheduled:,} in {schedule_s:.2f} s")
 
-    started = time.perf_counter()
-    logged = notifications_send_due(sender=LogBackend()).sent
-    send_portal_s = time.perf_counter() - started
-    assert logged == args.mailboxes, logged
-    log(f"log backend: {logged:,} in {send_portal_s:.1f} s")
-
-    again = list(
-        Notification.objects.order_by("window_starts_at", "id").values_list("id", flat=True)[: args.http]
-    )
-    Notification.objects.filter(id__in=again).update(
-        status="pending", sent_at=None, notify_id=None, next_attempt_at=None, attempts=0
-    )
     settings.NOTIFY_SEND_THREADS = args.threads
     sender = NotifyBackend(
         api_key=API_KEY, base_url=fake_url, template_ids={"default": TEMPLATE_ID}, threads=args.threads
     )
+    clock, passes, sent, per_minute = timezone.now(), 0, 0, []
+    expected = args.mailboxes + args.organisations  # and one digest to each organisation's contact
+    cpu = _cpu()
     started = time.perf_counter()
-    result = notifications_send_due(sender=sender)
-    http_s = time.perf_counter() - started
-    sent = result.sent
-    assert sent == min(args.http, args.mailboxes), result
-    log(f"notify over HTTP: {sent:,} in {http_s:.1f} s")
+    while True:
+        result = notifications_send_due(sender=sender, now=clock)
+        passes += 1
+        sent += result.sent
+        per_minute.append(result.sent)
+        if result.stopped not in ("limit", ""):
+            raise SystemExit(f"pass {passes} stopped: {result}")
+        if not result.sent and not Notification.objects.filter(status="pending").exists():
+            break
+        if passes > 10 * expected // 3000 + 10:
+            raise SystemExit(f"still sending after {passes} passes: {result}")
+        clock += dt.timedelta(minutes=1)  # the next minute's allowance, without waiting for it
+    send_s = time.perf_counter() - started
+    cpu_used = {k: round(v - cpu[k], 1) if cpu[k] is not None else None for k, v in _cpu().items()}
+    sender.close()
+    assert sent == expected, sent
+    assert Notification.objects.filter(status="sent").count() == expected
+    log(f"sent {sent:,} to the fake Notify in {passes} passes, {send_s:.1f} s")
     fake.terminate()
 
     print(
@@ -200,11 +213,14 @@ def main() -> None:
                 "bench": "notify",
                 "mailboxes": args.mailboxes,
                 "schedule_s": round(schedule_s, 2),
-                "send_portal_s": round(send_portal_s, 1),
-                "portal_s": round(schedule_s + send_portal_s, 1),
-                "http_sent": sent,
-                "http_s": round(http_s, 1),
-                "http_per_s": round(sent / http_s),
+                "send_s": round(send_s, 1),
+                "portal_s": round(schedule_s + send_s, 1),
+                "portal_cpu_s": cpu_used["portal"],
+                "database_cpu_s": cpu_used["database"],
+                "sent_per_s": round(sent / send_s),
+                "passes": passes,
+                "max_per_minute": max(per_minute),
+                "per_minute_limit": 3000,
                 "threads": args.threads,
                 "notify_rate_limit_minutes": round(args.mailboxes / 3000, 1),
                 "baseline_schedule_s": round(base_s * args.mailboxes / args.baseline, 1),
@@ -213,6 +229,23 @@ def main() -> None:
             }
         )
     )
+
+
+def _cpu() -> dict:
+    """CPU seconds so far of this process (all its threads) and of its PostgreSQL backend (None when the
+    server's processes are not visible from here)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        pid = cursor.fetchone()[0]
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        database = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        database = None
+    return {"portal": time.process_time(), "database": database}
 
 
 if __name__ == "__main__":

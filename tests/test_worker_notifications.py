@@ -12,7 +12,7 @@ from django.db import OperationalError
 from migrations_app.models import Event, Mailbox, Moment, Notification, NotificationSettings, Wave
 from migrations_app.tasks import notifications_send
 from tests.fakes.notify import start_fake_notify
-from tests.notify_fixtures import templates_on, use_fake_notify, wave_in
+from tests.notify_fixtures import primary_contact, templates_on, use_fake_notify, wave_in
 
 DAY = dt.timedelta(days=1)
 
@@ -146,3 +146,32 @@ def test_the_daily_allowance_is_honoured_nearest_moves_first(real_broker, fake_n
     assert {m.email for m in sooner} <= sent
     assert len(sent & {m.email for m in later}) == 2
     assert Notification.objects.filter(status="pending").count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_contacts_digest_goes_once_after_the_owners(real_broker, fake_notify, org_a, org_b):
+    templates_on(Moment.FIRST, Moment.DIGEST)
+    primary_contact(org_a)
+    wave, staff = wave_in(org_a, starts_in=13 * DAY, mailboxes=3)
+    room = wave_in(org_a, starts_in=13 * DAY, mailboxes=1, kind=Mailbox.Kind.ROOM)[1][0]
+    Mailbox.objects.filter(pk=room.pk).update(wave=wave)
+    # another organisation without a contact: its owner is told, its digest has nobody to go to
+    other = wave_in(org_b, starts_in=13 * DAY, mailboxes=1)[1][0]
+
+    assert run_until(real_broker, lambda: len(fake_notify.messages) == 5)
+    assert run_until(real_broker, lambda: True, timeout=3)  # more runs: no second digest
+    assert len(fake_notify.messages) == 5
+    to = [m.email_address for m in fake_notify.messages]
+    assert sorted(to) == sorted([m.email for m in staff] + [other.email, "it.lead@example.nhs.uk"])
+    assert to[-1] == "it.lead@example.nhs.uk"  # after the owners
+    digest = fake_notify.messages[-1]
+    body = digest.personalisation["body"]
+    assert "4 mailboxes of yours move in this window" in body
+    assert "3 owners told by email about it\n" in body  # all sent before the digest went
+    assert f"- {room.email} (room)" in body
+    row = Notification.objects.get(mailbox__isnull=True, organisation_id=org_a.pk)
+    assert (row.status, row.notify_id, row.moment) == ("sent", digest.id, Moment.FIRST)
+    assert Notification.objects.get(mailbox__isnull=True, organisation_id=org_b.pk).status == "no-recipient"
+    assert Event.objects.filter(
+        action="notification.sent", organisation_id=org_a.pk, mailbox_id=None
+    ).exists()

@@ -73,6 +73,9 @@ class Moment(models.TextChoices):
     AFTER = "after", "After the move"
     DELAYED = "delayed", "Move delayed"
     UPDATE = "update", "Move rescheduled"
+    # A template only: the organisation's contacts get one summary of their staff's moves per moment above
+    # (a Notification row without a mailbox, its moment the one it summarises).
+    DIGEST = "digest", "Digest to the organisation's contacts"
 
 
 class NotificationTemplate(models.Model):
@@ -107,7 +110,10 @@ class OrganisationNotice(models.Model):
 class Notification(models.Model):
     """One email to one person about one mailbox's move. The unique (mailbox, moment, occasion) makes every
     notification at-most-once however often the scheduler runs; `occasion` tells two updates apart (the new
-    window) and two delays apart (the wave and the reason)."""
+    window) and two delays apart (the wave and the reason).
+
+    A row without a mailbox is a digest: one email to one of an organisation's contacts summarising its
+    staff's moves in a wave at one moment, at most once per (organisation, wave, moment, occasion, contact)."""
 
     class Status(models.TextChoices):
         PENDING = "pending", "Waiting to send"
@@ -120,7 +126,9 @@ class Notification(models.Model):
         REJECTED = "rejected", "Rejected by Notify"
         NO_RECIPIENT = "no-recipient", "Nobody to send to"
 
-    mailbox = models.ForeignKey("Mailbox", on_delete=models.CASCADE, related_name="notifications")
+    mailbox = models.ForeignKey(
+        "Mailbox", null=True, blank=True, on_delete=models.CASCADE, related_name="notifications"
+    )
     organisation_id = models.BigIntegerField()
     wave_id = models.BigIntegerField(null=True)
     moment = models.CharField(max_length=10, choices=Moment.choices)
@@ -139,7 +147,12 @@ class Notification(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["mailbox", "moment", "occasion"], name="notification_once")
+            models.UniqueConstraint(fields=["mailbox", "moment", "occasion"], name="notification_once"),
+            models.UniqueConstraint(
+                fields=["organisation_id", "wave_id", "moment", "occasion", "recipient"],
+                condition=Q(mailbox__isnull=True),
+                name="notification_digest_once",
+            ),
         ]
         indexes = [
             # the sender's queue: nearest window first
@@ -159,13 +172,24 @@ class Notification(models.Model):
                 condition=Q(status="permanent-failure"),
             ),
             models.Index(fields=["wave_id", "moment"], name="notification_wave_idx"),
+            # a digest waits for its organisation's owners in the wave still to be sent (unsent rows only)
+            models.Index(
+                fields=["organisation_id", "wave_id"],
+                name="notification_owner_wait_idx",
+                condition=Q(status__in=("pending", "sending"), mailbox__isnull=False),
+            ),
         ]
 
     # what the database accepts, built from the enum above (Meta cannot see it; see constraints.py)
     Meta.constraints += [one_of("status", Status, name="notification_status_valid")]
 
     def __str__(self) -> str:
-        return f"{self.get_moment_display()} to {self.recipient}"
+        kind = "Digest" if self.mailbox_id is None else ""
+        return f"{kind + ': ' if kind else ''}{self.get_moment_display()} to {self.recipient}"
+
+    @property
+    def is_digest(self) -> bool:
+        return self.mailbox_id is None
 
 
 class SupportRequest(models.Model):

@@ -9,9 +9,9 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
 from migrations_app.forms_comms import TemplateForm
-from migrations_app.models import Mailbox, Moment, NotificationSettings, Wave
+from migrations_app.models import Contact, Mailbox, Moment, NotificationSettings, Wave
 from migrations_app.services.notifications.templates import (
-    PLACEHOLDERS,
+    placeholders_for,
     template_for,
     template_preview,
     template_previewed,
@@ -54,6 +54,18 @@ def _example_mailbox(email: str) -> Mailbox | None:
         if found:
             return found
     return mailboxes.order_by("id").first()
+
+
+def _to(moment: str, example: Mailbox | None) -> str:
+    """Who the preview goes to: the owner, or for the digest the organisation's contacts."""
+    if example is None:
+        return ""
+    if moment != Moment.DIGEST:
+        return example.email
+    contacts = sorted(
+        set(Contact.objects.filter(organisation_id=example.organisation_id).values_list("email", flat=True))
+    )
+    return ", ".join(contacts) or f"nobody: {example.organisation.name} has no contacts"
 
 
 @login_required
@@ -103,6 +115,7 @@ def template_detail(request, moment: str):
             "preview": preview,
             "example": example,
             "email": email,
-            "placeholders": PLACEHOLDERS,
+            "placeholders": placeholders_for(moment),
+            "to": _to(moment, example),
         },
     )

@@ -8,7 +8,7 @@ from django.core.exceptions import ValidationError
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from migrations_app.models import Notification, OrganisationHold, OrganisationNotice, SupportRequest
+from migrations_app.models import Notification, OrganisationHold, OrganisationNotice, SupportRequest, Wave
 from migrations_app.selectors.scoping import (
     can_administer,
     organisations_administered_by,
@@ -33,6 +33,7 @@ def organisation_support_context(user, organisation) -> dict:
                 organisation_id=organisation.pk, status=Notification.Status.PERMANENT_FAILURE
             ).order_by("-id")[:50]
         ),
+        **_digests(organisation),
         "support_requests": list(support_requests_visible_to(user).filter(organisation=organisation)[:20]),
         "notice": OrganisationNotice.objects.filter(organisation=organisation)
         .values_list("paragraph", flat=True)
@@ -42,6 +43,19 @@ def organisation_support_context(user, organisation) -> dict:
         "can_go_again": may_administer and user.is_trust_admin,
         "can_override": user.is_programme_office,
     }
+
+
+def _digests(organisation) -> dict:
+    """The digests its contacts were sent (or are waiting for), newest first, with their waves' names."""
+    digests = list(
+        Notification.objects.filter(organisation_id=organisation.pk, mailbox__isnull=True).order_by("-id")[
+            :30
+        ]
+    )
+    waves = Wave.objects.only("name").in_bulk({d.wave_id for d in digests if d.wave_id})
+    for digest in digests:
+        digest.wave_name = waves[digest.wave_id].name if digest.wave_id in waves else ""
+    return {"digests": digests}
 
 
 def _administered(request, ods_code: str):

@@ -6,8 +6,16 @@ import json
 
 import pytest
 
-from migrations_app.models import Event, Notification, NotificationTemplate, OrganisationNotice
+from migrations_app.models import (
+    Contact,
+    Event,
+    Mailbox,
+    Notification,
+    NotificationTemplate,
+    OrganisationNotice,
+)
 from tests.notify_fixtures import wave_in
+from tests.wave_fixtures import ready_mailboxes
 
 URL = "/notifications/templates/"
 
@@ -81,3 +89,34 @@ def test_receipts_need_our_bearer_token(client, settings, org_a):
         HTTP_AUTHORIZATION="Bearer a-long-callback-token",
     )
     assert bad.status_code == 400
+
+
+def test_the_digest_preview_shows_an_organisations_real_figures(client_for, officer, org_a):
+    wave, staff = wave_in(org_a, starts_in=dt.timedelta(days=10), mailboxes=2)
+    shared = wave_in(org_a, starts_in=dt.timedelta(days=10), mailboxes=1, kind=Mailbox.Kind.SHARED)[1][0]
+    Mailbox.objects.filter(pk=shared.pk).update(wave=wave)
+    Contact.objects.create(organisation=org_a, role="primary", name="Lead", email="lead@rj1.nhs.uk")
+    client = client_for(officer)
+    html = client.post(f"{URL}digest/", {"action": "preview", "email": staff[0].email}).content.decode()
+    assert "3 mailboxes of yours move in this window" in html
+    assert f"- {shared.email} (shared)" in html
+    assert "lead@rj1.nhs.uk" in html and "/organisations/RJ1/" in html and wave.name in html
+    client.post(f"{URL}digest/", {"action": "on"})
+    assert NotificationTemplate.objects.get(moment="digest").enabled
+
+    # the digest's own placeholders: an owner's name means nothing to it
+    bad = client.post(f"{URL}digest/", {"action": "save", "subject": "x", "body": "Dear ((name))"})
+    assert "Unknown placeholder(s): name" in bad.content.decode()
+    client.post(f"{URL}digest/", {"action": "save", "subject": "((organisation))", "body": "((summary))"})
+    assert not NotificationTemplate.objects.get(moment="digest").enabled
+
+
+def test_the_digest_preview_needs_a_mailbox_in_a_wave(client_for, officer, org_a):
+    (loose,) = ready_mailboxes(org_a, 1)
+    html = (
+        client_for(officer)
+        .post(f"{URL}digest/", {"action": "preview", "email": loose.email})
+        .content.decode()
+    )
+    assert "Preview the digest with a mailbox that is in a wave" in html
+    assert NotificationTemplate.objects.filter(moment="digest", previewed_at__isnull=False).count() == 0

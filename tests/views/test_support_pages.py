@@ -7,10 +7,19 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils import timezone
 
-from migrations_app.models import Mailbox, OrganisationHold, OrganisationNotice, SupportRequest, Wave
+from migrations_app.models import (
+    Mailbox,
+    Moment,
+    Notification,
+    OrganisationHold,
+    OrganisationNotice,
+    SupportRequest,
+    Wave,
+)
 from migrations_app.services.gate import gate_evaluate
+from migrations_app.services.notifications.scheduling import notifications_schedule
 from migrations_app.services.support import support_request_submit
-from tests.notify_fixtures import wave_in
+from tests.notify_fixtures import primary_contact, templates_on, wave_in
 
 
 @pytest.fixture
@@ -124,3 +133,22 @@ def test_a_bad_address_is_shown_on_the_mailbox_and_organisation_pages(client_for
     mailbox_page = client_for(admin_a).get(f"/mailboxes/{mailbox.pk}/").content.decode()
     assert "Bad address" in mailbox_page and "fix this address" in mailbox_page
     assert client_for(admin_b).get(f"/mailboxes/{mailbox.pk}/").status_code == 404
+
+
+def test_the_digests_are_on_the_organisation_page_for_its_side_only(
+    client_for, admin_a, admin_b, officer, org_a
+):
+    templates_on(Moment.FIRST, Moment.DIGEST)
+    primary_contact(org_a, email="lead.rj1@example.nhs.uk")
+    wave, _ = wave_in(org_a, starts_in=dt.timedelta(days=10), mailboxes=2)
+    notifications_schedule()
+    assert Notification.objects.filter(mailbox__isnull=True).count() == 1
+    for user in (admin_a, officer):
+        html = client_for(user).get("/organisations/RJ1/").content.decode()
+        assert 'id="digests"' in html and "lead.rj1@example.nhs.uk" in html and wave.name in html
+    other = client_for(admin_b)
+    response = other.get("/organisations/RJ1/")
+    assert response.status_code == 404
+    assert "lead.rj1@example.nhs.uk" not in response.content.decode()
+    own = other.get("/organisations/RRV/").content.decode()
+    assert "lead.rj1@example.nhs.uk" not in own and 'id="no-digests"' in own

@@ -20,19 +20,17 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import threading
-import uuid
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from migrations_app.models import (
-    Mailbox,
+    Event,
+    Moment,
     Notification,
     NotificationSettings,
     Organisation,
@@ -40,35 +38,32 @@ from migrations_app.models import (
     Wave,
 )
 from migrations_app.services.events import event_record_many
+from migrations_app.services.notifications.backends import (  # noqa: F401 - the backends are used from here
+    DAILY_LIMIT,
+    RATE_LIMITED,
+    REJECTED,
+    RETRY,
+    SENT,
+    LogBackend,
+    NotifyBackend,
+    Outcome,
+    Outgoing,
+    backend,
+)
+from migrations_app.services.notifications.digest import digest_values
 from migrations_app.services.notifications.templates import (
-    Rendered,
     personalisation,
     template_for,
     template_render,
+    window_text,
 )
 from migrations_app.services.planning import LONDON
 
 logger = logging.getLogger(__name__)
 N = Notification.Status
 
-SENT, RATE_LIMITED, DAILY_LIMIT, REJECTED, RETRY = "sent", "rate_limited", "daily_limit", "rejected", "retry"
 # A claim not finished in this time (its worker died) goes back to the queue.
 SENDING_LEASE = dt.timedelta(minutes=5)
-
-
-@dataclass(frozen=True)
-class Outgoing:
-    notification_id: int
-    recipient: str
-    moment: str
-    rendered: Rendered
-
-
-@dataclass(frozen=True)
-class Outcome:
-    kind: str
-    notify_id: str = ""
-    error: str = ""
 
 
 @dataclass
@@ -79,95 +74,6 @@ class SendResult:
     retried: int = 0
     stopped: str = ""
     counts: dict = field(default_factory=dict)
-
-
-class LogBackend:
-    """Sends nothing: the mailbox's timeline shows what would have gone (subject and body)."""
-
-    name = "log"
-
-    def send_many(self, items: list[Outgoing]) -> list[Outcome]:
-        for item in items:
-            logger.info(
-                "notification %s to %s: %s", item.notification_id, item.recipient, item.rendered.subject
-            )
-        return [Outcome(SENT, notify_id=str(uuid.uuid4())) for _ in items]
-
-
-class NotifyBackend:
-    """GOV.UK Notify through its Python client, one client per thread (the client is not thread-safe)."""
-
-    name = "notify"
-
-    def __init__(self, *, api_key: str, base_url: str, template_ids: dict[str, str], threads: int):
-        self.api_key, self.base_url, self.template_ids, self.threads = (
-            api_key,
-            base_url,
-            template_ids,
-            threads,
-        )
-        self._local = threading.local()
-
-    def _client(self):
-        client = getattr(self._local, "client", None)
-        if client is None:
-            from notifications_python_client.notifications import NotificationsAPIClient
-
-            client = NotificationsAPIClient(self.api_key, base_url=self.base_url, timeout=30)
-            self._local.client = client
-        return client
-
-    def _template_id(self, moment: str) -> str:
-        return self.template_ids.get(moment) or self.template_ids.get("default", "")
-
-    def send_one(self, item: Outgoing) -> Outcome:
-        from notifications_python_client.errors import APIError
-
-        try:
-            response = self._client().send_email_notification(
-                email_address=item.recipient,
-                template_id=self._template_id(item.moment),
-                personalisation={"subject": item.rendered.subject, "body": item.rendered.body},
-                reference=str(item.notification_id),
-            )
-        except APIError as exc:
-            return _outcome_of_error(exc)
-        except Exception as exc:  # network trouble, a timeout: try again later
-            return Outcome(RETRY, error=f"{type(exc).__name__}: {exc}"[:300])
-        return Outcome(SENT, notify_id=str(response["id"]))
-
-    def send_many(self, items: list[Outgoing]) -> list[Outcome]:
-        if self.threads <= 1 or len(items) <= 1:
-            return [self.send_one(item) for item in items]
-        with ThreadPoolExecutor(max_workers=self.threads) as pool:
-            return list(pool.map(self.send_one, items))
-
-
-def _outcome_of_error(exc) -> Outcome:
-    """Notify's error bodies: {"status_code": 429, "errors": [{"error": "RateLimitError", "message": ...}]}."""
-    message = exc.message
-    kinds = [e.get("error", "") for e in message] if isinstance(message, list) else []
-    text = "; ".join(e.get("message", "") for e in message) if isinstance(message, list) else str(message)
-    if exc.status_code == 429:
-        return Outcome(DAILY_LIMIT if "TooManyRequestsError" in kinds else RATE_LIMITED, error=text[:300])
-    if exc.status_code == 400:
-        return Outcome(REJECTED, error=text[:300])
-    if exc.status_code == 403:
-        logger.error("GOV.UK Notify refused our key (403): %s", text)
-    return Outcome(RETRY, error=f"{exc.status_code}: {text}"[:300])
-
-
-def backend():
-    """NOTIFY_BACKEND, or Notify when there is a key and the log otherwise."""
-    name = settings.NOTIFY_BACKEND or ("notify" if settings.NOTIFY_API_KEY else "log")
-    if name == "log":
-        return LogBackend()
-    return NotifyBackend(
-        api_key=settings.NOTIFY_API_KEY,
-        base_url=settings.NOTIFY_BASE_URL,
-        template_ids=settings.NOTIFY_TEMPLATE_IDS,
-        threads=settings.NOTIFY_SEND_THREADS,
-    )
 
 
 def start_of_day(now: dt.datetime) -> dt.datetime:
@@ -216,7 +122,9 @@ class Allowance:
 def _claim(limit: int, now: dt.datetime, after: tuple | None) -> tuple[list[int], tuple | None]:
     """Claim the next due notifications, nearest windows first: pending -> sending in one statement. `after`
     is where the previous claim of this pass stopped (window, id): the scan starts there instead of walking
-    the index entries of everything this pass already took (dead until vacuum: quadratic over a weekend)."""
+    the index entries of everything this pass already took (dead until vacuum: quadratic over a weekend).
+    A digest waits while its organisation's owners in that wave are still to be sent, so that what it says
+    they were told is what they were told (notification_owner_wait_idx holds only those rows)."""
     lease = now + SENDING_LEASE
     if connection.vendor == "postgresql":
         table = connection.ops.quote_name(Notification._meta.db_table)
@@ -224,19 +132,29 @@ def _claim(limit: int, now: dt.datetime, after: tuple | None) -> tuple[list[int]
         sql = f"""
             UPDATE {table} SET status = %s, next_attempt_at = %s
             WHERE id IN (
-                SELECT id FROM {table}
+                SELECT id FROM {table} n
                 WHERE status = %s AND (next_attempt_at IS NULL OR next_attempt_at <= %s) {keyset}
+                AND (mailbox_id IS NOT NULL OR NOT EXISTS (
+                    SELECT 1 FROM {table} o WHERE o.organisation_id = n.organisation_id
+                    AND o.wave_id = n.wave_id AND o.mailbox_id IS NOT NULL AND o.status IN (%s, %s)))
                 ORDER BY window_starts_at, id LIMIT %s FOR UPDATE SKIP LOCKED
             )
             RETURNING id, window_starts_at"""
-        params = [N.SENDING, lease, N.PENDING, now, *(after or ()), limit]
+        params = [N.SENDING, lease, N.PENDING, now, *(after or ()), N.PENDING, N.SENDING, limit]
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             claimed = sorted(cursor.fetchall(), key=lambda row: (row[1], row[0]))
         return [row[0] for row in claimed], ((claimed[-1][1], claimed[-1][0]) if claimed else after)
     with transaction.atomic():
+        owners_waiting = Notification.objects.filter(
+            organisation_id=OuterRef("organisation_id"),
+            wave_id=OuterRef("wave_id"),
+            mailbox__isnull=False,
+            status__in=(N.PENDING, N.SENDING),
+        )
         due = Notification.objects.filter(status=N.PENDING).filter(
-            Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
+            Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now),
+            Q(mailbox__isnull=False) | ~Exists(owners_waiting),
         )
         if after:
             due = due.filter(Q(window_starts_at__gt=after[0]) | Q(window_starts_at=after[0], id__gt=after[1]))
@@ -249,14 +167,53 @@ def _claim(limit: int, now: dt.datetime, after: tuple | None) -> tuple[list[int]
     return ids, ((rows[-1][1], rows[-1][0]) if rows else after)
 
 
-def _render(ids: list[int]) -> tuple[list[Outgoing], list[Notification]]:
-    """The claimed notifications with their words: one query per table for the whole claim."""
-    rows = list(
+@dataclass(slots=True)
+class Claimed:
+    """A claimed notification, as the send pass needs it (a plain row: a model instance per message was a
+    fifth of the portal's time per message)."""
+
+    pk: int
+    mailbox_id: int | None
+    organisation_id: int
+    wave_id: int | None
+    moment: str
+    recipient: str
+    attempts: int
+    status: str = N.SENDING
+    notify_id: str | None = None
+    next_attempt_at: dt.datetime | None = None
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class _Owner:
+    email: str
+    display_name: str
+
+
+def _render(ids: list[int]) -> tuple[list[Outgoing], list[Claimed]]:
+    """The claimed notifications with their words: the rows with their mailboxes in one query, then one query
+    per organisation table and wave for the whole claim."""
+    rows, owners = [], {}
+    for pk, mailbox_id, org, wave, moment, recipient, attempts, email, name in (
         Notification.objects.filter(id__in=ids)
-        .only("id", "mailbox_id", "organisation_id", "wave_id", "moment", "recipient", "attempts", "status")
         .order_by("window_starts_at", "id")
-    )
-    mailboxes = Mailbox.objects.only("id", "email", "display_name").in_bulk([r.mailbox_id for r in rows])
+        .values_list(
+            "id",
+            "mailbox_id",
+            "organisation_id",
+            "wave_id",
+            "moment",
+            "recipient",
+            "attempts",
+            "mailbox__email",
+            "mailbox__display_name",
+        )
+    ):
+        rows.append(Claimed(pk, mailbox_id, org, wave, moment, recipient, attempts))
+        if mailbox_id:
+            owners[mailbox_id] = _Owner(email, name)
+    digests = digest_values([r for r in rows if r.mailbox_id is None])
     org_ids = {r.organisation_id for r in rows}
     names = dict(Organisation.objects.filter(pk__in=org_ids).values_list("pk", "name"))
     notices = dict(
@@ -265,15 +222,24 @@ def _render(ids: list[int]) -> tuple[list[Outgoing], list[Notification]]:
         )
     )
     waves = Wave.objects.in_bulk({r.wave_id for r in rows if r.wave_id})
+    windows = {pk: window_text(w.starts_at, w.ends_at) for pk, w in waves.items()}
     templates = {}
     outgoing = []
     for row in rows:
+        if row.mailbox_id is None:  # a digest to one of the organisation's contacts
+            template = templates.get(Moment.DIGEST) or templates.setdefault(
+                Moment.DIGEST, template_for(Moment.DIGEST)
+            )
+            rendered = template_render(template=template, values=digests[row.pk])
+            outgoing.append(Outgoing(row.pk, row.recipient, Moment.DIGEST, rendered))
+            continue
         template = templates.get(row.moment) or templates.setdefault(row.moment, template_for(row.moment))
         values = personalisation(
-            mailbox=mailboxes[row.mailbox_id],
+            mailbox=owners[row.mailbox_id],
             organisation_name=names.get(row.organisation_id, ""),
             paragraph=notices.get(row.organisation_id, ""),
             wave=waves.get(row.wave_id),
+            window=windows.get(row.wave_id),
         )
         outgoing.append(
             Outgoing(row.pk, row.recipient, row.moment, template_render(template=template, values=values))
@@ -282,35 +248,19 @@ def _render(ids: list[int]) -> tuple[list[Outgoing], list[Notification]]:
 
 
 def _record(
-    rows: list[Notification], items: list[Outgoing], outcomes: list[Outcome], *, now: dt.datetime, log: bool
+    rows: list[Claimed], items: list[Outgoing], outcomes: list[Outcome], *, now: dt.datetime, log: bool
 ) -> SendResult:
     result = SendResult()
     wait = dt.timedelta(seconds=settings.NOTIFY_RATE_LIMIT_WAIT_SECONDS)
     tomorrow = start_of_day(now) + dt.timedelta(days=1, hours=1)
+    sent: list[tuple[Claimed, str]] = []  # with what the timeline shows of it
     events = []
     for row, item, outcome in zip(rows, items, outcomes, strict=True):
         if outcome.kind == SENT:
-            row.status, row.notify_id, row.sent_at, row.attempts = (
-                N.SENT,
-                outcome.notify_id,
-                now,
-                row.attempts + 1,
-            )
-            row.next_attempt_at, row.error = None, ""
+            row.status, row.notify_id = N.SENT, outcome.notify_id
             result.sent += 1
-            events.append(
-                {
-                    "action": "notification.logged" if log else "notification.sent",
-                    "mailbox_id": row.mailbox_id,
-                    "organisation_id": row.organisation_id,
-                    "wave_id": row.wave_id,
-                    "subject": row.recipient,
-                    "message": f"{item.rendered.subject}\n\n{item.rendered.body}"
-                    if log
-                    else item.rendered.subject,
-                    "data": {"notification": row.pk, "moment": row.moment, "notify_id": outcome.notify_id},
-                }
-            )
+            words = f"{item.rendered.subject}\n\n{item.rendered.body}" if log else item.rendered.subject
+            sent.append((row, words))
         elif outcome.kind == REJECTED:
             row.status, row.error, row.attempts, row.next_attempt_at = (
                 N.REJECTED,
@@ -339,37 +289,76 @@ def _record(
                 result.retried += 1
             else:
                 result.rate_limited += 1
-    _save(rows, now=now)
+    _save_sent(sent, now=now, action="notification.logged" if log else "notification.sent")
+    _save_others([r for r in rows if r.status != N.SENT])
     event_record_many(events)
     return result
 
 
-def _save(rows: list[Notification], *, now: dt.datetime) -> None:
-    """Write the outcomes: the sent ones (each with its own Notify id) in one UPDATE ... FROM unnest() on
-    PostgreSQL (an executemany elsewhere); the rest grouped by what changes, one UPDATE each. (Django's
-    bulk_update builds a CASE per field and row: 4 s for 500 rows, most of the send time.)"""
-    sent = [r for r in rows if r.status == N.SENT]
+def _save_sent(sent: list[tuple[Claimed, str]], *, now: dt.datetime, action: str) -> None:
+    """The sent ones, each with its own Notify id, and their events on the timelines. On PostgreSQL one
+    statement for the whole claim: UPDATE ... FROM unnest() RETURNING feeding INSERT INTO event, so nothing
+    per message crosses back to Python (Django's bulk_update built a CASE per field and row, 4 s for 500;
+    the events' bulk_create was then a third of the portal's time per message)."""
+    if not sent:
+        return
     table = connection.ops.quote_name(Notification._meta.db_table)
-    if sent and connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"UPDATE {table} AS n SET status = %s, notify_id = v.notify_id, sent_at = %s, "
-                "attempts = n.attempts + 1, next_attempt_at = NULL, error = '' "
-                "FROM unnest(%s::bigint[], %s::text[]) AS v(id, notify_id) WHERE n.id = v.id",
-                [N.SENT, now, [r.pk for r in sent], [r.notify_id for r in sent]],
-            )
-    elif sent:
+    if connection.vendor != "postgresql":
         at = connection.ops.adapt_datetimefield_value(now)
         with connection.cursor() as cursor:
             cursor.executemany(
                 f"UPDATE {table} SET status = %s, notify_id = %s, sent_at = %s, attempts = attempts + 1, "
                 "next_attempt_at = NULL, error = '' WHERE id = %s",
-                [(N.SENT, r.notify_id, at, r.pk) for r in sent],
+                [(N.SENT, r.notify_id, at, r.pk) for r, _ in sent],
             )
+        event_record_many(
+            {
+                "action": action,
+                "mailbox_id": r.mailbox_id,
+                "organisation_id": r.organisation_id,
+                "wave_id": r.wave_id,
+                "subject": r.recipient,
+                "message": words,
+                "data": {"notification": r.pk, "moment": r.moment, "notify_id": r.notify_id},
+            }
+            for r, words in sent
+        )
+        return
+    event = connection.ops.quote_name(Event._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            WITH v AS (
+                SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[]) AS v(id, notify_id, words)
+            ), sent AS (
+                UPDATE {table} AS n SET status = %s, notify_id = v.notify_id, sent_at = %s,
+                    attempts = n.attempts + 1, next_attempt_at = NULL, error = ''
+                FROM v WHERE n.id = v.id
+                RETURNING n.id, n.mailbox_id, n.organisation_id, n.wave_id, n.recipient, n.moment, v.notify_id,
+                    v.words
+            )
+            INSERT INTO {event} (created_at, action, organisation_id, mailbox_id, wave_id, subject,
+                from_state, to_state, message, data)
+            SELECT %s, %s, organisation_id, mailbox_id, wave_id, left(recipient, 254), '', '', words,
+                jsonb_build_object('notification', id, 'moment', moment, 'notify_id', notify_id)
+            FROM sent ORDER BY id""",
+            [
+                [r.pk for r, _ in sent],
+                [r.notify_id for r, _ in sent],
+                [words for _, words in sent],
+                N.SENT,
+                now,
+                timezone.now(),
+                action,
+            ],
+        )
+
+
+def _save_others(rows: list[Claimed]) -> None:
+    """The rest (back in the queue, rejected), grouped by what changes: one UPDATE each."""
     groups: dict[tuple, list[int]] = {}
     for r in rows:
-        if r.status != N.SENT:
-            groups.setdefault((r.status, r.attempts, r.next_attempt_at, r.error), []).append(r.pk)
+        groups.setdefault((r.status, r.attempts, r.next_attempt_at, r.error), []).append(r.pk)
     for (status, attempts, next_attempt_at, error), ids in groups.items():
         Notification.objects.filter(pk__in=ids).update(
             status=status, attempts=attempts, next_attempt_at=next_attempt_at, error=error

@@ -22,6 +22,8 @@ from migrations_app.services.events import event_record
 from migrations_app.services.planning import LONDON
 
 PLACEHOLDERS = ("name", "address", "organisation", "window", "paragraph", "help_url")
+# The digest to an organisation's contacts (digest.py fills these in when it is sent).
+DIGEST_PLACEHOLDERS = ("organisation", "wave", "window", "occasion", "summary", "portal_url", "help_url")
 _PLACEHOLDER = re.compile(r"\(\(([a-z_]+)\)\)")
 
 _AFTER = (
@@ -61,6 +63,13 @@ DEFAULTS: dict[str, tuple[str, str]] = {
         "Dear ((name)),\n\nThe move of your mailbox ((address)) has a new date: ((window)). Ignore the date we "
         "gave you before.\n\n((paragraph))\n\nQuestions: ((help_url))",
     ),
+    Moment.DIGEST: (
+        "Mailbox moves at ((organisation)): ((occasion))",
+        "Hello,\n\nThis is the summary for ((organisation)) of ((wave)), ((window)): ((occasion)).\n\n"
+        "((summary))\n\nEach mailbox, what its owner was told and the addresses to fix are on your "
+        "organisation's page in the migration portal: ((portal_url))\n\n"
+        "Staff who need help after their move can ask at ((help_url))",
+    ),
 }
 
 
@@ -95,12 +104,18 @@ def render(text: str, values: dict[str, str]) -> str:
     return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), text)
 
 
-def personalisation(*, mailbox: Mailbox, organisation_name: str, paragraph: str, wave: Wave | None) -> dict:
+def personalisation(
+    *, mailbox, organisation_name: str, paragraph: str, wave: Wave | None, window: str | None = None
+) -> dict:
+    """The owner's placeholders; `mailbox` needs its email and display_name, `window` is the wave's window
+    text when the caller has it already (the sender renders it once per wave)."""
+    if window is None:
+        window = window_text(wave.starts_at, wave.ends_at) if wave else "a date to be agreed"
     return {
         "name": mailbox.display_name or mailbox.email,
         "address": mailbox.email,
         "organisation": organisation_name,
-        "window": window_text(wave.starts_at, wave.ends_at) if wave else "a date to be agreed",
+        "window": window,
         "paragraph": paragraph,
         "help_url": settings.PUBLIC_HELP_URL,
     }
@@ -112,9 +127,24 @@ def template_render(*, template: NotificationTemplate, values: dict[str, str]) -
     return Rendered(subject=subject, body=body)
 
 
+def placeholders_for(moment: str) -> tuple[str, ...]:
+    return DIGEST_PLACEHOLDERS if moment == Moment.DIGEST else PLACEHOLDERS
+
+
 def template_preview(*, moment: str, mailbox: Mailbox) -> Rendered:
-    """What the mailbox's owner would get for this moment now: real name, organisation, window, paragraph."""
+    """What the mailbox's owner would get for this moment now: real name, organisation, window, paragraph.
+    For the digest: what its organisation's contacts would get about its wave now, with today's figures (the
+    summary after the move once the window is over, the reminder's before)."""
     organisation = mailbox.organisation
+    if moment == Moment.DIGEST:
+        from migrations_app.services.notifications.digest import digest_placeholders
+
+        wave = Wave.objects.filter(pk=mailbox.wave_id).first() if mailbox.wave_id else None
+        if wave is None:
+            raise ValidationError("Preview the digest with a mailbox that is in a wave")
+        about = Moment.AFTER if timezone.now() >= wave.ends_at else Moment.REMINDER
+        values = digest_placeholders(organisation=organisation, wave=wave, moment=about)
+        return template_render(template=template_for(moment), values=values)
     notice = OrganisationNotice.objects.filter(organisation=organisation).values_list("paragraph", flat=True)
     wave = Wave.objects.filter(pk=mailbox.wave_id).first() if mailbox.wave_id else None
     values = personalisation(
@@ -123,11 +153,11 @@ def template_preview(*, moment: str, mailbox: Mailbox) -> Rendered:
     return template_render(template=template_for(moment), values=values)
 
 
-def _check(text: str, field: str) -> None:
-    unknown = sorted({name for name in _PLACEHOLDER.findall(text) if name not in PLACEHOLDERS})
+def _check(text: str, field: str, allowed: tuple[str, ...]) -> None:
+    unknown = sorted({name for name in _PLACEHOLDER.findall(text) if name not in allowed})
     if unknown:
         raise ValidationError(
-            {field: f"Unknown placeholder(s): {', '.join(unknown)}. Use {', '.join(PLACEHOLDERS)}"}
+            {field: f"Unknown placeholder(s): {', '.join(unknown)}. Use {', '.join(allowed)}"}
         )
 
 
@@ -140,8 +170,8 @@ def template_update(*, moment: str, actor: User, subject: str, body: str) -> Not
     subject, body = (subject or "").strip(), (body or "").strip()
     if not subject or not body:
         raise ValidationError("Give the template a subject and a body")
-    _check(subject, "subject")
-    _check(body, "body")
+    _check(subject, "subject", placeholders_for(moment))
+    _check(body, "body", placeholders_for(moment))
     template, _ = NotificationTemplate.objects.update_or_create(
         moment=moment,
         defaults={

@@ -7,7 +7,7 @@ from django.utils import timezone
 
 from migrations_app.models import Mailbox, Moment, Notification, NotificationSettings, Wave
 from migrations_app.services.notifications.scheduling import notifications_schedule
-from tests.notify_fixtures import primary_contact, templates_on, wave_in
+from tests.notify_fixtures import templates_on, wave_in
 
 DAY = dt.timedelta(days=1)
 
@@ -85,18 +85,6 @@ def test_delays_and_moves_are_told_once_each(org_a):
     assert notifications_schedule().total == 0
     assert moments_of(moved) == [Moment.AFTER]
     assert Notification.objects.get(mailbox=carried).occasion == f"carried:{wave.pk}"
-
-
-@pytest.mark.django_db
-def test_shared_mailboxes_notify_the_organisation_contact(org_a):
-    templates_on()
-    wave_in(org_a, starts_in=5 * DAY, mailboxes=1, kind=Mailbox.Kind.SHARED)
-    notifications_schedule()
-    assert Notification.objects.get().status == "no-recipient"  # nobody to tell yet: kept and shown
-    primary_contact(org_a)
-    wave_in(org_a, starts_in=5 * DAY, mailboxes=1, kind=Mailbox.Kind.ROOM)
-    notifications_schedule()
-    assert Notification.objects.filter(recipient="it.lead@example.nhs.uk", status="pending").count() == 1
 
 
 @pytest.mark.django_db

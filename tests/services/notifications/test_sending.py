@@ -96,3 +96,28 @@ def test_the_per_minute_budget_holds(settings, org_a):
     result = notifications_send_due()
     assert (result.sent, result.stopped) == (4, "limit")
     assert notifications_send_due(now=timezone.now() + dt.timedelta(minutes=2)).sent == 2
+
+
+@pytest.mark.django_db
+def test_the_connections_to_notify_stay_open_across_batches_and_runs(fake, settings, org_a):
+    settings.NOTIFY_SEND_THREADS, settings.NOTIFY_SEND_BATCH = 2, 5
+    templates_on()
+    _, mailboxes = wave_in(org_a, starts_in=13 * DAY, mailboxes=12)
+    notifications_schedule()
+    assert notifications_send_due(max_batches=2).sent == 10  # two batches in one run
+    assert notifications_send_due().sent == 2  # and another run
+    assert sorted(m.email_address for m in fake.messages) == sorted(m.email for m in mailboxes)
+    assert fake.connections <= 2  # one keep-alive connection per sending thread, not one per batch
+
+
+@pytest.mark.django_db
+def test_notify_unreachable_is_retried_later_not_lost(fake, settings, org_a):
+    templates_on()
+    wave_in(org_a, starts_in=13 * DAY, mailboxes=2)
+    notifications_schedule()
+    settings.NOTIFY_BASE_URL = "http://127.0.0.1:9"  # nothing listens there
+    result = notifications_send_due()
+    assert (result.sent, result.retried, result.stopped) == (0, 2, "retry")
+    rows = Notification.objects.all()
+    assert {r.status for r in rows} == {"pending"} and all(r.next_attempt_at for r in rows)
+    assert "Connection" in rows[0].error or "refused" in rows[0].error
