@@ -4,9 +4,10 @@
 from django.db import models
 
 from migrations_app.constraints import one_of
+from migrations_app.models.background import BackgroundWork
 
 
-class Export(models.Model):
+class Export(BackgroundWork):
     class Kind(models.TextChoices):
         AUDIT = "audit", "Audit log"
         MAILBOXES = "mailboxes", "Mailboxes"
@@ -24,10 +25,6 @@ class Export(models.Model):
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
     rows_done = models.PositiveBigIntegerField(default=0)
     file = models.FileField(upload_to="exports/%Y/%m/", blank=True)
-    failure = models.TextField(blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-id"]

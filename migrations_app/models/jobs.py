@@ -4,11 +4,12 @@ from django.db import models
 
 from migrations_app.constraints import one_of
 from migrations_app.models.accounts import User
+from migrations_app.models.background import BackgroundWork
 from migrations_app.models.organisations import Organisation
 from migrations_app.models.waves import Wave
 
 
-class ImportJob(models.Model):
+class ImportJob(BackgroundWork):
     """One inventory or permissions upload: its file, its outcome and every bad row found in it."""
 
     class Kind(models.TextChoices):
@@ -43,10 +44,6 @@ class ImportJob(models.Model):
     errors = models.JSONField(default=list, blank=True)
     # Extra results: the largest affinity groups after a permissions import, ...
     summary = models.JSONField(default=dict, blank=True)
-    failure = models.TextField(blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
     # Runs started (a worker lost mid-import is taken over, up to IMPORT_MAX_ATTEMPTS), and when the sweeper
     # last sent a task for a job still queued (services/sweeps.py).
     attempts = models.PositiveSmallIntegerField(default=0)
@@ -67,7 +64,7 @@ class ImportJob(models.Model):
         return self.status in {self.Status.SUCCEEDED, self.Status.REJECTED, self.Status.FAILED}
 
 
-class ReadinessCheck(models.Model):
+class ReadinessCheck(BackgroundWork):
     """One readiness check: engine pre-flight over an organisation's mailboxes, a wave's, or a chosen set, run
     by the workers in batches (services.readiness). Counts grow as batches finish; the page polls them."""
 
@@ -90,10 +87,6 @@ class ReadinessCheck(models.Model):
     blocked = models.PositiveIntegerField(default=0)
     # Transient trouble past the retry limit, or no longer checkable (moved on meanwhile): left as they were.
     unchecked = models.PositiveIntegerField(default=0)
-    failure = models.TextField(blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-id"]
