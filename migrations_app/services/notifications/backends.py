@@ -3,9 +3,9 @@
 Notify's client (notifications-python-client) builds each request: the JWT, the headers, the JSON body, and
 turns Notify's error bodies into its APIError. It sends through requests, whose per-request work (merging the
 session's cookies, hooks and environment) was half of the portal's CPU per message; LeanNotifyClient keeps
-everything of the client but that last step, which it does with urllib3 (what requests itself sends with):
-a pool of keep-alive connections per thread, the environment's proxy and CA bundle read once, and a non-2xx
-answer turned into the client's own HTTPError exactly as the client does.
+everything of the client but that last step, which transport.py does: one kept-alive connection per thread,
+the environment's proxy and CA bundle read once, and a non-2xx answer turned into the client's own HTTPError
+exactly as the client does.
 """
 
 from __future__ import annotations
@@ -52,6 +52,11 @@ class LogBackend:
                 "notification %s to %s: %s", item.notification_id, item.recipient, item.rendered.subject
             )
         return [Outcome(SENT, notify_id=str(uuid.uuid4())) for _ in items]
+
+    def submit(self, items: list[Outgoing]):
+        """Send now; the outcomes when asked (the interface of NotifyBackend.submit)."""
+        outcomes = self.send_many(items)
+        return lambda: outcomes
 
 
 class NotifyBackend:
@@ -105,11 +110,19 @@ class NotifyBackend:
         return Outcome(SENT, notify_id=str(response["id"]))
 
     def send_many(self, items: list[Outgoing]) -> list[Outcome]:
+        return self.submit(items)()
+
+    def submit(self, items: list[Outgoing]):
+        """Start sending `items` on the backend's threads and return at once; calling what it returns waits
+        for their outcomes, in the order of `items`. The sender claims and renders the next batch, and records
+        the last one, while this one is on the wire."""
         if self.threads <= 1 or len(items) <= 1:
-            return [self.send_one(item) for item in items]
+            outcomes = [self.send_one(item) for item in items]
+            return lambda: outcomes
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="notify-send")
-        return list(self._pool.map(self.send_one, items))
+        futures = [self._pool.submit(self.send_one, item) for item in items]
+        return lambda: [future.result() for future in futures]
 
 
 def _outcome_of_error(exc) -> Outcome:
@@ -153,43 +166,56 @@ def backend():
 
 
 def _lean_client_class():
-    import certifi
+    import urllib.parse
+
     import requests
-    import urllib3
+    from notifications_python_client.authentication import create_jwt_token, epoch_seconds
     from notifications_python_client.errors import HTTPError
     from notifications_python_client.notifications import NotificationsAPIClient
 
+    from migrations_app.services.notifications.transport import KeptAliveConnection
+
     class LeanNotifyClient(NotificationsAPIClient):
-        """NotificationsAPIClient whose transport is a urllib3 pool instead of a requests session."""
+        """NotificationsAPIClient whose transport is one kept-alive http.client connection (transport.py)
+        instead of a requests session."""
 
         def __init__(self, api_key, base_url, timeout=30):
             super().__init__(api_key, base_url=base_url, timeout=timeout)
-            proxy = requests.utils.get_environ_proxies(base_url).get(base_url.split(":", 1)[0])
-            options = {
-                "maxsize": 1,
-                "retries": False,
-                "ca_certs": os.environ.get("REQUESTS_CA_BUNDLE")
-                or os.environ.get("CURL_CA_BUNDLE")
-                or certifi.where(),
-            }
-            self._pool = urllib3.ProxyManager(proxy, **options) if proxy else urllib3.PoolManager(**options)
+            self._connection = KeptAliveConnection(base_url, timeout=timeout)
+            self._token, self._token_second = "", None
+
+        def _create_request_objects(self, url, data, params):
+            """The client's own, but the JWT signed once a second: its only claim that changes is iat, in
+            whole seconds, so within a second the client would sign the very same token again."""
+            second = epoch_seconds()
+            if second != self._token_second:
+                self._token, self._token_second = create_jwt_token(self.api_key, self.service_id), second
+            kwargs = {"headers": self.generate_headers(self._token), "timeout": self.timeout}
+            if data is not None:
+                kwargs.update(data=self._serialize_data(data))
+            if params is not None:
+                kwargs.update(params=params)
+            return urllib.parse.urljoin(str(self.base_url), str(url)), kwargs
 
         def _perform_request(self, method, url, kwargs):
-            raw = self._pool.request(
+            data = kwargs.get("data")
+            status, headers, content = self._connection.request(
                 method,
                 url,
-                body=kwargs.get("data"),
+                body=data.encode() if isinstance(data, str) else data,
                 headers=kwargs["headers"],
-                timeout=urllib3.Timeout(connect=kwargs["timeout"], read=kwargs["timeout"]),
             )
             response = requests.Response()
-            response.status_code, response._content, response.url = raw.status, raw.data, url
-            response.headers = requests.structures.CaseInsensitiveDict(raw.headers)
+            response.status_code, response._content, response.url = status, content, url
+            response.headers = requests.structures.CaseInsensitiveDict(headers)
             response.encoding = "utf-8"
             try:
                 response.raise_for_status()
             except requests.RequestException as exc:
                 raise HTTPError.create(exc) from exc
             return response
+
+        def close(self):
+            self._connection.close()
 
     return LeanNotifyClient

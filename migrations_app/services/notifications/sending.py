@@ -98,25 +98,32 @@ def _used(now: dt.datetime) -> tuple[int, int]:
 
 class Allowance:
     """The limits through one send pass: counted once at its start, then kept up to date with what this pass
-    sends (a count of 250,000 index entries per batch was a fifth of the send time). The minute is recounted
-    when a pass runs longer than one; another worker sending at the same time can make both overshoot a
-    little, which Notify answers with a 429 and the messages wait."""
+    sends (a count of 250,000 index entries per batch was a fifth of the send time). A batch is reserved when
+    it is claimed (a request each, against the minute and the day) and settled when its outcomes are in (what
+    was not sent is given back to the day). The minute is recounted when a pass runs longer than one, with the
+    batch still on the wire added; another worker sending at the same time can make both overshoot a little,
+    which Notify answers with a 429 and the messages wait."""
 
-    def __init__(self, settings_row: NotificationSettings, now: dt.datetime):
+    def __init__(self, settings_row: NotificationSettings, now: dt.datetime, in_flight: int = 0):
         self.settings_row, self.started = settings_row, now
         self.minute, self.day = _used(now)
+        self.minute += in_flight
+        self.day += in_flight
         self.day_start = start_of_day(now)
 
-    def left(self, now: dt.datetime) -> int:
+    def left(self, now: dt.datetime, *, in_flight: int = 0) -> int:
         if now - self.started > dt.timedelta(minutes=1) or start_of_day(now) != self.day_start:
-            self.__init__(self.settings_row, now)
+            self.__init__(self.settings_row, now, in_flight)
         return max(
             0, min(self.settings_row.per_minute - self.minute, self.settings_row.daily_allowance - self.day)
         )
 
-    def used(self, *, requests: int, sent: int) -> None:
+    def reserve(self, requests: int) -> None:
         self.minute += requests
-        self.day += sent
+        self.day += requests
+
+    def settle(self, *, requests: int, sent: int) -> None:
+        self.day -= requests - sent
 
 
 def _claim(limit: int, now: dt.datetime, after: tuple | None) -> tuple[list[int], tuple | None]:
@@ -382,36 +389,92 @@ def notifications_requeue_stuck(*, now: dt.datetime | None = None) -> int:
     )
 
 
+@dataclass
+class _Batch:
+    """A claimed batch on its way: its rows, their words, and how to get Notify's answers."""
+
+    rows: list[Claimed]
+    items: list[Outgoing]
+    outcomes: object = None  # () -> list[Outcome], once submitted
+
+
+def _submit(sender, items: list[Outgoing]):
+    submit = getattr(sender, "submit", None)
+    if submit is not None:
+        return submit(items)
+    outcomes = sender.send_many(items)  # a sender without threads of its own
+    return lambda: outcomes
+
+
+def _unclaim(batch: _Batch) -> None:
+    """A batch claimed but not sent (Notify pushed back on the one before it): back to the queue as it was."""
+    Notification.objects.filter(pk__in=[r.pk for r in batch.rows], status=N.SENDING).update(
+        status=N.PENDING, next_attempt_at=None
+    )
+
+
 def notifications_send_due(
     *, now: dt.datetime | None = None, sender=None, max_batches: int = 1000
 ) -> SendResult:
     """Send what is due, nearest windows first, until the queue is empty, a limit is reached or Notify pushes
-    back. Beat runs this every few seconds; one run sends at most a minute's worth."""
+    back. Beat runs this every few seconds; one run sends at most a minute's worth.
+
+    Pipelined: while one batch is on the wire (the backend's threads), the next is claimed and rendered and the
+    one before is recorded, so the database's work and Notify's answers overlap instead of taking turns. A
+    batch's outcomes are always recorded before the pass ends; a batch claimed behind one that Notify pushed
+    back on goes back to the queue untouched."""
     settings_row = NotificationSettings.load()
     sender = sender or backend()
     total = SendResult()
     allowance = Allowance(settings_row, now or timezone.now())
+    log = sender.name == "log"
     after = None
-    for _ in range(max_batches):
+    flying: _Batch | None = None  # submitted, outcomes not yet recorded
+    for batch in range(max_batches + 1):  # the last round only records what is on the wire
         clock = now or timezone.now()
-        allowed = allowance.left(clock)
-        if allowed <= 0:
+        in_flight = len(flying.items) if flying else 0
+        allowed = allowance.left(clock, in_flight=in_flight) if batch < max_batches else 0
+        following: _Batch | None = None
+        if allowed > 0:
+            ids, after = _claim(min(allowed, settings.NOTIFY_SEND_BATCH), clock, after)
+            if ids:
+                items, rows = _render(ids)
+                allowance.reserve(len(items))
+                following = _Batch(rows, items)
+        elif batch < max_batches:
             total.stopped = "limit"
-            break
-        ids, after = _claim(min(allowed, settings.NOTIFY_SEND_BATCH), clock, after)
-        if not ids:
-            break
-        items, rows = _render(ids)
-        outcomes = sender.send_many(items)
-        with transaction.atomic():
-            result = _record(rows, items, outcomes, now=now or timezone.now(), log=sender.name == "log")
-        allowance.used(requests=len(items), sent=result.sent)
-        total.sent += result.sent
-        total.rate_limited += result.rate_limited
-        total.rejected += result.rejected
-        total.retried += result.retried
-        stop = _stop_reason(outcomes)
-        if stop:
-            total.stopped = stop
-            break
+        if flying is not None:
+            outcomes = flying.outcomes()
+            stop = _stop_reason(outcomes)
+            if stop and following is not None:
+                _unclaim(following)
+                allowance.settle(requests=len(following.items), sent=0)
+                following = None
+            if following is not None:
+                following.outcomes = _submit(sender, following.items)  # on the wire while this is recorded
+            try:
+                with transaction.atomic():
+                    result = _record(flying.rows, flying.items, outcomes, now=now or timezone.now(), log=log)
+            except BaseException:
+                if following is not None:  # already on the wire: what Notify says of it is kept if it can be
+                    with transaction.atomic():
+                        _record(following.rows, following.items, following.outcomes(), now=clock, log=log)
+                raise
+            allowance.settle(requests=len(flying.items), sent=result.sent)
+            total.sent += result.sent
+            total.rate_limited += result.rate_limited
+            total.rejected += result.rejected
+            total.retried += result.retried
+            if stop:
+                total.stopped = stop
+                break
+        elif following is not None:
+            following.outcomes = _submit(sender, following.items)
+        else:
+            break  # nothing on the wire, nothing more to claim
+        if following is None and flying is not None and total.stopped == "":
+            # the queue looked empty while the last batch was on the wire: a digest skipped then (its owners
+            # were still being sent) is due now; one more look from the start of the queue
+            after = None
+        flying = following
     return total

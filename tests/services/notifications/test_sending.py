@@ -121,3 +121,29 @@ def test_notify_unreachable_is_retried_later_not_lost(fake, settings, org_a):
     rows = Notification.objects.all()
     assert {r.status for r in rows} == {"pending"} and all(r.next_attempt_at for r in rows)
     assert "Connection" in rows[0].error or "refused" in rows[0].error
+
+
+@pytest.mark.django_db
+def test_a_batch_claimed_behind_one_notify_pushed_back_on_goes_back_untouched(fake, settings, org_a):
+    """The sender claims the next batch while one is on the wire; when Notify answers that one with a 429,
+    the next was never sent: it is back in the queue as it was (no attempt, no error, no wait), and the next
+    run sends everything exactly once."""
+    settings.NOTIFY_SEND_BATCH = 5
+    templates_on()
+    _, mailboxes = wave_in(org_a, starts_in=13 * DAY, mailboxes=12)
+    notifications_schedule()
+    fake.storm(1)  # Notify's per-minute limit answers the very first request
+    result = notifications_send_due()
+    assert (result.sent, result.rate_limited, result.stopped) == (4, 1, "rate_limited")
+    assert fake.responses == [429, 201, 201, 201, 201]  # the second batch never reached Notify
+    waiting = Notification.objects.filter(status="pending")
+    assert waiting.count() == 8
+    pushed_back = waiting.exclude(next_attempt_at=None)
+    assert pushed_back.count() == 1 and "rate limit" in pushed_back.get().error.lower()
+    untouched = waiting.filter(next_attempt_at=None)
+    assert untouched.count() == 7 and {(n.attempts, n.error) for n in untouched} == {(0, "")}
+    assert not Notification.objects.filter(status="sending").exists()
+
+    later = timezone.now() + dt.timedelta(seconds=settings.NOTIFY_RATE_LIMIT_WAIT_SECONDS + 1)
+    assert notifications_send_due(now=later).sent == 8
+    assert sorted(m.email_address for m in fake.messages) == sorted(m.email for m in mailboxes)
