@@ -78,3 +78,27 @@ def test_a_finished_wave_still_stops_the_polling(shared, client_for, officer, or
     Wave.objects.filter(pk=wave.pk).update(status=Wave.Status.COMPLETED)
     wave.refresh_from_db()
     assert poll(client, wave, first["ETag"]).status_code == 286
+
+
+def test_admins_who_see_the_same_organisations_share_one_answer(
+    shared, client_for, admin_a, org_a, org_b, django_assert_max_num_queries
+):
+    """The whole answer is shared: a colleague's poll within the second costs their sign-in and their
+    organisations, not the wave; someone who sees other organisations never gets it."""
+    from tests.factories import UserFactory
+
+    wave = wave_in_states([org_a], {"migrated": 1, "syncing": 1})
+    colleague = UserFactory(username="colleague_a", role="trust_admin")
+    colleague.organisations.add(org_a)
+    first = poll(client_for(admin_a), wave)
+    client = client_for(colleague)
+    with django_assert_max_num_queries(2):  # the user, their organisations (the session is in the cache)
+        again = poll(client, wave, first["ETag"])
+    assert again.status_code == 304 and again["ETag"] == first["ETag"]
+    with django_assert_max_num_queries(2):
+        whole = poll(client, wave)
+    assert whole.status_code == 200 and whole.content == first.content
+
+    stranger = UserFactory(username="admin_of_b_only", role="trust_admin")
+    stranger.organisations.add(org_b)
+    assert poll(client_for(stranger), wave, first["ETag"]).status_code == 404
