@@ -18,8 +18,9 @@ while all four load the server together:
 - search (5%): a prefix of one of the admin's own mailboxes.
 
 Connections are split so that the requests come out near 80/10/5/5; each line reports the share it got.
-Requests answered other than 200/304 count as errors. One JSON line per kind, then one for the whole mix
-(p95 from the four latency histograms merged), each with the load average:
+Requests answered other than 200/304 count as errors. First a line for the favourable regime, beside the
+figures and never the headline (polls alone: every answer a 304 from the shared cache), then one JSON line per
+kind, then one for the whole mix (p95 from the four latency histograms merged), each with the load average:
 
     {"bench": "load", "kind": K, "requests": N, "requests_per_s": R, "share": S, "p50_ms": .., "p95_ms": ..,
      "errors": E, "load": L}
@@ -194,6 +195,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=3, help="gunicorn worker processes")
     parser.add_argument("--threads", type=int, default=4, help="threads per gunicorn worker")
     parser.add_argument("--port", type=int, default=8392)
+    parser.add_argument("--polls-only-seconds", type=int, default=15, help="the favourable regime's run")
     parser.add_argument("--build", action="store_true", help="generate bench.pages' programme first")
     parser.add_argument("--mailboxes", type=int, default=2_100_000)
     parser.add_argument("--orgs", type=int, default=22_000)
@@ -228,19 +230,46 @@ def main() -> None:
             (tmp / f"{kind}.txt").write_text("\n".join(lines) + "\n")
             (tmp / f"{kind}.lua").write_text(f'KIND = "{kind}"\n' + LUA)
         with gunicorn(port=args.port, workers=args.workers, threads=args.threads, env=env):
-            # calibration: a short run with connections by share, then connections by share x latency, so
-            # the closed loop's requests come out near the mix
-            first = {kind: max(1, round(args.connections * share)) for kind, share in KINDS.items()}
-            log(f"calibrating with {first} for 5 s ...")
-            probe = load_run(first, 5, args.port, tmp, tmp)
-            cost = {
-                k: KINDS[k] * (r["duration_us"] / max(1, r["requests"])) * first[k] for k, r in probe.items()
-            }
-            weight = sum(cost.values())
-            connections = {k: max(1, round(args.connections * cost[k] / weight)) for k in KINDS}
+            # calibration: connections by Little's law (in flight = rate x latency), so each kind's share of
+            # requests comes out near the mix: c_k proportional to share_k x latency_k, with the latencies
+            # measured in the mix itself; four short rounds, since each kind's latency moves with the others'
+            connections = {kind: max(1, round(args.connections * share)) for kind, share in KINDS.items()}
+            for round_ in range(4):
+                log(f"calibrating ({round_ + 1}/4) with {connections} for 4 s ...")
+                probe = load_run(connections, 4, args.port, tmp, tmp)
+                latency = {
+                    k: connections[k] * r["duration_us"] / max(1, r["requests"]) for k, r in probe.items()
+                }
+                weight = sum(KINDS[k] * latency[k] for k in KINDS)
+                wanted = {k: args.connections * KINDS[k] * latency[k] / weight for k in KINDS}
+                # halfway from the last round's: a kind's latency moves with the others' connections
+                connections = {k: max(1, round((connections[k] + wanted[k]) / 2)) for k in KINDS}
             log(f"measuring with {connections} for {args.seconds} s ...")
             results = load_run(connections, args.seconds, args.port, tmp, tmp)
             load = os.getloadavg()[0]
+            # beside it, not as the headline: polls alone (the favourable regime: every answer a 304 from the
+            # shared cache)
+            log(f"polls alone with {args.connections} connections for {args.polls_only_seconds} s ...")
+            polls_only = load_run({"poll": args.connections}, args.polls_only_seconds, args.port, tmp, tmp)[
+                "poll"
+            ]
+    print(
+        json.dumps(
+            {
+                "bench": "load",
+                "kind": "polls_only",
+                "regime": "favourable (not the mix): polls alone, every answer a 304 from the shared cache",
+                "requests": polls_only["requests"],
+                "requests_per_s": round(polls_only["requests"] / (polls_only["duration_us"] / 1e6), 1),
+                "p50_ms": round(polls_only["p50_us"] / 1000, 1),
+                "p95_ms": round(polls_only["p95_us"] / 1000, 1),
+                "errors": polls_only["errors"],
+                "connections": args.connections,
+                "load": round(os.getloadavg()[0], 2),
+            }
+        ),
+        flush=True,
+    )
     total = sum(r["requests"] for r in results.values())
     seconds = max(r["duration_us"] for r in results.values()) / 1e6
     merged: list[list[int]] = []

@@ -47,6 +47,17 @@ def _hide_none(value):
     return "" if value is None else value
 
 
+class PortalEnvironment(Environment):
+    """Jinja's environment with each template's globals as a plain dict. Jinja makes them a ChainMap over the
+    environment's globals, and every `{% from ... import %}` then subtracts their keys from a set in Python
+    (Template._get_default_module): nhsuk-frontend's components import each other ~130 times a page, ~5 ms of
+    a page's CPU. The portal sets its globals once, here, before any template is loaded; a template's own
+    globals still overlay them."""
+
+    def make_globals(self, d):
+        return {**self.globals, **(d or {})}
+
+
 def environment(**options) -> Environment:
     options["undefined"] = ChainableUndefined
     options["loader"] = ChoiceLoader(
@@ -59,7 +70,7 @@ def environment(**options) -> Environment:
     # a None printed by {{ value }} shows nothing rather than the word "None" (templates say "Not set" where a
     # value is expected)
     options["finalize"] = _hide_none
-    env = Environment(**options)  # noqa: S701 - autoescape is on, set just above
+    env = PortalEnvironment(**options)  # noqa: S701 - autoescape is on, set just above
     env.globals.update(
         {
             "url": url,

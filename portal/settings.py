@@ -328,6 +328,8 @@ INVENTORY_INLINE_MAX_BYTES = env_int("INVENTORY_INLINE_MAX_BYTES", 256 * 1024)
 # A wave's live figures are shared for this long between people who see the same organisations (the page
 # polls every 3 s; 0 turns the sharing off). selectors/progress.wave_progress_shared.
 WAVE_LIVE_CACHE_SECONDS = env_int("WAVE_LIVE_CACHE_SECONDS", 1)
+# The programme's support rate on every dashboard, shared this long (selectors/support.py; 0: not shared).
+PROGRAMME_SUPPORT_CACHE_SECONDS = env_int("PROGRAMME_SUPPORT_CACHE_SECONDS", 30)
 
 # --- programme ---------------------------------------------------------------------------------------------
 # An affinity group larger than this cannot fit in one evening window: the programme office must see it.

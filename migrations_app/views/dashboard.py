@@ -6,7 +6,7 @@ from django.shortcuts import render
 
 from migrations_app.selectors.progress import dashboard as dashboard_figures
 from migrations_app.selectors.readiness import blocked_by_reason_visible_to
-from migrations_app.selectors.support import programme_support
+from migrations_app.selectors.support import programme_support_shared
 
 
 @login_required
@@ -14,7 +14,7 @@ def dashboard(request):
     context = {
         "nav": "dashboard",
         **dashboard_figures(request.user),
-        "support": programme_support(),
+        "support": programme_support_shared(),
         "blocked_reasons": blocked_by_reason_visible_to(request.user),
     }
     return render(request, "dashboard.html", context)

@@ -119,3 +119,24 @@ def test_a_ticket_csv_needs_its_columns():
     assert tickets_from_csv(
         b"\xef\xbb\xbfReference,Address,Opened_at,Category\nINC1,a@b.nhs.uk,2026-06-01,other\n"
     ) == [{"reference": "INC1", "address": "a@b.nhs.uk", "opened_at": "2026-06-01", "category": "other"}]
+
+
+@pytest.mark.django_db
+def test_the_programmes_rate_on_every_dashboard_is_computed_once_for_everyone(
+    settings, org_a, django_assert_num_queries
+):
+    from django.core.cache import cache
+
+    from migrations_app.selectors.support import programme_support_shared
+
+    moved_wave(org_a, count=4)
+    settings.PROGRAMME_SUPPORT_CACHE_SECONDS = 30
+    cache.delete("programme-support")
+    first = programme_support_shared()
+    assert first == programme_support()
+    with django_assert_num_queries(0):
+        assert programme_support_shared() == first
+    settings.PROGRAMME_SUPPORT_CACHE_SECONDS = 0  # not shared: read afresh
+    with django_assert_num_queries(4):
+        programme_support_shared()
+    cache.delete("programme-support")
