@@ -8,19 +8,20 @@ generate it here). `--admins` trust admins are made, each administering one orga
 each with a signed-in session. The portal is served by gunicorn with the production profile; the load comes
 from Debian's `wrk` (C, an event loop per thread: little CPU beside the server), closed loop (each connection
 sends its next request when the last one is answered; no think time, so far more pressure than the same number
-of people), as four concurrent runs, one per request kind, so each kind's latency is measured on its own
-while all four load the server together:
+of people). Every request picks its kind at random with the mix's weights, so the mix holds whatever each kind
+costs (four runs of one kind each, their connections calibrated to the mix, could not hold it: a cheap kind
+crowds out the dear ones), and each is timed by kind inside wrk's script:
 
 - poll (80%): the running wave's live fragment, as htmx asks for it every 3 s: `HX-Request`, and the ETag of
-  the last answer in `If-None-Match`, as a browser revalidates (one connection per wrk thread, so each keeps
-  its own last ETag);
+  the last answer in `If-None-Match`, as a browser revalidates (one connection per wrk thread: each is one
+  admin's browser, with its own session and last ETag);
 - dashboard (10%), organisation (5%): the trust admin's own pages;
 - search (5%): a prefix of one of the admin's own mailboxes.
 
-Connections are split so that the requests come out near 80/10/5/5; each line reports the share it got.
-Requests answered other than 200/304 count as errors. First a line for the favourable regime, beside the
+Each line reports the share it got. Requests answered other than 200/304 count as errors. First a line for the favourable regime, beside the
 figures and never the headline (polls alone: every answer a 304 from the shared cache), then one JSON line per
-kind, then one for the whole mix (p95 from the four latency histograms merged), each with the load average:
+kind, then one for the whole mix (p95 from the four latency histograms merged, whole milliseconds), each with
+the load average:
 
     {"bench": "load", "kind": K, "requests": N, "requests_per_s": R, "share": S, "p50_ms": .., "p95_ms": ..,
      "errors": E, "load": L}
@@ -40,61 +41,103 @@ from pathlib import Path
 
 from bench._scratch import log, scratch_database_url
 
-# kind -> (share of requests, connections per 32 at the start; adjusted after the calibration run)
+# kind -> its share of the requests
 KINDS = {"poll": 0.80, "dashboard": 0.10, "organisation": 0.05, "search": 0.05}
 
 LUA = r"""
--- One wrk thread per connection: each thread keeps its own session and, for polls, its last ETag.
-local targets = {}
+-- One wrk thread per connection. Every request picks its kind at random with the mix's weights (WEIGHTS,
+-- set above this script), so the mix holds whatever each kind costs; each thread times its own requests
+-- with the monotonic clock (LuaJIT's FFI: wrk's own latency figures are not split by kind) in whole
+-- milliseconds, which done() gathers from every thread into one histogram per kind.
+local ffi = require("ffi")
+ffi.cdef[[
+typedef struct { long tv_sec; long tv_nsec; } bench_timespec;
+int clock_gettime(int clk_id, bench_timespec *tp);
+]]
+local clock = ffi.new("bench_timespec")
+local function now_us()
+  ffi.C.clock_gettime(1, clock)  -- CLOCK_MONOTONIC
+  return tonumber(clock.tv_sec) * 1000000 + tonumber(clock.tv_nsec) / 1000
+end
+
+local KINDS = {"poll", "dashboard", "organisation", "search"}
+local threads = {}
 local counter = 0
 
 function setup(thread)
   counter = counter + 1
   thread:set("index", counter)
+  table.insert(threads, thread)
 end
 
 function init(args)
-  local path = args[1]
-  for line in io.lines(path) do
-    local cookie, url = line:match("([^\t]+)\t(.+)")
-    table.insert(targets, {cookie = cookie, url = url})
+  targets = {}
+  for i, kind in ipairs(KINDS) do
+    targets[kind] = {}
+    for line in io.lines(args[i]) do
+      local cookie, url = line:match("([^\t]+)\t(.+)")
+      if cookie then table.insert(targets[kind], {cookie = cookie, url = url}) end
+    end
   end
-  mine = targets[(index - 1) % #targets + 1]
+  math.randomseed(index * 7919)
+  -- a poller is one admin's browser: one session, and the ETag of its last answer
+  mine = targets.poll[(index - 1) % #targets.poll + 1]
   etag = nil
-  pick = 0
+  picks = {dashboard = index, organisation = index, search = index}
+  timings = ""  -- "<kind's first letter><ms>:<1 if 200/304>," per answer
+  current, started = nil, 0
 end
 
 function request()
+  local r, acc, kind = math.random(), 0, "search"
+  for i, k in ipairs(KINDS) do
+    acc = acc + WEIGHTS[i]
+    if r <= acc then kind = k; break end
+  end
   local t = mine
-  if KIND ~= "poll" then
-    pick = pick % #targets + 1
-    t = targets[pick]
+  if kind ~= "poll" then
+    picks[kind] = picks[kind] % #targets[kind] + 1
+    t = targets[kind][picks[kind]]
   end
   local headers = {Cookie = t.cookie, Host = "127.0.0.1"}
-  if KIND == "poll" then
+  if kind == "poll" then
     headers["HX-Request"] = "true"
     if etag then headers["If-None-Match"] = etag end
   end
+  current, started = kind, now_us()
   return wrk.format("GET", t.url, headers)
 end
 
 function response(status, headers, body)
-  if status == 200 or status == 304 then
-    if headers["ETag"] then etag = headers["ETag"] end
-  end
+  local ms = math.floor((now_us() - started) / 1000)
+  local ok = (status == 200 or status == 304) and 1 or 0
+  if current == "poll" and ok == 1 and headers["ETag"] then etag = headers["ETag"] end
+  -- kept as one string: wrk copies a thread's globals to done() and crashes on a large table
+  timings = timings .. current:sub(1, 1) .. ms .. ":" .. ok .. ","
 end
 
 function done(summary, latency, requests)
-  local buckets = {}
-  for i = 1, #latency do
-    local value, count = latency(i)
-    table.insert(buckets, string.format("[%d,%d]", value, count))
+  local names = {p = "poll", d = "dashboard", o = "organisation", s = "search"}
+  local hist, counts, errors = {}, {}, {}
+  for _, kind in ipairs(KINDS) do hist[kind] = {}; counts[kind] = 0; errors[kind] = 0 end
+  for _, thread in ipairs(threads) do
+    for letter, ms, ok in thread:get("timings"):gmatch("(%a)(%d+):(%d),") do
+      local kind, bucket = names[letter], tonumber(ms)
+      hist[kind][bucket] = (hist[kind][bucket] or 0) + 1
+      counts[kind] = counts[kind] + 1
+      if ok == "0" then errors[kind] = errors[kind] + 1 end
+    end
   end
-  local bad = summary.errors.status + summary.errors.connect + summary.errors.read
-            + summary.errors.write + summary.errors.timeout
-  io.write(string.format('RESULT {"requests": %d, "duration_us": %d, "errors": %d, "p50_us": %d, ' ..
-    '"p95_us": %d, "histogram": [%s]}\n', summary.requests, summary.duration, bad,
-    latency:percentile(50), latency:percentile(95), table.concat(buckets, ",")))
+  local out = {}
+  for _, kind in ipairs(KINDS) do
+    local buckets = {}
+    for ms, c in pairs(hist[kind]) do table.insert(buckets, string.format("[%d,%d]", ms, c)) end
+    table.insert(out, string.format('"%s": {"requests": %d, "errors": %d, "histogram": [%s]}',
+      kind, counts[kind], errors[kind], table.concat(buckets, ",")))
+  end
+  local broken = summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout
+  io.write(string.format('RESULT {"duration_us": %d, "socket_errors": %d, "kinds": {%s}}\n',
+    summary.duration, broken, table.concat(out, ", ")))
 end
 """
 
@@ -141,7 +184,10 @@ def build_targets(args, env: dict[str, str]) -> dict[str, list[str]]:
     return lines
 
 
-def run_wrk(kind: str, connections: int, seconds: int, port: int, targets: Path, script: Path):
+def run_wrk(*, weights: dict[str, float], connections: int, seconds: int, port: int, tmp: Path) -> dict:
+    """One wrk run, every connection mixing the kinds by `weights`; its RESULT line as a dict."""
+    script = tmp / f"mix-{abs(hash(tuple(weights.values())))}.lua"
+    script.write_text(f"WEIGHTS = {{{', '.join(str(weights[k]) for k in KINDS)}}}\n" + LUA)
     command = [
         "wrk",
         "-t",
@@ -156,13 +202,9 @@ def run_wrk(kind: str, connections: int, seconds: int, port: int, targets: Path,
         str(script),
         f"http://127.0.0.1:{port}",
         "--",
-        str(targets),
+        *(str(tmp / f"{kind}.txt") for kind in KINDS),
     ]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def result_of(process) -> dict:
-    out, _ = process.communicate()
+    out = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True).stdout
     for line in out.splitlines():
         if line.startswith("RESULT "):
             return json.loads(line[len("RESULT ") :])
@@ -179,18 +221,25 @@ def percentile(histogram: list[list[int]], p: float) -> float:
     return 0.0
 
 
-def load_run(connections: dict[str, int], seconds: int, port: int, tmp: Path, script_dir: Path) -> dict:
-    processes = {
-        kind: run_wrk(kind, n, seconds, port, tmp / f"{kind}.txt", script_dir / f"{kind}.lua")
-        for kind, n in connections.items()
+def figures(kind: str, result: dict, seconds: float, load: float, **extra) -> dict:
+    histogram = result["histogram"]
+    return {
+        "bench": "load",
+        "kind": kind,
+        **extra,
+        "requests": result["requests"],
+        "requests_per_s": round(result["requests"] / seconds, 1),
+        "p50_ms": percentile(histogram, 50),
+        "p95_ms": percentile(histogram, 95),
+        "errors": result["errors"],
+        "load": round(load, 2),
     }
-    return {kind: result_of(p) for kind, p in processes.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--admins", type=int, default=2000)
-    parser.add_argument("--connections", type=int, default=32, help="all four runs together")
+    parser.add_argument("--connections", type=int, default=32, help="wrk connections (one thread each)")
     parser.add_argument("--seconds", type=int, default=30)
     parser.add_argument("--workers", type=int, default=3, help="gunicorn worker processes")
     parser.add_argument("--threads", type=int, default=4, help="threads per gunicorn worker")
@@ -228,70 +277,37 @@ def main() -> None:
         tmp = Path(name)
         for kind, lines in build_targets(args, env).items():
             (tmp / f"{kind}.txt").write_text("\n".join(lines) + "\n")
-            (tmp / f"{kind}.lua").write_text(f'KIND = "{kind}"\n' + LUA)
         with gunicorn(port=args.port, workers=args.workers, threads=args.threads, env=env):
-            # calibration: connections by Little's law (in flight = rate x latency), so each kind's share of
-            # requests comes out near the mix: c_k proportional to share_k x latency_k, with the latencies
-            # measured in the mix itself; four short rounds, since each kind's latency moves with the others'
-            connections = {kind: max(1, round(args.connections * share)) for kind, share in KINDS.items()}
-            for round_ in range(4):
-                log(f"calibrating ({round_ + 1}/4) with {connections} for 4 s ...")
-                probe = load_run(connections, 4, args.port, tmp, tmp)
-                latency = {
-                    k: connections[k] * r["duration_us"] / max(1, r["requests"]) for k, r in probe.items()
-                }
-                weight = sum(KINDS[k] * latency[k] for k in KINDS)
-                wanted = {k: args.connections * KINDS[k] * latency[k] / weight for k in KINDS}
-                # halfway from the last round's: a kind's latency moves with the others' connections
-                connections = {k: max(1, round((connections[k] + wanted[k]) / 2)) for k in KINDS}
-            log(f"measuring with {connections} for {args.seconds} s ...")
-            results = load_run(connections, args.seconds, args.port, tmp, tmp)
+            log("warming up for 3 s ...")
+            run_wrk(weights=KINDS, connections=args.connections, seconds=3, port=args.port, tmp=tmp)
+            log(f"the mix {KINDS} on {args.connections} connections for {args.seconds} s ...")
+            mix = run_wrk(
+                weights=KINDS, connections=args.connections, seconds=args.seconds, port=args.port, tmp=tmp
+            )
             load = os.getloadavg()[0]
-            # beside it, not as the headline: polls alone (the favourable regime: every answer a 304 from the
-            # shared cache)
-            log(f"polls alone with {args.connections} connections for {args.polls_only_seconds} s ...")
-            polls_only = load_run({"poll": args.connections}, args.polls_only_seconds, args.port, tmp, tmp)[
-                "poll"
-            ]
-    print(
-        json.dumps(
-            {
-                "bench": "load",
-                "kind": "polls_only",
-                "regime": "favourable (not the mix): polls alone, every answer a 304 from the shared cache",
-                "requests": polls_only["requests"],
-                "requests_per_s": round(polls_only["requests"] / (polls_only["duration_us"] / 1e6), 1),
-                "p50_ms": round(polls_only["p50_us"] / 1000, 1),
-                "p95_ms": round(polls_only["p95_us"] / 1000, 1),
-                "errors": polls_only["errors"],
-                "connections": args.connections,
-                "load": round(os.getloadavg()[0], 2),
-            }
-        ),
-        flush=True,
+            # beside it, never the headline: polls alone (every answer a 304 from the shared cache)
+            log(f"polls alone for {args.polls_only_seconds} s ...")
+            alone = {"poll": 1.0, "dashboard": 0.0, "organisation": 0.0, "search": 0.0}
+            polls = run_wrk(
+                weights=alone,
+                connections=args.connections,
+                seconds=args.polls_only_seconds,
+                port=args.port,
+                tmp=tmp,
+            )
+            polls_load = os.getloadavg()[0]
+    regime = "favourable (not the mix): polls alone, every answer a 304 from the shared cache"
+    line = figures(
+        "polls_only", polls["kinds"]["poll"], polls["duration_us"] / 1e6, polls_load, regime=regime
     )
-    total = sum(r["requests"] for r in results.values())
-    seconds = max(r["duration_us"] for r in results.values()) / 1e6
-    merged: list[list[int]] = []
-    for kind, r in results.items():
-        merged.extend(r["histogram"])
-        print(
-            json.dumps(
-                {
-                    "bench": "load",
-                    "kind": kind,
-                    "requests": r["requests"],
-                    "requests_per_s": round(r["requests"] / (r["duration_us"] / 1e6), 1),
-                    "share": round(r["requests"] / total, 3),
-                    "connections": connections[kind],
-                    "p50_ms": round(r["p50_us"] / 1000, 1),
-                    "p95_ms": round(r["p95_us"] / 1000, 1),
-                    "errors": r["errors"],
-                    "load": round(load, 2),
-                }
-            ),
-            flush=True,
-        )
+    print(json.dumps({**line, "errors": line["errors"] + polls["socket_errors"]}), flush=True)
+    seconds = mix["duration_us"] / 1e6
+    total = sum(r["requests"] for r in mix["kinds"].values())
+    for kind in KINDS:
+        result = mix["kinds"][kind]
+        share = round(result["requests"] / max(1, total), 3)
+        print(json.dumps(figures(kind, result, seconds, load, share=share)), flush=True)
+    merged = [bucket for result in mix["kinds"].values() for bucket in result["histogram"]]
     print(
         json.dumps(
             {
@@ -299,10 +315,10 @@ def main() -> None:
                 "kind": "mix",
                 "requests": total,
                 "requests_per_s": round(total / seconds, 1),
-                "p50_ms": round(percentile(merged, 50) / 1000, 1),
-                "p95_ms": round(percentile(merged, 95) / 1000, 1),
-                "errors": sum(r["errors"] for r in results.values()),
-                "connections": sum(connections.values()),
+                "p50_ms": percentile(merged, 50),
+                "p95_ms": percentile(merged, 95),
+                "errors": sum(r["errors"] for r in mix["kinds"].values()) + mix["socket_errors"],
+                "connections": args.connections,
                 "admins": args.admins,
                 "seconds": round(seconds, 1),
                 "gunicorn": f"{args.workers}x{args.threads}",
