@@ -99,10 +99,33 @@ class TLSListener:
             raw.settimeout(3)
             try:
                 with self.context.wrap_socket(raw, server_side=True) as conn:
-                    self.requests.append(conn.recv(65536))
+                    self.requests.append(self._read_request(conn))
                     conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
             except (OSError, ssl.SSLError):
                 pass  # a client that refused our certificate hangs up mid-handshake
+
+    @staticmethod
+    def _read_request(conn) -> bytes:
+        """The whole request, head and body (a client may write its body after its head: answering and closing
+        after the first read would cut it off mid-write)."""
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return data
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value.strip())
+        while len(body) < length:
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            body += chunk
+        return data if not length else head + b"\r\n\r\n" + body
 
     def close(self):
         self.sock.close()
