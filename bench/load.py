@@ -186,7 +186,7 @@ def build_targets(args, env: dict[str, str]) -> dict[str, list[str]]:
 
 def run_wrk(*, weights: dict[str, float], connections: int, seconds: int, port: int, tmp: Path) -> dict:
     """One wrk run, every connection mixing the kinds by `weights`; its RESULT line as a dict."""
-    script = tmp / f"mix-{abs(hash(tuple(weights.values())))}.lua"
+    script = tmp / "mix.lua"  # written afresh for each run (the runs follow one another)
     script.write_text(f"WEIGHTS = {{{', '.join(str(weights[k]) for k in KINDS)}}}\n" + LUA)
     command = [
         "wrk",

@@ -286,19 +286,15 @@ def wave_progress_shared(wave: Wave, user: User) -> dict:
     organisations: thousands of trust admins poll their waves every 3 s, and the figures cannot change faster
     than the poll interval can show. Never older than that setting; 0 turns the sharing off."""
     from django.conf import settings
-    from django.core.cache import cache
 
     from migrations_app.selectors.scoping import scope_key
+    from migrations_app.selectors.shared import kept_shared
 
     seconds = settings.WAVE_LIVE_CACHE_SECONDS
     if seconds <= 0:
         return wave_progress(wave, user)
     key = f"wave-live:{wave.pk}:{wave.status}:{scope_key(user)}"
-    progress = cache.get(key)
-    if progress is None:
-        progress = wave_progress(wave, user)
-        cache.set(key, progress, seconds)
-    return progress
+    return kept_shared(key, seconds, lambda: wave_progress(wave, user))
 
 
 def wave_progress_etag(wave: Wave, progress: dict, *, can_retry: bool) -> str:

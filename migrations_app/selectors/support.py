@@ -170,13 +170,10 @@ def programme_support_shared() -> dict:
     every dashboard shows it, and its largest part (moved, summed over every counter of the programme) costs
     about 7 ms at national scale while a rate over seven days moves slowly; 0 turns the sharing off."""
     from django.conf import settings
-    from django.core.cache import cache
+
+    from migrations_app.selectors.shared import kept_shared
 
     seconds = settings.PROGRAMME_SUPPORT_CACHE_SECONDS
     if seconds <= 0:
         return programme_support()
-    figures = cache.get("programme-support")
-    if figures is None:
-        figures = programme_support()
-        cache.set("programme-support", figures, seconds)
-    return figures
+    return kept_shared("programme-support", seconds, programme_support)

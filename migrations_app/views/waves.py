@@ -11,7 +11,6 @@ from django import forms
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.cache import cache
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpResponse, HttpResponseNotModified
 from django.shortcuts import get_object_or_404, redirect, render
@@ -29,6 +28,7 @@ from migrations_app.selectors.scoping import (
     require_planner,
     scope_key,
 )
+from migrations_app.selectors.shared import kept_shared
 from migrations_app.selectors.waves import (
     decisions_visible_to,
     wave_members,
@@ -415,9 +415,10 @@ class LiveAnswer:
     live: bool
 
 
-def _live_answer(request, wave: Wave, *, can_retry: bool, if_none_match: str = "") -> LiveAnswer:
+def _live_answer(
+    request, wave: Wave, progress: dict, *, can_retry: bool, if_none_match: str = ""
+) -> LiveAnswer:
     """The fragment for this user now; not rendered when the browser already holds it (if_none_match)."""
-    progress = wave_progress_shared(wave, request.user)
     etag = wave_progress_etag(wave, progress, can_retry=can_retry)
     if progress["live"] and etag in if_none_match:
         return LiveAnswer(b"", etag, True)
@@ -434,21 +435,23 @@ def wave_live(request, pk: int):
     is the same for everyone who sees the same organisations, so the whole answer (the HTML and its ETag) is
     shared in the cache for WAVE_LIVE_CACHE_SECONDS (1 s) under the wave and that set of organisations (a set
     that cannot see the wave gets its 404 before anything is kept); the browser asks with If-None-Match, and
-    an unchanged poll is a 304. The programme office's fragment carries its forms' CSRF token: never shared."""
+    an unchanged poll is a 304. The programme office's fragment carries its forms' CSRF token: never shared
+    whole, only its figures (wave_progress_shared)."""
     user = request.user
     can_retry = user.is_programme_office
     if_none_match = request.headers.get("If-None-Match", "")
     seconds = settings.WAVE_LIVE_CACHE_SECONDS
     if can_retry or seconds <= 0:
-        answer = _live_answer(
-            request, _visible_wave(request, pk), can_retry=can_retry, if_none_match=if_none_match
-        )
+        wave = _visible_wave(request, pk)
+        progress = wave_progress_shared(wave, user)
+        answer = _live_answer(request, wave, progress, can_retry=can_retry, if_none_match=if_none_match)
     else:
-        key = f"wave-live-answer:{pk}:{scope_key(user)}"
-        answer = cache.get(key)
-        if answer is None:
-            answer = _live_answer(request, _visible_wave(request, pk), can_retry=False)
-            cache.set(key, answer, seconds)
+
+        def fresh() -> LiveAnswer:
+            wave = _visible_wave(request, pk)
+            return _live_answer(request, wave, wave_progress(wave, user), can_retry=False)
+
+        answer = kept_shared(f"wave-live-answer:{pk}:{scope_key(user)}", seconds, fresh)
     if not answer.live:
         return HttpResponseStopPolling(answer.body)
     response = HttpResponseNotModified() if answer.etag in if_none_match else HttpResponse(answer.body)

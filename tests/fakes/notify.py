@@ -243,18 +243,28 @@ def start_fake_notify(**options) -> tuple[FakeNotify, ThreadingHTTPServer]:
             status, answer = fake.handle(self.path, self.headers, body)
             with fake._lock:
                 fake.responses.append(status)
-            payload = json.dumps(answer).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
+            answer_json(self, status, json.dumps(answer).encode())
 
         def log_message(self, *args):
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = serve_in_thread(Handler)
     fake.url = f"http://127.0.0.1:{server.server_address[1]}"
     return fake, server
+
+
+def serve_in_thread(handler) -> ThreadingHTTPServer:
+    """An HTTP server on a free loopback port, serving `handler` from a thread until shut down."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def answer_json(handler: BaseHTTPRequestHandler, status: int, payload: bytes) -> None:
+    """Notify's answers: JSON with its length, on a kept-alive connection."""
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(payload)))
+    handler.end_headers()
+    handler.wfile.write(payload)

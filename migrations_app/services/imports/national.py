@@ -125,9 +125,9 @@ def _rebuild_mailbox_indexes(statements: list[str]) -> None:
     counters_enable_insert_trigger()
     counters_rebuild()
     # Statistics for the planner now, not when autovacuum next looks: a table loaded from empty still has the
-    # statistics of an empty table, and plans made on them (a nested loop over "no rows") took the
-    # notifications' scheduling pass from 2 s to 87-434 s over 83,000 mailboxes (bench.notify). A sample,
-    # about a second at 2.1M rows.
+    # statistics of an empty table, and on such tables the notifications' scheduling pass took 87-434 s over
+    # 83,000 mailboxes instead of 2 s (bench.notify; the plan it chose was not traced). A sample, about a
+    # second at 2.1M rows.
     with connection.cursor() as cursor:
         cursor.execute(f"ANALYZE {MAILBOX}")
         cursor.execute(f"ANALYZE {connection.ops.quote_name(MailboxCounter._meta.db_table)}")

@@ -107,8 +107,7 @@ class Allowance:
     def __init__(self, settings_row: NotificationSettings, now: dt.datetime, in_flight: int = 0):
         self.settings_row, self.started = settings_row, now
         self.minute, self.day = _used(now)
-        self.minute += in_flight
-        self.day += in_flight
+        self.reserve(in_flight)
         self.day_start = start_of_day(now)
 
     def left(self, now: dt.datetime, *, in_flight: int = 0) -> int:
@@ -398,14 +397,6 @@ class _Batch:
     outcomes: object = None  # () -> list[Outcome], once submitted
 
 
-def _submit(sender, items: list[Outgoing]):
-    submit = getattr(sender, "submit", None)
-    if submit is not None:
-        return submit(items)
-    outcomes = sender.send_many(items)  # a sender without threads of its own
-    return lambda: outcomes
-
-
 def _unclaim(batch: _Batch) -> None:
     """A batch claimed but not sent (Notify pushed back on the one before it): back to the queue as it was."""
     Notification.objects.filter(pk__in=[r.pk for r in batch.rows], status=N.SENDING).update(
@@ -443,6 +434,9 @@ def notifications_send_due(
                 following = _Batch(rows, items)
         elif batch < max_batches:
             total.stopped = "limit"
+        if flying is None and following is None:
+            break  # nothing on the wire, nothing more to claim
+        stop = ""
         if flying is not None:
             outcomes = flying.outcomes()
             stop = _stop_reason(outcomes)
@@ -450,15 +444,22 @@ def notifications_send_due(
                 _unclaim(following)
                 allowance.settle(requests=len(following.items), sent=0)
                 following = None
-            if following is not None:
-                following.outcomes = _submit(sender, following.items)  # on the wire while this is recorded
+        if following is not None:
+            following.outcomes = sender.submit(following.items)  # on the wire while the last is recorded
+        if flying is not None:
             try:
                 with transaction.atomic():
                     result = _record(flying.rows, flying.items, outcomes, now=now or timezone.now(), log=log)
             except BaseException:
                 if following is not None:  # already on the wire: what Notify says of it is kept if it can be
                     with transaction.atomic():
-                        _record(following.rows, following.items, following.outcomes(), now=clock, log=log)
+                        _record(
+                            following.rows,
+                            following.items,
+                            following.outcomes(),
+                            now=now or timezone.now(),
+                            log=log,
+                        )
                 raise
             allowance.settle(requests=len(flying.items), sent=result.sent)
             total.sent += result.sent
@@ -468,10 +469,6 @@ def notifications_send_due(
             if stop:
                 total.stopped = stop
                 break
-        elif following is not None:
-            following.outcomes = _submit(sender, following.items)
-        else:
-            break  # nothing on the wire, nothing more to claim
         if following is None and flying is not None and total.stopped == "":
             # the queue looked empty while the last batch was on the wire: a digest skipped then (its owners
             # were still being sent) is due now; one more look from the start of the queue

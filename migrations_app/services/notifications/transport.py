@@ -114,9 +114,10 @@ class KeptAliveConnection:
         parts = urlsplit(url)
         if f"{parts.scheme}://{parts.netloc}" != self.origin:
             raise ValueError(f"{url!r} is not on {self.origin}")
-        target = url if (self.proxy is not None and self.scheme == "http") else (parts.path or "/")
-        if parts.query and target is not url:
-            target = f"{target}?{parts.query}"
+        if self.proxy is not None and self.scheme == "http":
+            target = url  # a plain-HTTP proxy is asked for the absolute URL
+        else:
+            target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         connection = self._usable()
         try:
             connection.request(method, target, body=body, headers=headers)

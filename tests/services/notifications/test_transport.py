@@ -2,9 +2,8 @@
 thread that survives Notify closing it while idle, and the environment's proxy."""
 
 import http.client
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
@@ -12,14 +11,7 @@ from migrations_app.services.notifications import transport
 from migrations_app.services.notifications.backends import SENT, NotifyBackend, Outgoing
 from migrations_app.services.notifications.templates import Rendered
 from migrations_app.services.notifications.transport import KeptAliveConnection
-from tests.fakes.notify import API_KEY, TEMPLATE_ID, start_fake_notify
-
-
-def _serve(handler) -> ThreadingHTTPServer:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
+from tests.fakes.notify import API_KEY, TEMPLATE_ID, answer_json, serve_in_thread, start_fake_notify
 
 
 def _message(n: int = 1) -> Outgoing:
@@ -56,7 +48,7 @@ def test_a_connection_notify_closed_while_idle_is_replaced_not_failed(monkeypatc
         def log_message(self, *args):
             pass
 
-    server = _serve(ClosesIdleConnections)
+    server = serve_in_thread(ClosesIdleConnections)
     monkeypatch.setattr(transport, "CHECK_AFTER_IDLE_SECONDS", 0.05)
     connection = KeptAliveConnection(f"http://127.0.0.1:{server.server_address[1]}", timeout=5)
     url = f"http://127.0.0.1:{server.server_address[1]}/v2/notifications/email"
@@ -84,17 +76,12 @@ def test_notify_is_reached_through_the_environments_proxy(fake, monkeypatch):
             headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "proxy-connection")}
             target.request("POST", self.path.split(fake.url, 1)[1], body=body, headers=headers)
             answer = target.getresponse()
-            payload = answer.read()
-            self.send_response(answer.status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
+            answer_json(self, answer.status, answer.read())
 
         def log_message(self, *args):
             pass
 
-    proxy = _serve(Proxy)
+    proxy = serve_in_thread(Proxy)
     for name in ("NO_PROXY", "no_proxy", "HTTP_PROXY"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{proxy.server_address[1]}")
