@@ -8,6 +8,8 @@ class MigrationsAppConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        # the signed-in user's kept copy is forgotten when it changes, in every process (signals)
+        from migrations_app import auth_backends  # noqa: F401
         from migrations_app.services.counters import counters_ensure_sqlite_triggers
 
         # schema upkeep, not business logic: see counters_ensure_sqlite_triggers

@@ -13,6 +13,7 @@ from django_htmx.jinja import htmx_script
 from jinja2 import ChainableUndefined, ChoiceLoader, Environment, FileSystemLoader, PackageLoader
 
 from migrations_app.errors_catalogue import explain
+from portal.jinja_components import ComponentMemo, nhsuk_attributes, placeholder
 from migrations_app.event_words import actor_in_words, event_in_words
 from migrations_app.templatetags import filesizeformat_binary
 
@@ -85,6 +86,9 @@ def environment(**options) -> Environment:
             "mailbox_states": _mailbox_states(),
         }
     )
+    env.globals["component_once"] = ComponentMemo(env)
+    env.globals["component_fill"] = placeholder
+    env.globals["nhsuk_attributes"] = nhsuk_attributes
     env.filters.update(
         {
             "intcomma": fast_intcomma,

@@ -328,6 +328,9 @@ INVENTORY_INLINE_MAX_BYTES = env_int("INVENTORY_INLINE_MAX_BYTES", 256 * 1024)
 # A wave's live figures are shared for this long between people who see the same organisations (the page
 # polls every 3 s; 0 turns the sharing off). selectors/progress.wave_progress_shared.
 WAVE_LIVE_CACHE_SECONDS = env_int("WAVE_LIVE_CACHE_SECONDS", 1)
+# The signed-in user and a trust admin's organisations, kept this long in the shared cache between requests
+# (migrations_app/auth_backends.py; forgotten at once when they change through the models; 0: read each time).
+AUTH_USER_CACHE_SECONDS = env_int("AUTH_USER_CACHE_SECONDS", 2)
 # The programme's support rate on every dashboard, shared this long (selectors/support.py; 0: not shared).
 PROGRAMME_SUPPORT_CACHE_SECONDS = env_int("PROGRAMME_SUPPORT_CACHE_SECONDS", 30)
 
@@ -522,6 +525,8 @@ SESSION_COOKIE_HTTPONLY = True
 # Sessions in the database, read through the cache: a signed-in request reads its session from the cache
 # (Redis in production) instead of a query; the database stays the record, so a cache flush signs nobody out.
 SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+# Django's model backend, its signed-in user kept a moment in the cache (auth_backends.py).
+AUTHENTICATION_BACKENDS = ["migrations_app.auth_backends.CachedModelBackend"]
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"

@@ -135,7 +135,7 @@ def invitation_accept_view(request, token: str):
             except ValidationError as error:
                 add_service_errors(form, error, field_map={"token": None})
             else:
-                login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+                login(request, user, backend="migrations_app.auth_backends.CachedModelBackend")
                 return _after_accepting(request, invitation.organisation)
 
     return render(

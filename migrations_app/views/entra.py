@@ -53,6 +53,6 @@ def entra_callback(request):
         user, next_url = entra_sign_in_complete(session=request.session, auth_response=request.GET.dict())
     except EntraSignInError as error:
         return _refused(request, error)
-    login(request, user, backend="django.contrib.auth.backends.ModelBackend")  # rotates the session key
+    login(request, user, backend="migrations_app.auth_backends.CachedModelBackend")  # rotates the session key
     request.session[SIGNED_IN_WITH_ENTRA] = True
     return redirect(_safe_next(request, next_url))
