@@ -13,9 +13,9 @@ from django_htmx.jinja import htmx_script
 from jinja2 import ChainableUndefined, ChoiceLoader, Environment, FileSystemLoader, PackageLoader
 
 from migrations_app.errors_catalogue import explain
-from portal.jinja_components import ComponentMemo, nhsuk_attributes, placeholder
 from migrations_app.event_words import actor_in_words, event_in_words
 from migrations_app.templatetags import filesizeformat_binary
+from portal.jinja_components import ComponentMemo, nhsuk_attributes, placeholder
 
 
 def url(name: str, *args, **kwargs) -> str:
