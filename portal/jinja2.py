@@ -22,6 +22,16 @@ def url(name: str, *args, **kwargs) -> str:
     return reverse(name, args=args or None, kwargs=kwargs or None)
 
 
+_SENTINEL = 9081726354
+
+
+def url_for_each(name: str):
+    """id -> the URL of `name` for that id (a URL with one integer argument), reversed once: a page linking
+    each of 50 mailboxes reversed the same pattern 50 times (~40 us each)."""
+    head, tail = reverse(name, args=[_SENTINEL]).split(str(_SENTINEL))
+    return lambda pk: f"{head}{int(pk)}{tail}"
+
+
 def fast_intcomma(value) -> str:
     """1234567 -> "1,234,567". Integers (nearly every count on a page) skip Django's localised formatting,
     which costs ~20 us a call: a wave of 500 organisations shows a thousand of them."""
@@ -75,6 +85,7 @@ def environment(**options) -> Environment:
     env.globals.update(
         {
             "url": url,
+            "url_for_each": url_for_each,
             "static": static,
             "static_url": settings.STATIC_URL,
             "get_messages": messages.get_messages,

@@ -1,5 +1,6 @@
 """Pages never show a Python None as the word "None"."""
 
+import pytest
 import re
 
 from django.template import engines
@@ -18,3 +19,15 @@ def test_the_organisation_and_mailbox_pages_say_not_set_rather_than_none(client_
     for url in ["/organisations/RTH/", f"/mailboxes/{mailbox.pk}/"]:
         page = client_for(officer).get(url).content.decode()
         assert not re.search(r">\s*None\s*<", page), url
+
+
+def test_url_for_each_gives_what_reverse_gives_for_every_id():
+    from django.urls import reverse
+
+    from portal.jinja2 import url_for_each
+
+    mailbox_url = url_for_each("mailbox_detail")
+    for pk in (1, 42, 9081726354, 10**12):
+        assert mailbox_url(pk) == reverse("mailbox_detail", args=[pk])
+    with pytest.raises(ValueError):
+        mailbox_url("1/../../admin")  # an id, nothing else, goes into the path
