@@ -1,8 +1,8 @@
 """Pages never show a Python None as the word "None"."""
 
-import pytest
 import re
 
+import pytest
 from django.template import engines
 
 from tests.factories import MailboxFactory, OrganisationFactory
