@@ -53,3 +53,14 @@ def test_event_rows_cannot_be_changed_deleted_or_truncated_on_postgres(postgres)
     with pytest.raises(Exception, match="append-only"), transaction.atomic(), postgres.cursor() as cursor:
         cursor.execute("TRUNCATE migrations_app_event")
     assert Event.objects.get(pk=event.pk).message == ""
+
+
+def test_choice_labels_are_the_fields_own_and_an_unknown_value_shows_as_itself():
+    from migrations_app.models import Mailbox, Organisation, Wave
+
+    for state, label in Mailbox.State.choices:
+        assert Mailbox(state=state).get_state_display() == label
+    assert Mailbox(state="not-a-state").get_state_display() == "not-a-state"
+    assert Mailbox(kind=Mailbox.Kind.SHARED).get_kind_display() == Mailbox.Kind.SHARED.label
+    assert Wave(status=Wave.Status.RUNNING).get_status_display() == Wave.Status.RUNNING.label
+    assert Organisation(kind=Organisation.Kind.TRUST).get_kind_display() == Organisation.Kind.TRUST.label

@@ -7,6 +7,7 @@ from django.db.models.functions import Lower, Now
 
 from migrations_app.constraints import one_of, only_if
 from migrations_app.fields import EncryptedTextField
+from migrations_app.models.choices import ChoiceLabels
 from migrations_app.models.organisations import Organisation
 from migrations_app.models.waves import Wave
 
@@ -75,7 +76,7 @@ class Endpoint(models.Model):
         return f"{self.name} ({self.get_kind_display()} {self.get_role_display().lower()})"
 
 
-class Mailbox(models.Model):
+class Mailbox(ChoiceLabels, models.Model):
     """One mailbox to move. 2.1 million of these: every index below is there for a page or the API."""
 
     class Kind(models.TextChoices):

@@ -6,11 +6,12 @@ from django.db.models.functions import Upper
 
 from migrations_app.constraints import one_of
 from migrations_app.models.accounts import User
+from migrations_app.models.choices import ChoiceLabels
 
 ODS_CODE_PATTERN = r"^[A-Z0-9]{1,9}$"
 
 
-class Organisation(models.Model):
+class Organisation(ChoiceLabels, models.Model):
     """An NHS organisation whose mailboxes move: a trust, one of its sites, a GP practice, a pharmacy..."""
 
     class Kind(models.TextChoices):

@@ -8,10 +8,11 @@ from django.db.models import F, Q
 
 from migrations_app.constraints import one_of, only_if
 from migrations_app.models.accounts import User
+from migrations_app.models.choices import ChoiceLabels
 from migrations_app.models.organisations import Organisation
 
 
-class Wave(models.Model):
+class Wave(ChoiceLabels, models.Model):
     """A migration window: an evening or a weekend, with a capacity in mailboxes and bytes."""
 
     class Kind(models.TextChoices):
