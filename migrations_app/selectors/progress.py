@@ -417,31 +417,73 @@ def failures_by_code(user: User) -> list[dict]:
 # --- one organisation ---------------------------------------------------------------------------------------
 
 
-def organisation_progress(organisation: Organisation) -> dict:
-    counters = MailboxCounter.objects.filter(organisation_id=organisation.pk)
-    counts = state_counts(counters)
+@dataclass(frozen=True)
+class OrganisationCounters:
+    """An organisation's counters read once for a page: [(state, wave id, mailboxes, bytes)], summed over
+    whatever else a counter row is keyed by. The organisation page's sections (progress, waves, readiness,
+    support) each read the same few dozen rows; one query instead of five."""
+
+    rows: list[tuple[str, int, int, int]]
+
+    def any_in(self, state: str) -> bool:
+        return any(s == state and n > 0 for s, _, n, _ in self.rows)
+
+
+def organisation_counters(organisation: Organisation) -> OrganisationCounters:
+    rows = (
+        MailboxCounter.objects.filter(organisation_id=organisation.pk)
+        .order_by()
+        .values_list("state", "wave_id")
+        .annotate(n=Sum("mailboxes"), b=Sum("bytes"))
+    )
+    return OrganisationCounters([(state, wave, n or 0, b or 0) for state, wave, n, b in rows])
+
+
+def organisation_progress(organisation: Organisation, counters: OrganisationCounters | None = None) -> dict:
+    if counters is None:
+        counts = state_counts(MailboxCounter.objects.filter(organisation_id=organisation.pk))
+    else:
+        found: dict[str, list[int]] = {}
+        for state, _, n, b in counters.rows:
+            entry = found.setdefault(state, [0, 0])
+            entry[0] += n
+            entry[1] += b
+        counts = [StateCount(value, label, *found.get(value, (0, 0))) for value, label in M.choices]
     summary = totals(counts)
     return {"state_counts": counts, "summary": summary, "live": summary["in_flight"] > 0}
 
 
-def organisation_wave_ids(organisation: Organisation) -> list[int]:
+def organisation_wave_ids(
+    organisation: Organisation, counters: OrganisationCounters | None = None
+) -> list[int]:
     """The waves the organisation has mailboxes in (counters) or is allocated to (allocations)."""
     from migrations_app.models import Allocation
 
-    stamped = set(
-        MailboxCounter.objects.filter(organisation_id=organisation.pk)
-        .exclude(wave_id=0)
-        .exclude(mailboxes=0)
-        .values_list("wave_id", flat=True)
-    )
+    if counters is None:
+        stamped = set(
+            MailboxCounter.objects.filter(organisation_id=organisation.pk)
+            .exclude(wave_id=0)
+            .exclude(mailboxes=0)
+            .values_list("wave_id", flat=True)
+        )
+    else:
+        stamped = {wave for _, wave, n, _ in counters.rows if wave and n}
     allocated = set(Allocation.objects.filter(organisation=organisation).values_list("wave_id", flat=True))
     return sorted(stamped | allocated)
 
 
 def organisation_counts_in_waves(
-    organisation: Organisation, wave_ids: list[int]
+    organisation: Organisation, wave_ids: list[int], counters: OrganisationCounters | None = None
 ) -> dict[int, tuple[int, int]]:
     """{wave id: (mailboxes, migrated)} for the organisation's stamped mailboxes in those waves."""
+    if counters is not None:
+        wanted, found = set(wave_ids), {}
+        for state, wave, n, _ in counters.rows:
+            if wave in wanted:
+                entry = found.setdefault(wave, [0, 0])
+                entry[0] += n
+                entry[1] += n if state == M.MIGRATED else 0
+        return {wave: (n, migrated) for wave, (n, migrated) in found.items()}
     rows = (
         MailboxCounter.objects.filter(organisation_id=organisation.pk, wave_id__in=wave_ids)
         .order_by()

@@ -170,10 +170,10 @@ def organisations_by_stage(organisations: QuerySet[Organisation]) -> dict[str, i
 def blocked_by_reason_visible_to(user) -> list[BlockedCount]:
     """Blocked mailboxes by reason across what the user sees (the dashboard). The counters say first whether
     anything is blocked at all; only then are the blocked rows grouped (partial index, blocked rows only)."""
-    from migrations_app.selectors.scoping import counters_visible_to, organisations_visible_to
+    from migrations_app.selectors.scoping import _own_organisation_ids, counters_visible_to
 
     if not counters_visible_to(user).filter(state=M.BLOCKED, mailboxes__gt=0).exists():
         return []
     if user.is_programme_office or user.is_viewer:
         return blocked_by_reason()
-    return blocked_by_reason(list(organisations_visible_to(user).values_list("pk", flat=True)))
+    return blocked_by_reason(_own_organisation_ids(user))

@@ -33,6 +33,8 @@ from migrations_app.selectors.organisations import (
     organisations_filtered,
 )
 from migrations_app.selectors.progress import (
+    OrganisationCounters,
+    organisation_counters,
     organisation_counts_in_waves,
     organisation_progress,
     organisation_wave_ids,
@@ -99,6 +101,7 @@ def organisation_list(request):
 def organisation_detail(request, ods_code: str):
     organisation = _visible_organisation(request, ods_code)
     contacts = {c.role: c for c in organisation.contacts.all()}
+    counters = organisation_counters(organisation)  # read once for progress, waves, readiness and support
     context = {
         "nav": NAV,
         "organisation": organisation,
@@ -121,21 +124,23 @@ def organisation_detail(request, ods_code: str):
         "can_edit": can_administer(request.user, organisation),
         # only for those who administer it (the selector returns none to anyone else)
         "webhooks": list(webhooks_visible_to(request.user).filter(organisation=organisation)[:20]),
-        "progress": organisation_progress(organisation),
-        "waves": _organisation_waves(organisation),
+        "progress": organisation_progress(organisation, counters),
+        "waves": _organisation_waves(organisation, counters),
         **_inventory_context(request, organisation),
-        **readiness_context(request, organisation),
-        **organisation_support_context(request.user, organisation),
+        **readiness_context(request, organisation, counters),
+        **organisation_support_context(request.user, organisation, counters),
     }
     return render(request, "organisations/detail.html", context)
 
 
-def _organisation_waves(organisation: Organisation) -> list[dict]:
+def _organisation_waves(
+    organisation: Organisation, counters: OrganisationCounters | None = None
+) -> list[dict]:
     """The organisation's waves, each with its go / no-go and the organisation's mailboxes in it."""
     # Every wave the organisation is in is visible to whoever may see the organisation (selectors.waves)
-    ids = organisation_wave_ids(organisation)
+    ids = organisation_wave_ids(organisation, counters)
     waves = list(Wave.objects.filter(pk__in=ids).order_by("starts_at", "id"))
-    counts = organisation_counts_in_waves(organisation, ids)
+    counts = organisation_counts_in_waves(organisation, ids, counters)
     rows = []
     for wave in waves:
         response = wave_responses(wave).get(organisation.pk)  # a few waves per organisation

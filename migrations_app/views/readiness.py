@@ -46,15 +46,18 @@ def _blocked(organisation: Organisation, code: str):
     return mailboxes.order_by("id")  # the (organisation, state, id) index
 
 
-def readiness_context(request, organisation: Organisation) -> dict:
+def readiness_context(request, organisation: Organisation, counters=None) -> dict:
     """The organisation page's readiness part: gates (required ones marked), the last check with its progress,
     blocked mailboxes by reason and the first page of them, filtered by reason."""
     required = required_gates()
     code = (request.GET.get("blocked_code") or "").strip().upper()
     # the counters say whether there is anything blocked; only then are the blocked rows read
-    any_blocked = MailboxCounter.objects.filter(
-        organisation_id=organisation.pk, state=Mailbox.State.BLOCKED, mailboxes__gt=0
-    ).exists()
+    if counters is not None:  # the organisation page's, read once (selectors.progress.organisation_counters)
+        any_blocked = counters.any_in(Mailbox.State.BLOCKED)
+    else:
+        any_blocked = MailboxCounter.objects.filter(
+            organisation_id=organisation.pk, state=Mailbox.State.BLOCKED, mailboxes__gt=0
+        ).exists()
     by_reason = blocked_by_reason([organisation.pk]) if any_blocked else []
     check = last_check(organisation)
     return {

@@ -22,11 +22,11 @@ from migrations_app.services.support import support_tickets_import, tickets_from
 from migrations_app.views._helpers import paginate
 
 
-def organisation_support_context(user, organisation) -> dict:
+def organisation_support_context(user, organisation, counters=None) -> dict:
     """What the organisation page shows of notifications and support (both sides see the hold's reason)."""
     may_administer = can_administer(user, organisation)
     return {
-        "support": organisation_support(organisation=organisation),
+        "support": organisation_support(organisation=organisation, counters=counters),
         "holds": list(OrganisationHold.objects.filter(organisation=organisation, released_at__isnull=True)),
         "bad_addresses": list(
             Notification.objects.filter(
