@@ -5,7 +5,10 @@
 
 Uses bench.pages' national programme in the same scratch database (run bench.pages first, or pass --build to
 generate it here). `--admins` trust admins are made, each administering one organisation of the running wave,
-each with a signed-in session. The portal is served by gunicorn with the production profile; the load comes
+each with a signed-in session. The portal is served by gunicorn with the production profile, three sync workers
+on the two cores (README: each worker one request at a time, the rest wait in the kernel's accept queue in
+arrival order; with threads, Python's lock shares a core between a 30 ms page and the polls behind it, and p95
+rose from ~150 to 200-250 ms at the same throughput: 3x4 threads, 2x4, 3x2 and gthread 3x1 were measured); the load comes
 from Debian's `wrk` (C, an event loop per thread: little CPU beside the server), closed loop (each connection
 sends its next request when the last one is answered; no think time, so far more pressure than the same number
 of people). Every request picks its kind at random with the mix's weights, so the mix holds whatever each kind
@@ -241,8 +244,13 @@ def main() -> None:
     parser.add_argument("--admins", type=int, default=2000)
     parser.add_argument("--connections", type=int, default=32, help="wrk connections (one thread each)")
     parser.add_argument("--seconds", type=int, default=30)
-    parser.add_argument("--workers", type=int, default=3, help="gunicorn worker processes")
-    parser.add_argument("--threads", type=int, default=4, help="threads per gunicorn worker")
+    parser.add_argument("--workers", type=int, default=3, help="gunicorn worker processes (cores + 1)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="threads per gunicorn worker (1: sync workers, as README serves it)",
+    )
     parser.add_argument("--port", type=int, default=8392)
     parser.add_argument("--polls-only-seconds", type=int, default=15, help="the favourable regime's run")
     parser.add_argument("--build", action="store_true", help="generate bench.pages' programme first")
