@@ -107,7 +107,8 @@ BENCHES = [
         "load",
         ["-m", "bench.load"],
         "2,000 trust admins watching their waves (80% live-fragment polls, 10% dashboard, 5% organisation, "
-        "5% search) driven by wrk against gunicorn, on bench.pages' data",
+        "5% search) driven by wrk (32 connections, closed loop) against gunicorn (3 sync workers), on "
+        "bench.pages' data",
         "≥ 300 requests/s with p95 ≤ 200 ms",
         database="portal_pages_bench",
         redis_db=10,

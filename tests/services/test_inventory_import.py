@@ -225,6 +225,19 @@ def test_re_importing_the_same_file_changes_nothing(org_a):
     assert dict(Mailbox.objects.values_list("email", "updated_at")) == before  # no row rewritten
 
 
+def test_a_re_import_leaves_unchanged_rows_untouched_not_even_locked(postgres, org_a):
+    """Only the changed rows are written: PostgreSQL's ON CONFLICT DO UPDATE ... WHERE locked every row it
+    left alone (xmax set), which on a national re-import wrote to the heap page of every mailbox."""
+    run(HEADER + "a@rj1.nhs.uk,A,user,1,1,,\nb@rj1.nhs.uk,B,user,2,2,,\n", org_a)
+    result = run(HEADER + "a@rj1.nhs.uk,A,user,1,1,,\nb@rj1.nhs.uk,Bee,user,2,2,,\n", org_a)
+    assert (result.updated, result.unchanged) == (1, 1)
+    with postgres.cursor() as cursor:
+        cursor.execute("SELECT email, xmax::text FROM migrations_app_mailbox ORDER BY email")
+        xmax = dict(cursor.fetchall())
+    assert xmax["a@rj1.nhs.uk"] == "0"  # neither updated nor locked
+    assert Mailbox.objects.get(email="b@rj1.nhs.uk").display_name == "Bee"
+
+
 def test_it_updates_changed_rows_and_counts_them(org_a):
     run(HEADER + "a@rj1.nhs.uk,A,user,1,1,,\nb@rj1.nhs.uk,B,user,2,2,,\n", org_a)
     result = run(

@@ -100,7 +100,7 @@ def _upsert_staged(
         now = timezone.now()
         updated = created = 0
         if existing:
-            cursor.execute(_upsert_sql(with_target=with_target), [now, now])
+            cursor.execute(_upsert_sql(with_target=with_target), [now])
             updated = cursor.rowcount
         cursor.execute(_insert_new_sql(any_existing=bool(existing or taken)), [now, now])
         created = cursor.rowcount
@@ -135,44 +135,37 @@ _SELECT_STAGED = f"""
 def _upsert_sql(*, with_target: bool) -> str:
     """Update the staged addresses that exist already: changed ones of the same organisation only.
 
-    The WHERE makes an unchanged row a no-op (no new row version, no index churn) and refuses to take over
-    an address owned by another organisation (reported as an error before we get here). A blank
+    An UPDATE joined to the staging table touches only the rows that match, so an unchanged row is left as it
+    is (no new row version, no index churn, no lock) and an address owned by another organisation (reported as
+    an error before we get here) is never taken over. It was an INSERT ... ON CONFLICT DO UPDATE ... WHERE:
+    PostgreSQL locks every conflicting row even when the WHERE leaves it alone, which wrote to the heap page
+    of every mailbox of a re-imported national file (bench.import_inventory --mode reimport). A blank
     affinity_group or target_upn keeps what is there (a permissions import may have set the group).
     """
-    t = MAILBOX
     sets = [
-        "display_name = excluded.display_name",
-        "kind = excluded.kind",
-        "size_bytes = excluded.size_bytes",
-        "item_count = excluded.item_count",
-        f"affinity_group = CASE WHEN excluded.affinity_group = '' THEN {t}.affinity_group "
-        "ELSE excluded.affinity_group END",
-        "updated_at = excluded.updated_at",
+        "display_name = s.display_name",
+        "kind = s.kind",
+        "size_bytes = s.size_bytes",
+        "item_count = s.item_count",
+        "affinity_group = CASE WHEN s.affinity_group = '' THEN t.affinity_group ELSE s.affinity_group END",
+        "updated_at = %s",
         # a changed row is checked again (services.readiness: the beat re-checks those with no check)
         "checked_at = NULL",
     ]
     changed = [
-        distinct_sql(f"{t}.display_name", "excluded.display_name"),
-        distinct_sql(f"{t}.kind", "excluded.kind"),
-        distinct_sql(f"{t}.size_bytes", "excluded.size_bytes"),
-        distinct_sql(f"{t}.item_count", "excluded.item_count"),
-        f"(excluded.affinity_group <> '' AND {distinct_sql(f'{t}.affinity_group', 'excluded.affinity_group')})",
+        distinct_sql("t.display_name", "s.display_name"),
+        distinct_sql("t.kind", "s.kind"),
+        distinct_sql("t.size_bytes", "s.size_bytes"),
+        distinct_sql("t.item_count", "s.item_count"),
+        f"(s.affinity_group <> '' AND {distinct_sql('t.affinity_group', 's.affinity_group')})",
     ]
     if with_target:
-        sets.append(
-            f"target_upn = CASE WHEN excluded.target_upn = '' THEN {t}.target_upn ELSE excluded.target_upn END"
-        )
-        changed.append(
-            f"(excluded.target_upn <> '' AND {distinct_sql(f'{t}.target_upn', 'excluded.target_upn')})"
-        )
+        sets.append("target_upn = CASE WHEN s.target_upn = '' THEN t.target_upn ELSE s.target_upn END")
+        changed.append(f"(s.target_upn <> '' AND {distinct_sql('t.target_upn', 's.target_upn')})")
     return f"""
-        INSERT INTO {t} ({_INSERT_COLUMNS})
-        SELECT {_SELECT_STAGED}
+        UPDATE {MAILBOX} AS t SET {", ".join(sets)}
         FROM inventory_staging s
-        WHERE EXISTS (SELECT 1 FROM {t} m WHERE m.email = s.email)
-        ORDER BY s.email
-        ON CONFLICT (email) DO UPDATE SET {", ".join(sets)}
-        WHERE {t}.organisation_id = excluded.organisation_id AND ({" OR ".join(changed)})
+        WHERE t.email = s.email AND t.organisation_id = s.organisation_id AND ({" OR ".join(changed)})
     """
 
 
