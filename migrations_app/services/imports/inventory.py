@@ -100,9 +100,9 @@ STAGING_COLUMNS = [
 
 class MailboxCopy(Staging):
     """The staging rows COPYed straight into the mailbox table (PostgreSQL only), for an import that
-    cannot collide with existing rows (_direct_copy_start). The line number is no mailbox column and is
-    left out; state, created_at and the other columns take their database defaults (created_at and
-    updated_at: the import transaction's start)."""
+    cannot collide with existing rows (_direct_copy_start). The line number is no mailbox column: the
+    reader leaves it out of these rows; state, created_at and the other columns take their database
+    defaults (created_at and updated_at: the import transaction's start)."""
 
     def __init__(self) -> None:
         super().__init__(MAILBOX, STAGING_COLUMNS[1:])
@@ -112,9 +112,6 @@ class MailboxCopy(Staging):
         # of deferred checks for COMMIT.
         cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
         return copy_sql(self.table, self.columns)
-
-    def write(self, rows: list[tuple]) -> None:
-        super().write([row[1:] for row in rows])
 
     def __exit__(self, exc_type, exc, tb) -> None:
         super().__exit__(exc_type, exc, tb)
@@ -375,7 +372,10 @@ def _import_rows(
                     if errors.count != before:
                         invalid += 1
                         continue
-                    batch.append((line, org_id, email, display_name, kind, size, items, group, target))
+                    if direct:  # the mailbox table has no line column: no tuple sliced per row later
+                        batch.append((org_id, email, display_name, kind, size, items, group, target))
+                    else:
+                        batch.append((line, org_id, email, display_name, kind, size, items, group, target))
                     if len(batch) >= STAGING_BATCH_ROWS:
                         staging.write(batch)
                         batch = []

@@ -9,12 +9,14 @@
 
 from __future__ import annotations
 
+import json
+
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
-from migrations_app.models import Mailbox, Organisation, User, Wave
+from migrations_app.models import Event, Mailbox, Organisation, User, Wave
 from migrations_app.selectors.scoping import require_programme_office
 from migrations_app.services.events import event_record_many
 
@@ -39,6 +41,9 @@ def _stage_move(
     """Move the given organisations (a queryset) that are in one of to_stage's entry stages. Set-based."""
     from_stages = ENTRY[to_stage]
     candidates = organisations.filter(stage__in=from_stages)
+    actor_id = actor.pk if actor is not None and actor.is_authenticated else None
+    if connection.vendor == "postgresql":
+        return _stage_move_in_sql(candidates, to_stage=to_stage, actor_id=actor_id, reason=reason, data=data)
     if connection.features.has_select_for_update:
         candidates = candidates.select_for_update()
     rows = list(candidates.order_by("pk").values_list("pk", "ods_code", "stage"))
@@ -51,8 +56,8 @@ def _stage_move(
     assert moved == len(rows)  # the rows are locked (PostgreSQL) or in one SQLite write transaction
     event_record_many(
         dict(
-            action="organisation.stage_changed",
-            actor_id=actor.pk if actor is not None and actor.is_authenticated else None,
+            action=STAGE_CHANGED,
+            actor_id=actor_id,
             organisation_id=pk,
             subject=code,
             from_state=stage,
@@ -63,6 +68,52 @@ def _stage_move(
         for pk, code, stage in rows
     )
     return [r[0] for r in rows]
+
+
+STAGE_CHANGED = "organisation.stage_changed"
+
+
+def _stage_move_in_sql(candidates, *, to_stage: str, actor_id, reason: str, data: dict | None) -> list[int]:
+    """The same move in one statement on PostgreSQL: lock the candidates, move them, and append their events
+    from what the UPDATE returned. A national inventory moves ~22,000 organisations at once: reading them
+    into Python, an UPDATE naming each id and 22,000 Event objects bulk-created took 2.4 s of the import
+    (bench.import_inventory), this about a tenth of it."""
+    select, params = (
+        candidates.order_by("pk")
+        .select_for_update()
+        .values_list("pk", "ods_code", "stage")
+        .query.sql_with_params()
+    )
+    now = timezone.now()
+    organisation, event = Organisation._meta.db_table, Event._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            WITH candidate (id, ods_code, from_stage) AS ({select}),
+            moved AS (
+                UPDATE {organisation} o SET stage = %s, stage_changed_at = %s, updated_at = %s
+                FROM candidate c WHERE o.id = c.id
+                RETURNING o.id, c.ods_code, c.from_stage
+            )
+            INSERT INTO {event}
+                (created_at, action, actor_id, organisation_id, subject, from_state, to_state, message, data)
+            SELECT %s, %s, %s, id, left(ods_code, 254), left(from_stage, 20), %s, %s, %s::jsonb FROM moved
+            RETURNING organisation_id
+            """,
+            [
+                *params,
+                to_stage,
+                now,
+                now,
+                now,
+                STAGE_CHANGED,
+                actor_id,
+                to_stage,
+                reason,
+                json.dumps(data or {}),
+            ],
+        )
+        return sorted(row[0] for row in cursor.fetchall())
 
 
 @transaction.atomic
