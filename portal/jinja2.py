@@ -95,11 +95,12 @@ def environment(**options) -> Environment:
             "event_in_words": event_in_words,
             "actor_in_words": actor_in_words,
             "mailbox_states": _mailbox_states(),
+            # nhsuk-frontend's chrome kept per set of parameters, and its attribute helper (jinja_components)
+            "component_once": ComponentMemo(env),
+            "component_fill": placeholder,
+            "nhsuk_attributes": nhsuk_attributes,
         }
     )
-    env.globals["component_once"] = ComponentMemo(env)
-    env.globals["component_fill"] = placeholder
-    env.globals["nhsuk_attributes"] = nhsuk_attributes
     env.filters.update(
         {
             "intcomma": fast_intcomma,

@@ -12,7 +12,7 @@ import datetime as dt
 import math
 from dataclasses import dataclass
 
-from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models import Count, QuerySet, Sum
 from django.utils import timezone
 
 from migrations_app.models import Mailbox, MailboxCounter, Organisation, User, Wave
@@ -441,14 +441,13 @@ def organisation_counters(organisation: Organisation) -> OrganisationCounters:
 
 def organisation_progress(organisation: Organisation, counters: OrganisationCounters | None = None) -> dict:
     if counters is None:
-        counts = state_counts(MailboxCounter.objects.filter(organisation_id=organisation.pk))
-    else:
-        found: dict[str, list[int]] = {}
-        for state, _, n, b in counters.rows:
-            entry = found.setdefault(state, [0, 0])
-            entry[0] += n
-            entry[1] += b
-        counts = [StateCount(value, label, *found.get(value, (0, 0))) for value, label in M.choices]
+        counters = organisation_counters(organisation)
+    found: dict[str, list[int]] = {}
+    for state, _, n, b in counters.rows:
+        entry = found.setdefault(state, [0, 0])
+        entry[0] += n
+        entry[1] += b
+    counts = [StateCount(value, label, *found.get(value, (0, 0))) for value, label in M.choices]
     summary = totals(counts)
     return {"state_counts": counts, "summary": summary, "live": summary["in_flight"] > 0}
 
@@ -460,14 +459,8 @@ def organisation_wave_ids(
     from migrations_app.models import Allocation
 
     if counters is None:
-        stamped = set(
-            MailboxCounter.objects.filter(organisation_id=organisation.pk)
-            .exclude(wave_id=0)
-            .exclude(mailboxes=0)
-            .values_list("wave_id", flat=True)
-        )
-    else:
-        stamped = {wave for _, wave, n, _ in counters.rows if wave and n}
+        counters = organisation_counters(organisation)
+    stamped = {wave for _, wave, n, _ in counters.rows if wave and n}
     allocated = set(Allocation.objects.filter(organisation=organisation).values_list("wave_id", flat=True))
     return sorted(stamped | allocated)
 
@@ -476,18 +469,12 @@ def organisation_counts_in_waves(
     organisation: Organisation, wave_ids: list[int], counters: OrganisationCounters | None = None
 ) -> dict[int, tuple[int, int]]:
     """{wave id: (mailboxes, migrated)} for the organisation's stamped mailboxes in those waves."""
-    if counters is not None:
-        wanted, found = set(wave_ids), {}
-        for state, wave, n, _ in counters.rows:
-            if wave in wanted:
-                entry = found.setdefault(wave, [0, 0])
-                entry[0] += n
-                entry[1] += n if state == M.MIGRATED else 0
-        return {wave: (n, migrated) for wave, (n, migrated) in found.items()}
-    rows = (
-        MailboxCounter.objects.filter(organisation_id=organisation.pk, wave_id__in=wave_ids)
-        .order_by()
-        .values("wave_id")
-        .annotate(n=Sum("mailboxes"), migrated=Sum("mailboxes", filter=Q(state=M.MIGRATED)))
-    )
-    return {row["wave_id"]: (row["n"] or 0, row["migrated"] or 0) for row in rows}
+    if counters is None:
+        counters = organisation_counters(organisation)
+    wanted, found = set(wave_ids), {}
+    for state, wave, n, _ in counters.rows:
+        if wave in wanted:
+            entry = found.setdefault(wave, [0, 0])
+            entry[0] += n
+            entry[1] += n if state == M.MIGRATED else 0
+    return {wave: (n, migrated) for wave, (n, migrated) in found.items()}

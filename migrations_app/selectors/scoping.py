@@ -9,7 +9,7 @@ and change; nothing else filters by role.
 from django.core.exceptions import PermissionDenied
 from django.db.models import Q, QuerySet
 
-from migrations_app.auth_backends import ORGANISATION_IDS
+from migrations_app.auth_backends import ORGANISATION_IDS, organisation_ids_of
 from migrations_app.models import (
     Event,
     ImportJob,
@@ -62,8 +62,7 @@ def _own_organisation_ids(user: User) -> list[int]:
     kept = getattr(user, ORGANISATION_IDS, None)  # the signed-in user's, read with it (auth_backends)
     if kept is not None:
         return list(kept)
-    memberships = User.organisations.through.objects.filter(user_id=user.pk)
-    return list(memberships.values_list("organisation_id", flat=True))
+    return organisation_ids_of(user.pk)
 
 
 def mailboxes_visible_to(user: User) -> QuerySet[Mailbox]:
@@ -110,12 +109,7 @@ def can_administer(user: User, organisation: Organisation) -> bool:
         return False
     if user.is_programme_office:
         return True
-    if not user.is_trust_admin:
-        return False
-    kept = getattr(user, ORGANISATION_IDS, None)
-    if kept is not None:
-        return organisation.pk in kept
-    return user.organisations.filter(pk=organisation.pk).exists()
+    return organisation.pk in _own_organisation_ids(user)  # [] unless a trust admin
 
 
 def require_administer(user: User, organisation: Organisation) -> None:

@@ -20,6 +20,7 @@ from migrations_app.models import (
     SupportRequest,
     Wave,
 )
+from migrations_app.selectors.progress import OrganisationCounters, organisation_counters
 
 M = Mailbox.State
 GOAL_PERCENT = Decimal("1.2")  # the reference programme: fewer than 1.2% of users needed support
@@ -110,24 +111,17 @@ def _categories(requests) -> list[dict]:
     ]
 
 
-def organisation_support(*, organisation: Organisation, counters=None) -> dict:
+def organisation_support(*, organisation: Organisation, counters: OrganisationCounters | None = None) -> dict:
     """The organisation's rate over all its moves, per wave, and its categories. `counters`: the
     organisation's counters when the page has read them already (selectors.progress.organisation_counters)."""
     days = _window_days()
     # from the status counters: the organisation page reads no mailbox rows
     if counters is None:
-        moved_by_wave = dict(
-            MailboxCounter.objects.filter(organisation_id=organisation.pk, state=M.MIGRATED)
-            .exclude(wave_id=0)
-            .values("wave_id")
-            .annotate(n=Sum("mailboxes"))
-            .values_list("wave_id", "n")
-        )
-    else:
-        moved_by_wave = {}
-        for state, wave, n, _ in counters.rows:
-            if state == M.MIGRATED and wave and n:
-                moved_by_wave[wave] = moved_by_wave.get(wave, 0) + n
+        counters = organisation_counters(organisation)
+    moved_by_wave: dict[int, int] = {}
+    for state, wave, n, _ in counters.rows:
+        if state == M.MIGRATED and wave and n:
+            moved_by_wave[wave] = moved_by_wave.get(wave, 0) + n
     requests = _counted(SupportRequest.objects.filter(organisation=organisation), days)
     supported_by_wave = dict(
         requests.values("wave_id").annotate(n=Count("mailbox_id", distinct=True)).values_list("wave_id", "n")

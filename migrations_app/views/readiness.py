@@ -10,7 +10,8 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRefresh
 
-from migrations_app.models import Mailbox, MailboxCounter, Organisation, ReadinessCheck
+from migrations_app.models import Mailbox, Organisation, ReadinessCheck
+from migrations_app.selectors.progress import OrganisationCounters, organisation_counters
 from migrations_app.selectors.readiness import blocked_by_reason, gate_labels, last_check, required_gates
 from migrations_app.selectors.scoping import (
     can_administer,
@@ -46,18 +47,17 @@ def _blocked(organisation: Organisation, code: str):
     return mailboxes.order_by("id")  # the (organisation, state, id) index
 
 
-def readiness_context(request, organisation: Organisation, counters=None) -> dict:
+def readiness_context(
+    request, organisation: Organisation, counters: OrganisationCounters | None = None
+) -> dict:
     """The organisation page's readiness part: gates (required ones marked), the last check with its progress,
     blocked mailboxes by reason and the first page of them, filtered by reason."""
     required = required_gates()
     code = (request.GET.get("blocked_code") or "").strip().upper()
     # the counters say whether there is anything blocked; only then are the blocked rows read
-    if counters is not None:  # the organisation page's, read once (selectors.progress.organisation_counters)
-        any_blocked = counters.any_in(Mailbox.State.BLOCKED)
-    else:
-        any_blocked = MailboxCounter.objects.filter(
-            organisation_id=organisation.pk, state=Mailbox.State.BLOCKED, mailboxes__gt=0
-        ).exists()
+    if counters is None:
+        counters = organisation_counters(organisation)
+    any_blocked = counters.any_in(Mailbox.State.BLOCKED)
     by_reason = blocked_by_reason([organisation.pk]) if any_blocked else []
     check = last_check(organisation)
     return {

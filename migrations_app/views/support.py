@@ -9,6 +9,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from migrations_app.models import Notification, OrganisationHold, OrganisationNotice, SupportRequest, Wave
+from migrations_app.selectors.progress import OrganisationCounters
 from migrations_app.selectors.scoping import (
     can_administer,
     organisations_administered_by,
@@ -22,7 +23,7 @@ from migrations_app.services.support import support_tickets_import, tickets_from
 from migrations_app.views._helpers import paginate
 
 
-def organisation_support_context(user, organisation, counters=None) -> dict:
+def organisation_support_context(user, organisation, counters: OrganisationCounters | None = None) -> dict:
     """What the organisation page shows of notifications and support (both sides see the hold's reason)."""
     may_administer = can_administer(user, organisation)
     return {

@@ -33,6 +33,7 @@ ENTRY: dict[str, tuple[str, ...]] = {
 PLANNED = (M.SCHEDULED, M.SYNCING, M.SYNCED, M.CUTOVER, M.VERIFYING)
 # What a closed organisation may hold.
 FINISHED = (M.MIGRATED, M.RETIRED)
+STAGE_CHANGED = "organisation.stage_changed"
 
 
 def _stage_move(
@@ -44,8 +45,7 @@ def _stage_move(
     actor_id = actor.pk if actor is not None and actor.is_authenticated else None
     if connection.vendor == "postgresql":
         return _stage_move_in_sql(candidates, to_stage=to_stage, actor_id=actor_id, reason=reason, data=data)
-    if connection.features.has_select_for_update:
-        candidates = candidates.select_for_update()
+    # SQLite: the candidates are read and moved in one write transaction
     rows = list(candidates.order_by("pk").values_list("pk", "ods_code", "stage"))
     if not rows:
         return []
@@ -53,7 +53,7 @@ def _stage_move(
     moved = Organisation.objects.filter(pk__in=[r[0] for r in rows], stage__in=from_stages).update(
         stage=to_stage, stage_changed_at=now, updated_at=now
     )
-    assert moved == len(rows)  # the rows are locked (PostgreSQL) or in one SQLite write transaction
+    assert moved == len(rows)
     event_record_many(
         dict(
             action=STAGE_CHANGED,
@@ -68,9 +68,6 @@ def _stage_move(
         for pk, code, stage in rows
     )
     return [r[0] for r in rows]
-
-
-STAGE_CHANGED = "organisation.stage_changed"
 
 
 def _stage_move_in_sql(candidates, *, to_stage: str, actor_id, reason: str, data: dict | None) -> list[int]:
