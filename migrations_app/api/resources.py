@@ -371,6 +371,9 @@ class MailboxViewSet(viewsets.ReadOnlyModelViewSet):
 # --- events --------------------------------------------------------------------------------------------------
 
 
+MAX_EVENT_ID = 2**63 - 1  # event ids are a bigint sequence
+
+
 class AfterIdPagination(BasePagination):
     """`?after=<id>`: the next events after the last one the caller has seen, in the feed's order (the order
     their transactions began, which is id order except where workers committed concurrently). `next` is the
@@ -386,6 +389,8 @@ class AfterIdPagination(BasePagination):
             size = min(int(request.query_params.get("page_size", self.page_size)), self.max_page_size)
         except ValueError:
             raise exceptions.ValidationError({"after": ["Send the id of the last event you have"]}) from None
+        if abs(after) > MAX_EVENT_ID:  # beyond a bigint the database refuses the number itself
+            raise exceptions.ValidationError({"after": ["Send the id of the last event you have"]})
         self.request = request
         txid, event_id = event_cursor(after)
         self.page = list(events_after(queryset, txid=txid, event_id=event_id)[: max(size, 1)])

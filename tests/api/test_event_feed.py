@@ -132,3 +132,11 @@ def test_an_unknown_cursor_resumes_after_the_events_below_it(api, officer, org_a
     assert [e["id"] for e in body["results"]] == [second.pk]
     body = client.get(f"/api/v1/events/?after={second.pk + 1000}").json()
     assert body["results"] == [] and body["after"] == second.pk + 1000
+
+
+@pytest.mark.parametrize("after", [str(2**63), str(-(2**63)), "19904870423465637909102592"])
+def test_a_cursor_no_event_can_have_is_a_clear_400(api, officer, after):
+    """Found by the schema fuzzing: a number past a bigint reached the database (a 500 on SQLite)."""
+    response = api(officer).get(f"/api/v1/events/?after={after}")
+    assert response.status_code == 400
+    assert "Send the id of the last event you have" in str(response.json())
